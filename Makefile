@@ -1,0 +1,36 @@
+# The README's two commands: `make run` (the embedded default study) and `make test`.
+# Both create the virtual environment first; `make venv` is idempotent and quick when nothing changed.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch to install when the venv has none. On this machine kind pip is capped at torch 2.14.1, whose CUDA build
+# runs on CPU and matches torchvision 0.29.1 (the 2.13 CPU file + PyPI torchvision breaks `import timm`).
+# On a GPU cluster, pre-install your CUDA torch in the venv (or set TORCH_SPEC): an importable torch is kept.
+TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+STAMP := $(VENV)/.repa-study-installed
+PYTEST_ARGS ?=
+
+.PHONY: venv run test clean-venv
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@if $(PY) -c "import torch, torchvision" 2>/dev/null; then \
+	  echo "venv: keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
+	else \
+	  echo "venv: installing $(TORCH_SPEC)"; $(PY) -m pip install -q $(TORCH_SPEC); \
+	fi
+	@$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+run: venv
+	$(VENV)/bin/repa-study run
+
+test: venv
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-venv:
+	rm -rf $(VENV)

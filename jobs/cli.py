@@ -1,0 +1,48 @@
+"""The ``repa-study`` command: the top floor of the project, which nothing imports.
+
+Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves through ``register(cli)``.
+"""
+from __future__ import annotations
+
+import sys
+
+import click
+
+from study.log import setup_logging
+
+# Order matters: a module may add sub-commands to a group registered before it.
+COMMAND_MODULES = ("encoders", "scoring", "data", "train", "evaluate", "sweep", "analyze", "predict", "run")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+@click.option("--log-level", default=None, help="DEBUG, INFO (default) or WARNING; also REPA_STUDY_LOG.")
+@click.version_option(package_name="repa-study")
+def cli(log_level: str | None) -> None:
+    """repa-study: the iREPA encoder study (REPA/iREPA training, FID, spatial metrics) at cluster scale.
+
+    With no cluster and no GPU, `repa-study run` runs the embedded default: a tiny study on synthetic data.
+    """
+    setup_logging(log_level)
+
+
+def _register_all() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        module = importlib.import_module(f"jobs.commands.{name}")
+        module.register(cli)
+
+
+_register_all()
+
+
+def main() -> None:
+    try:
+        cli(standalone_mode=True)
+    except KeyboardInterrupt:  # pragma: no cover - interactive
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
