@@ -1,0 +1,6 @@
+"""The results store (parquet tables written atomically, one file per job) and provenance; imports nothing of ours."""
+from results.store import (SCHEMA_VERSION, TABLE_KEYS, TABLES, CorruptResultError, ResultStore, StoreError,
+                           default_root)
+
+__all__ = ["ResultStore", "CorruptResultError", "StoreError", "TABLES", "TABLE_KEYS", "SCHEMA_VERSION",
+           "default_root"]
