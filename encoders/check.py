@@ -1,0 +1,53 @@
+"""Validate an entry against the model it builds: grid, embed_dim, prefix tokens and parameter count."""
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import torch
+
+from .build import build_model, trunk_params
+from .encoder import Encoder, get_spec
+
+PARAMS_TOLERANCE = 0.01  # relative
+
+
+def check_encoder(name: str, *, meta: bool = True) -> dict[str, Any]:
+    """Build ``name`` at full size without weights (on the meta device when ``meta``), run a 256 px forward, and
+    compare with the entry. Returns ``{name, ok, grid, embed_dim, prefix_tokens, params_m, seconds, reason?}``."""
+    t0 = time.perf_counter()
+    result: dict[str, Any] = {"name": name, "ok": False, "grid": None, "embed_dim": None, "prefix_tokens": None,
+                              "params_m": None}
+    try:
+        spec = get_spec(name)
+        model = build_model(spec, "meta" if meta else "random")
+        result["params_m"] = round(trunk_params(model) / 1e6, 1)
+        prefix = spec.prefix_tokens if spec.source == "hf" else getattr(model, "num_prefix_tokens", 0)
+        result["prefix_tokens"] = prefix
+        device = "meta" if meta else "cpu"
+        encoder = Encoder(spec, model, "meta" if meta else "random", device=device)
+        images = torch.zeros(1, 3, 256, 256, dtype=torch.uint8, device=device)
+        x = encoder.preprocess(images)
+        with torch.no_grad():
+            patch, _ = encoder._forward(x)
+        tokens, dim = patch.shape[1], patch.shape[2]
+        side = int(round(tokens ** 0.5))
+        result["grid"] = side if side * side == tokens else None
+        result["embed_dim"] = dim
+        problems = []
+        if tokens != spec.num_tokens:
+            problems.append(f"{tokens} tokens, entry grid {spec.grid}x{spec.grid} = {spec.num_tokens}")
+        if dim != spec.embed_dim:
+            problems.append(f"embed_dim {dim} != entry {spec.embed_dim}")
+        if prefix != spec.prefix_tokens:
+            problems.append(f"prefix tokens {prefix} != entry {spec.prefix_tokens}")
+        rel = abs(result["params_m"] - spec.params_m) / spec.params_m
+        if rel > PARAMS_TOLERANCE:
+            problems.append(f"params {result['params_m']} M differ from entry {spec.params_m} M by {rel:.1%}")
+        result["ok"] = not problems
+        if problems:
+            result["reason"] = "; ".join(problems)
+    except Exception as exc:  # a check reports every failure as data, it never crashes the batch
+        result["reason"] = f"{type(exc).__name__}: {exc}"
+    result["seconds"] = round(time.perf_counter() - t0, 2)
+    return result

@@ -1,0 +1,143 @@
+"""The uniform feature API: ``get_encoder(name).encode(uint8 images) -> {"patch": [B, T, D], "cls": [B, D] | None}``."""
+from __future__ import annotations
+
+import contextlib
+import difflib
+from typing import Literal
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .build import WEIGHTS_MODES, build_model
+from .spec import EncoderSpec, load_catalog
+from .variants import Variant, parse_variant
+
+
+class UnknownEncoderError(KeyError):
+    """No catalog entry has this name; the message lists the closest names."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; show it plainly
+        return str(self.args[0])
+
+
+def list_encoders() -> list[str]:
+    """All catalog entry names, in catalog order (variants such as ``@clsmix=`` are not listed)."""
+    return list(load_catalog())
+
+
+def get_spec(name: str) -> EncoderSpec:
+    """The catalog entry of ``name`` (a variant resolves to its base entry)."""
+    base = parse_variant(name).base
+    catalog = load_catalog()
+    if base not in catalog:
+        close = difflib.get_close_matches(base, list(catalog), n=5, cutoff=0.4)
+        hint = f" Closest: {', '.join(close)}." if close else ""
+        raise UnknownEncoderError(f"unknown encoder {base!r}.{hint} `repa-study encoders list` shows all "
+                                  f"{len(catalog)}; add new ones to encoders/catalog.yaml.")
+    return catalog[base]
+
+
+class Encoder:
+    """A frozen encoder: resizes and normalises per its entry, runs in eval mode without grad."""
+
+    def __init__(self, spec: EncoderSpec, model: nn.Module, weights: str, device: str | torch.device = "cpu",
+                 variant: Variant | None = None, bf16: bool = False) -> None:
+        self.spec = spec
+        self.model = model
+        self.weights = weights
+        self.variant = variant or Variant(spec.name)
+        self.device = torch.device(device)
+        self.bf16 = bf16
+        mean, std = spec.normalization
+        self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
+        self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
+        if self.variant.clsmix is not None and spec.cls_index is None:
+            raise ValueError(f"{self.name!r}: {spec.name} has no CLS token (prefix tokens: {spec.prefix_tokens}, "
+                             "cls_index: null), so CLS mixing is undefined")
+
+    @property
+    def name(self) -> str:
+        return self.spec.name + self.variant.suffix
+
+    @property
+    def embed_dim(self) -> int:
+        """Token width: the entry's, except for tiny stand-ins, whose width comes from their ``tiny`` overrides."""
+        if self.weights != "tiny":
+            return self.spec.embed_dim
+        config = getattr(self.model, "config", None)
+        return int(config.hidden_size) if config is not None else int(self.model.num_features)
+
+    @property
+    def has_cls(self) -> bool:
+        return self.spec.cls_index is not None
+
+    @property
+    def cache_key(self) -> str:
+        """Encoder + variant + weights + entry fingerprint (preprocessing included): keys feature caches."""
+        return f"{self.name}|{self.weights}|{self.spec.fingerprint()}"
+
+    def preprocess(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``[B, 3, H, W]`` -> resized to ``input_res`` and normalised float32."""
+        if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
+            raise ValueError(f"{self.name}: encode() takes uint8 images [B, 3, H, W], got {images.dtype} "
+                             f"{tuple(images.shape)}")
+        x = images.to(self.device, non_blocking=True).float().div_(255.0)
+        res = self.spec.input_res
+        if x.shape[-2:] != (res, res):
+            x = F.interpolate(x, size=(res, res), mode=self.spec.resize.mode, align_corners=False,
+                              antialias=self.spec.resize.antialias)
+        return (x - self._mean) / self._std
+
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        spec = self.spec
+        if spec.source == "hf":
+            hidden = self.model(pixel_values=x).last_hidden_state
+            cls = hidden[:, spec.cls_index] if spec.cls_index is not None else None
+            return hidden[:, spec.prefix_tokens:], cls
+        if spec.prefix_tokens == 0:
+            fmap = self.model.forward_intermediates(x, indices=1, norm=spec.final_norm, intermediates_only=True)[0]
+            return fmap.flatten(2).transpose(1, 2), None
+        fmap, prefix = self.model.forward_intermediates(x, indices=1, norm=spec.final_norm,
+                                                        return_prefix_tokens=True, intermediates_only=True)[0]
+        cls = prefix[:, spec.cls_index] if spec.cls_index is not None else None
+        return fmap.flatten(2).transpose(1, 2), cls
+
+    @torch.no_grad()
+    def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """Patch tokens ``[B, grid*grid, D]`` (prefix tokens dropped) and the CLS token ``[B, D]`` or None."""
+        x = self.preprocess(images)
+        autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
+                    else contextlib.nullcontext())
+        with autocast:
+            patch, cls = self._forward(x)
+        patch = patch.float()
+        cls = cls.float() if cls is not None else None
+        expected = (self.spec.num_tokens, self.embed_dim)
+        if tuple(patch.shape[1:]) != expected:
+            raise RuntimeError(f"{self.name}: produced tokens {tuple(patch.shape[1:])}, the entry promises "
+                               f"{expected} (grid {self.spec.grid}x{self.spec.grid}); check input_res/patch_size")
+        if self.variant.clsmix is not None:
+            alpha = self.variant.clsmix
+            if self.variant.clsmix_form == "additive":
+                patch = patch + alpha * cls[:, None]
+            else:
+                patch = (1.0 - alpha) * patch + alpha * cls[:, None]
+        return {"patch": patch, "cls": cls}
+
+    def __repr__(self) -> str:
+        return f"Encoder({self.name!r}, weights={self.weights!r}, device={str(self.device)!r})"
+
+
+def get_encoder(name: str, weights: Literal["pretrained", "random", "tiny"] = "pretrained",
+                device: str | torch.device = "cpu", *, bf16: bool = False) -> Encoder:
+    """Build the encoder ``name`` (a catalog entry, optionally ``NAME@clsmix=ALPHA``) ready for ``encode``."""
+    if weights not in WEIGHTS_MODES or weights == "meta":
+        raise ValueError(f"weights must be 'pretrained', 'random' or 'tiny', got {weights!r}")
+    variant = parse_variant(name)
+    spec = get_spec(name)
+    if variant.clsmix is not None and spec.cls_index is None:
+        raise ValueError(f"{name!r}: {spec.name} has no CLS token, so CLS mixing is undefined; choose an entry "
+                         "with a CLS token (cls_index set), e.g. dinov2-vit-b@clsmix=0.5")
+    model = build_model(spec, weights).to(device)
+    return Encoder(spec, model, weights, device=device, variant=variant, bf16=bf16)
