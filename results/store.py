@@ -230,12 +230,16 @@ class ResultStore:
         return df.drop_duplicates(subset=keys, keep="last").sort_index()
 
     # ------------------------------------------------------------------ compaction
-    def compact(self, table: str, out_dir: str | Path | None = None) -> Path | None:
-        """Write the deduplicated table as one parquet file (``ROOT/collected/<table>.parquet``); None if empty.
+    def compact(self, table: str, out_dir: str | Path | None = None,
+                job_ids: Iterable[str] | None = None) -> Path | None:
+        """Write the deduplicated table (only ``job_ids``' rows when given) as one parquet file
+        (``out_dir/<table>.parquet``, default ``ROOT/collected``); None when there are no rows.
 
         The per-job files are left in place, so compaction can be repeated at any time.
         """
         df = self.read(table)
+        if job_ids is not None and "job_id" in df.columns:
+            df = df[df["job_id"].isin(set(job_ids))]
         if df.empty:
             return None
         out_dir = Path(out_dir) if out_dir is not None else self.root / "collected"

@@ -1,8 +1,194 @@
-"""CLI commands for this stage (see jobs/cli.py)."""
+"""`repa-study sweep plan|submit|status|cancel|collect` and `repa-study results show`."""
 from __future__ import annotations
+
+import json
+import sys
+from collections import Counter
+from pathlib import Path
 
 import click
 
+ROOT_OPTION = click.option("--root", type=click.Path(file_okay=False), default=None,
+                           help="results root (default: $REPA_STUDY_ROOT or ./runs)")
+SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+                          help="override a spec value, e.g. --set steps=100 --set executor.local_workers=2")
+
+
+def _load(spec: str, overrides: tuple[str, ...]):
+    from jobs.spec import SpecError, load_spec
+
+    try:
+        return load_spec(spec, overrides)
+    except SpecError as exc:
+        raise click.ClickException(str(exc)) from None
+
+
+def _table(rows: list[dict], columns: list[str]) -> str:
+    if not rows:
+        return "(no rows)"
+    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
+    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join([fmt.format(*columns), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in cells])
+
+
+def status_text(rows: list[dict], show_all: bool = False) -> str:
+    """A stage x state count table, then the jobs that need attention (or every job with ``show_all``)."""
+    states = ["done", "running", "pending", "requeued", "not submitted", "failed", "lost", "cancelled"]
+    counts = Counter((r["stage"], r["state"]) for r in rows)
+    seen = [s for s in states if any(k[1] == s for k in counts)] + sorted({k[1] for k in counts} - set(states))
+    summary = []
+    for stage in ("train", "eval", "score", "analyze"):
+        n = sum(v for k, v in counts.items() if k[0] == stage)
+        if n:
+            summary.append({"stage": stage, **{s: counts.get((stage, s), 0) for s in seen}, "total": n})
+    out = [_table(summary, ["stage", *seen, "total"])]
+    detail = rows if show_all else [r for r in rows if r["state"] in ("failed", "lost", "cancelled", "running")]
+    if detail:
+        out += ["", _table(detail, ["state", "stage", "label", "job_id", "attempt", "scheduler_id", "log", "error"])]
+    return "\n".join(out)
+
+
+@click.group("sweep")
+def sweep_group() -> None:
+    """Plan, submit, watch, cancel and collect a sweep (a YAML spec; `smoke` and `paper` are shipped)."""
+
+
+@sweep_group.command("plan")
+@click.argument("spec")
+@SET_OPTION
+@click.option("--json", "as_json", is_flag=True, help="print the jobs as a JSON list")
+def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
+    """Expand SPEC into jobs with stable ids (nothing is submitted)."""
+    from jobs.plan import plan, plan_table
+
+    jobs = plan(_load(spec, overrides))
+    rows = plan_table(jobs)
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+        return
+    click.echo(_table([{**r, "deps": len(r["depends_on"])} for r in rows],
+                      ["job_id", "stage", "encoder", "model", "method", "seed", "steps", "deps"]))
+    counts = Counter(r["stage"] for r in rows)
+    click.echo(f"\n{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in ("train", "eval", "score", "analyze")))
+
+
+@sweep_group.command("submit")
+@click.argument("spec")
+@SET_OPTION
+@ROOT_OPTION
+@click.option("--executor", type=click.Choice(["slurm", "local", "debug"]), default=None,
+              help="default: the spec's executor.kind")
+@click.option("--slurm-partition", default=None)
+@click.option("--slurm-account", default=None)
+@click.option("--slurm-qos", default=None)
+@click.option("--slurm-constraint", default=None)
+@click.option("--wait", is_flag=True, help="block until every job ends; exit status 1 if any failed")
+def submit_cmd(spec: str, overrides: tuple[str, ...], root: str | None, executor: str | None,
+               slurm_partition: str | None, slurm_account: str | None, slurm_qos: str | None,
+               slurm_constraint: str | None, wait: bool) -> None:
+    """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume)."""
+    from jobs.submit import SubmitError, submit_sweep, sweep_status
+
+    cfg = _load(spec, overrides)
+    slurm = {"partition": slurm_partition, "account": slurm_account, "qos": slurm_qos,
+             "constraint": slurm_constraint}
+    try:
+        sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
+    except SubmitError as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"sweep {sub.sweep}: {len(sub.jobs)} jobs, {len(sub.skipped_done)} already done, "
+               f"{len(sub.skipped_active)} still queued, {len(sub.submitted)} submitted ({sub.executor})")
+    if sub.final is not None:
+        click.echo(status_text(sweep_status(cfg, root)))
+        if sub.failed:
+            click.echo(f"{len(sub.failed)} job(s) did not finish", err=True)
+            sys.exit(1)
+
+
+@sweep_group.command("status")
+@click.argument("spec")
+@SET_OPTION
+@ROOT_OPTION
+@click.option("--all", "show_all", is_flag=True, help="list every job, not only those needing attention")
+@click.option("--json", "as_json", is_flag=True)
+def status_cmd(spec: str, overrides: tuple[str, ...], root: str | None, show_all: bool, as_json: bool) -> None:
+    """Stages and states (done, running, pending, failed with log path and last error line)."""
+    from jobs.submit import sweep_status
+
+    rows = sweep_status(_load(spec, overrides), root)
+    click.echo(json.dumps(rows, indent=1) if as_json else status_text(rows, show_all))
+
+
+@sweep_group.command("cancel")
+@click.argument("spec")
+@SET_OPTION
+@ROOT_OPTION
+def cancel_cmd(spec: str, overrides: tuple[str, ...], root: str | None) -> None:
+    """Cancel SPEC's queued and running jobs (scancel, or stop the local driver)."""
+    from jobs.submit import cancel_sweep
+
+    ids = cancel_sweep(_load(spec, overrides), root)
+    click.echo(f"cancelled {len(ids)} job(s)")
+
+
+@sweep_group.command("collect")
+@click.argument("spec")
+@SET_OPTION
+@ROOT_OPTION
+def collect_cmd(spec: str, overrides: tuple[str, ...], root: str | None) -> None:
+    """Write one compacted parquet per table (SPEC's rows) plus a summary, under ROOT/collected/NAME."""
+    from jobs.submit import collect_sweep
+
+    for name, path in collect_sweep(_load(spec, overrides), root).items():
+        click.echo(f"{name}: {path}")
+
+
+@click.group("results")
+def results_group() -> None:
+    """Inspect the results store."""
+
+
+@results_group.command("show")
+@ROOT_OPTION
+@click.option("--table", "table", default=None, help="generation, encoders or runs (default: list the tables)")
+@click.option("--json", "as_json", is_flag=True, help="print rows as JSON records")
+@click.option("--columns", default=None, help="comma-separated columns to show")
+@click.option("--no-strict", is_flag=True, help="skip unreadable files (with a warning) instead of failing")
+def show_cmd(root: str | None, table: str | None, as_json: bool, columns: str | None, no_strict: bool) -> None:
+    """Show a results table (all files, latest row per key), or list the tables."""
+    import pandas as pd
+
+    from results import CorruptResultError, ResultStore, StoreError
+
+    store = ResultStore(root)
+    if table is None:
+        names = store.tables()
+        listing = [{"table": t, "files": len(store.files(t))} for t in names]
+        click.echo(json.dumps(listing) if as_json else (_table(listing, ["table", "files"])
+                                                        if listing else f"no tables under {store.root}"))
+        return
+    try:
+        df = store.read(table, strict=not no_strict)
+    except (CorruptResultError, StoreError) as exc:
+        raise click.ClickException(str(exc)) from None
+    if columns:
+        wanted = [c.strip() for c in columns.split(",") if c.strip()]
+        missing = [c for c in wanted if c not in df.columns]
+        if missing:
+            raise click.ClickException(f"no column(s) {missing} in table {table!r}; "
+                                       f"columns: {', '.join(map(str, df.columns))}")
+        df = df[wanted]
+    if as_json:
+        click.echo(df.to_json(orient="records", indent=1, date_format="iso"))
+    elif df.empty:
+        click.echo(f"table {table!r} has no rows under {Path(store.root)}")
+    else:
+        hide = {"versions", "python", "written_ns", "source_file", "schema_version"}
+        with pd.option_context("display.max_columns", 30, "display.width", 200):
+            click.echo(df[[c for c in df.columns if c not in hide or columns]].to_string(index=False))
+
 
 def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root command (filled in as the stage lands)."""
+    cli.add_command(sweep_group)
+    cli.add_command(results_group)

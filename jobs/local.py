@@ -1,0 +1,200 @@
+"""The local executor: runs a sweep's jobs as background processes on this machine, respecting dependencies.
+
+Each job runs in its own Python process (``python -m jobs.local one JOB.json ROOT SWEEP``) with its output in
+``ROOT/jobs/<job_id>/log.txt``; at most ``workers`` run at once. A job starts when every job it depends on has
+ended (done or failed, like SLURM's ``afterany``); a job whose input is missing then fails with a clear error
+(e.g. an evaluation whose training failed). Jobs already done are never run again.
+
+``sweep submit --executor local`` without ``--wait`` starts :func:`drive` in a detached process (its pid in
+``ROOT/sweeps/<name>/driver.pid``, output in ``driver.log``), so the shell returns at once.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from jobs.plan import Job
+from jobs.tasks import job_dir, read_state, run_job, write_state
+from study.log import get_logger, progress
+
+__all__ = ["drive", "run_debug", "spawn_driver", "driver_pid", "sweep_dir"]
+
+log = get_logger(__name__)
+ENDED = ("done", "failed", "cancelled")
+#: How one job is started (its arguments follow); tests point it at a worker with stand-in stages.
+WORKER_COMMAND = [sys.executable, "-m", "jobs.local", "one"]
+
+
+def sweep_dir(root: str | Path, sweep: str) -> Path:
+    return Path(root) / "sweeps" / sweep
+
+
+def driver_pid(root: str | Path, sweep: str) -> int | None:
+    """The pid of a live local driver for this sweep, else None."""
+    path = sweep_dir(root, sweep) / "driver.pid"
+    try:
+        pid = int(path.read_text().split()[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    try:
+        with open(f"/proc/{pid}/stat") as fh:
+            if fh.read().split(") ", 1)[1].startswith("Z"):
+                return None
+        with open(f"/proc/{pid}/cmdline", "rb") as fh:
+            if b"jobs.local" not in fh.read():
+                return None
+    except (FileNotFoundError, IndexError):
+        return None
+    return pid
+
+
+def _job_env(job: Job) -> dict[str, str]:
+    env = dict(os.environ)
+    threads = str(max(1, job.resources.cpus))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = threads
+    env.setdefault("REPA_STUDY_PROGRESS", "0")
+    return env
+
+
+def _launch(job: Job, root: Path, sweep: str) -> subprocess.Popen:
+    directory = job_dir(root, job.job_id)
+    directory.mkdir(parents=True, exist_ok=True)
+    spec_file = directory / "job.json"
+    spec_file.write_text(json.dumps({"sweep": sweep, **job.model_dump(mode="json")}))
+    log_path = directory / "log.txt"
+    out = open(log_path, "ab")
+    cmd = [*WORKER_COMMAND, str(spec_file), str(root), sweep, str(log_path)]
+    try:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, env=_job_env(job),
+                                cwd=Path(__file__).resolve().parents[1])
+    finally:
+        out.close()
+
+
+def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1,
+          on_update: Callable[[dict[str, str]], None] | None = None, poll_s: float = 0.2) -> dict[str, str]:
+    """Run ``jobs`` (a planned sweep, or part of one) to the end; return ``{job_id: final state}``.
+
+    Dependencies on jobs outside ``jobs`` are taken as satisfied when those jobs are done (else they count as
+    ended too, and the dependent job reports the missing input itself).
+    """
+    root = Path(root)
+    todo = {j.job_id: j for j in jobs}
+    labels = {j.job_id: j.label for j in jobs}
+    final: dict[str, str] = {}
+    for job_id in list(todo):
+        if read_state(root, job_id).get("state") == "done":
+            final[job_id] = "done"
+            del todo[job_id]
+    running: dict[str, subprocess.Popen] = {}
+    bar = progress(total=len(jobs), desc=f"sweep {sweep}", unit="job", initial=len(final))
+    try:
+        while todo or running:
+            for job_id, proc in list(running.items()):
+                if proc.poll() is None:
+                    continue
+                del running[job_id]
+                state = read_state(root, job_id).get("state")
+                if proc.returncode != 0 and state not in ("failed",):
+                    # the process died before it could record its failure (killed, crashed)
+                    write_state(root, job_id, state="failed",
+                                error=f"process exited with status {proc.returncode}")
+                    state = "failed"
+                final[job_id] = state or "failed"
+                bar.update(1)
+                log.log(20 if final[job_id] == "done" else 30, "%s %s: %s", final[job_id], job_id,
+                        labels[job_id])
+                if on_update:
+                    on_update(final)
+            for job_id, job in list(todo.items()):
+                if len(running) >= workers:
+                    break
+                deps_ended = all(d in final or (d not in todo and d not in running) for d in job.depends_on)
+                if not deps_ended:
+                    continue
+                del todo[job_id]
+                running[job_id] = _launch(job, root, sweep)
+                log.info("started %s: %s", job_id, job.label)
+            time.sleep(poll_s)
+    except BaseException:
+        for proc in running.values():
+            proc.terminate()
+        for job_id, proc in running.items():
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+            write_state(root, job_id, state="cancelled", error="the local driver was stopped")
+        raise
+    finally:
+        bar.close()
+    return final
+
+
+def run_debug(jobs: Sequence[Job], root: str | Path, sweep: str) -> dict[str, str]:
+    """The debug executor: every job in this process, one after another, in plan order (for pdb)."""
+    final: dict[str, str] = {}
+    for job in progress(list(jobs), desc=f"sweep {sweep} (debug)", unit="job"):
+        try:
+            final[job.job_id] = run_job(job, root, sweep).get("state", "done")
+        except Exception:  # noqa: BLE001 - recorded in the job's state; the other jobs still run
+            log.exception("job %s failed", job.job_id)
+            final[job.job_id] = "failed"
+    return final
+
+
+def spawn_driver(root: str | Path, sweep: str, plan_file: Path, workers: int) -> int:
+    """Start :func:`drive` in a detached background process; returns its pid."""
+    directory = sweep_dir(root, sweep)
+    directory.mkdir(parents=True, exist_ok=True)
+    out = open(directory / "driver.log", "ab")
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "jobs.local", "drive", str(plan_file), str(root), sweep, str(workers)],
+            stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+            cwd=Path(__file__).resolve().parents[1])
+    finally:
+        out.close()
+    (directory / "driver.pid").write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _main(argv: list[str]) -> int:
+    from study.log import setup_logging
+
+    setup_logging()
+    if argv[:1] == ["one"]:
+        spec_file, root, sweep, log_path = argv[1:5]
+        data = json.loads(Path(spec_file).read_text())
+        data.pop("sweep", None)
+        try:
+            run_job(data, root, sweep, log_path=log_path)
+        except Exception:  # noqa: BLE001 - state and traceback are recorded by run_job
+            import traceback
+            traceback.print_exc()
+            return 1
+        return 0
+    if argv[:1] == ["drive"]:
+        import signal
+
+        # `sweep cancel` sends SIGTERM: exit through drive()'s cleanup, which stops and marks its jobs
+        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
+        plan_file, root, sweep, workers = argv[1:5]
+        jobs = [Job.model_validate(j) for j in json.loads(Path(plan_file).read_text())]
+        final = drive(jobs, root, sweep, workers=int(workers))
+        failed = sorted(k for k, v in final.items() if v != "done")
+        print(f"sweep {sweep}: {len(final) - len(failed)} done, {len(failed)} not done", flush=True)
+        return 1 if failed else 0
+    print("usage: python -m jobs.local one JOB.json ROOT SWEEP LOG | drive PLAN.json ROOT SWEEP WORKERS",
+          file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1:]))

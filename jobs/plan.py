@@ -1,0 +1,101 @@
+"""Expand a sweep spec into jobs with stable ids.
+
+A job id is ``config_hash`` of what determines the job's result (its stage, inputs and settings; never its
+resources or the executor), so the same spec always gives the same ids, a changed value that matters gives a new
+id, and a resubmission recognises the jobs that already finished.
+"""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from jobs.spec import Resources, SweepSpec, known_encoders
+from study.config import StrictModel, config_hash
+
+__all__ = ["Job", "plan", "STAGES", "plan_table"]
+
+STAGES = ("train", "eval", "score", "analyze")
+
+
+class Job(StrictModel):
+    job_id: str
+    stage: Literal["train", "eval", "score", "analyze"]
+    encoder: str | None = None
+    model: str | None = None
+    method: str | None = None
+    seed: int | None = None
+    steps: int | None = Field(None, description="training steps (train) or the evaluated step (eval)")
+    depends_on: list[str] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict, description="stage inputs (what the id hashes)")
+    resources: Resources = Field(default_factory=Resources)
+
+    @property
+    def label(self) -> str:
+        parts = [self.stage, self.encoder, self.model, self.method,
+                 None if self.seed is None else f"seed{self.seed}", None if self.steps is None else f"{self.steps}"]
+        return " ".join(str(p) for p in parts if p is not None)
+
+
+def _job(stage: str, identity: dict[str, Any], resources: Resources, **fields: Any) -> Job:
+    job_id = f"{stage}-{config_hash({'stage': stage, **identity})}"
+    return Job(job_id=job_id, stage=stage, params=identity, resources=resources, **fields)
+
+
+def _scoring_encoders(spec: SweepSpec) -> list[str]:
+    chosen = spec.scoring.encoders
+    if chosen == "trained":
+        return list(spec.encoders)
+    if chosen == "all":
+        known = known_encoders()
+        if known is None:
+            raise RuntimeError("scoring.encoders: 'all' needs the encoder registry (`encoders` package)")
+        # the catalog's entries plus any trained variants (e.g. NAME@clsmix=A) not already listed
+        return list(known) + [e for e in spec.encoders if e not in known]
+    return list(chosen)
+
+
+def plan(spec: SweepSpec) -> list[Job]:
+    """All jobs of the sweep, in stage order (train, eval, score, analyze)."""
+    trains: list[Job] = []
+    evals: list[Job] = []
+    for model_name, size in spec.models.items():
+        for encoder in spec.encoders:
+            for method in spec.methods:
+                for seed in spec.seeds:
+                    identity = {
+                        "dataset": spec.dataset, "encoder": encoder, "encoder_weights": spec.encoder_weights,
+                        "model": model_name, "model_overrides": list(size.train_overrides), "method": method,
+                        "seed": seed, "steps": spec.steps, "train_overrides": list(spec.train_overrides),
+                    }
+                    train = _job("train", identity, size.train, encoder=encoder, model=model_name,
+                                 method=method, seed=seed, steps=spec.steps)
+                    trains.append(train)
+                    for step in spec.eval_steps:
+                        ident = {"train_job": train.job_id, "step": step, "dataset": spec.dataset,
+                                 "fid": spec.fid.model_dump(mode="json")}
+                        evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
+                                          method=method, seed=seed, steps=step, depends_on=[train.job_id]))
+    scores: list[Job] = []
+    if spec.scoring.enabled:
+        for encoder in _scoring_encoders(spec):
+            ident = {"encoder": encoder, "encoder_weights": spec.encoder_weights,
+                     "dataset": spec.scoring.dataset or spec.dataset, "split": spec.scoring.split,
+                     "limit": spec.scoring.limit, "probe": spec.scoring.probe}
+            scores.append(_job("score", ident, spec.scoring.resources, encoder=encoder))
+    jobs = trains + evals + scores
+    if spec.analyze.enabled:
+        upstream = sorted(j.job_id for j in evals + scores)
+        ident = {"sweep": spec.name, "inputs": upstream, "reference": spec.analyze.reference}
+        jobs.append(_job("analyze", ident, spec.analyze.resources, depends_on=upstream))
+    ids = [j.job_id for j in jobs]
+    if len(set(ids)) != len(ids):  # pragma: no cover - would mean two identical jobs in one spec
+        raise RuntimeError("plan produced duplicate job ids; the spec lists the same job twice")
+    return jobs
+
+
+def plan_table(jobs: list[Job]) -> list[dict[str, Any]]:
+    """The JSON-able summary `sweep plan --json` prints: one object per job."""
+    return [{"job_id": j.job_id, "stage": j.stage, "encoder": j.encoder, "model": j.model, "method": j.method,
+             "seed": j.seed, "steps": j.steps, "depends_on": j.depends_on,
+             "resources": j.resources.model_dump()} for j in jobs]

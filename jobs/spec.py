@@ -1,0 +1,239 @@
+"""Sweep specs: one YAML file describing a whole study (what to train, evaluate and score, where, with what).
+
+``load_spec(path, overrides)`` reads and validates a spec; :func:`validate_spec` then checks what pydantic cannot
+(encoder names against the catalog, resources the chosen executor can never satisfy) so that a bad spec is
+rejected before anything is submitted. See docs/cluster.md for the format.
+"""
+from __future__ import annotations
+
+import difflib
+import os
+import re
+from pathlib import Path
+from typing import Iterable, Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from study.config import ConfigError, StrictModel, load_config
+
+__all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
+           "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path", "SWEEPS_DIR",
+           "parse_encoder_name"]
+
+SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
+_CLSMIX = re.compile(r"^clsmix=(?P<alpha>[0-9]*\.?[0-9]+)$")
+
+
+class SpecError(ConfigError):
+    """A sweep spec is invalid; the message says what and how to fix it. Nothing has been submitted."""
+
+
+class Resources(StrictModel):
+    """What one job of a stage asks the scheduler for."""
+
+    gpus: int = Field(1, ge=0, le=64, description="GPUs per node")
+    nodes: int = Field(1, ge=1, le=64)
+    cpus: int = Field(8, ge=1, le=1024, description="CPUs per node (split among its tasks, one task per GPU)")
+    mem_gb: float = Field(64, gt=0, le=8192, description="memory per node, GB")
+    time_min: int = Field(24 * 60, ge=1, le=30 * 24 * 60, description="time limit per attempt, minutes")
+
+
+class ModelSize(StrictModel):
+    """A SiT size: the override(s) that select it in the training config, and its resources."""
+
+    train_overrides: list[str] = Field(default_factory=list,
+                                       description="training-config overrides selecting this size")
+    train: Resources = Field(default_factory=Resources)
+    eval: Resources = Field(default_factory=lambda: Resources(time_min=6 * 60))
+
+
+class FidSettings(StrictModel):
+    n_samples: int = Field(50_000, ge=2)
+    extractor: Literal["inception", "synthetic"] = "inception"
+    mode: Literal["sde", "ode"] = "sde"
+    num_steps: int = Field(250, ge=1)
+    cfg_scale: float = Field(1.0, ge=0)
+    seed: int = 0
+    batch_size: int = Field(64, ge=1)
+    reference: str | None = Field(None, description="reference statistics / images (default: the dataset's)")
+
+
+class ScoringSettings(StrictModel):
+    enabled: bool = True
+    encoders: list[str] | Literal["all", "trained"] = Field("all", description="names, 'all' or 'trained'")
+    dataset: str | None = Field(None, description="dataset spec for scoring (default: the sweep's dataset)")
+    split: str = "val"
+    limit: int | None = Field(None, ge=1)
+    probe: bool = True
+    resources: Resources = Field(default_factory=lambda: Resources(gpus=1, time_min=4 * 60))
+
+
+class AnalyzeSettings(StrictModel):
+    enabled: bool = True
+    reference: str | None = Field(None, description="e.g. 'paper' to overlay the paper's numbers")
+    resources: Resources = Field(default_factory=lambda: Resources(gpus=0, cpus=2, mem_gb=8, time_min=60))
+
+
+class ExecutorSettings(StrictModel):
+    kind: Literal["slurm", "local", "debug"] = "slurm"
+    folder: str | None = Field(None, description="submitit logs; default ROOT/submitit/<sweep name>")
+    array_parallelism: int = Field(64, ge=1, description="max array tasks of one stage running at once")
+    local_workers: int = Field(1, ge=1, le=256, description="jobs run at once by the local executor")
+    slurm_partition: str | None = None
+    slurm_account: str | None = None
+    slurm_qos: str | None = None
+    slurm_constraint: str | None = None
+    slurm_additional: dict[str, str | int] = Field(default_factory=dict, description="extra sbatch options")
+    max_node_gpus: int | None = Field(None, ge=0, description="GPUs per node on the cluster (checks requests)")
+    max_node_cpus: int | None = Field(None, ge=1)
+    max_node_mem_gb: float | None = Field(None, gt=0)
+
+
+class SweepSpec(StrictModel):
+    """The whole study: trainings (encoders x models x methods x seeds), evaluations, scoring, analysis."""
+
+    name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    dataset: str = Field(..., description="dataset spec: 'synthetic[:k=v,...]' or an ImageNet-style folder")
+    encoder_weights: Literal["pretrained", "random", "tiny"] = "pretrained"
+    encoders: list[str] = Field(..., min_length=1)
+    models: dict[str, ModelSize] = Field(..., min_length=1)
+    methods: list[str] = Field(..., min_length=1)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    steps: int = Field(..., ge=1, description="training steps")
+    eval_steps: list[int] = Field(..., min_length=1, description="checkpoints to evaluate")
+    train_overrides: list[str] = Field(default_factory=list, description="overrides for every training")
+    fid: FidSettings = Field(default_factory=FidSettings)
+    scoring: ScoringSettings = Field(default_factory=ScoringSettings)
+    analyze: AnalyzeSettings = Field(default_factory=AnalyzeSettings)
+    executor: ExecutorSettings = Field(default_factory=ExecutorSettings)
+
+    @field_validator("encoders", "methods")
+    @classmethod
+    def _unique(cls, value: list[str]) -> list[str]:
+        dup = sorted({v for v in value if value.count(v) > 1})
+        if dup:
+            raise ValueError(f"duplicate entries {dup}")
+        return value
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique_seeds(cls, value: list[int]) -> list[int]:
+        if len(set(value)) != len(value):
+            raise ValueError("duplicate seeds")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_within_training(self) -> "SweepSpec":
+        bad = [s for s in self.eval_steps if s < 1 or s > self.steps]
+        if bad:
+            raise ValueError(f"eval_steps {bad} outside 1..steps ({self.steps}): every evaluated checkpoint "
+                             f"must exist after training")
+        if len(set(self.eval_steps)) != len(self.eval_steps):
+            raise ValueError("duplicate eval_steps")
+        return self
+
+
+def resolve_spec_path(spec: str | Path) -> Path:
+    """A path as given, or the name of a shipped sweep (``smoke`` -> jobs/sweeps/smoke.yaml)."""
+    path = Path(spec)
+    if path.is_file():
+        return path
+    shipped = SWEEPS_DIR / f"{spec}.yaml" if not str(spec).endswith(".yaml") else SWEEPS_DIR / str(spec)
+    if shipped.is_file():
+        return shipped
+    names = sorted(p.stem for p in SWEEPS_DIR.glob("*.yaml"))
+    raise SpecError(f"sweep spec {str(spec)!r} not found: give a YAML path or one of the shipped sweeps {names}")
+
+
+def load_spec(spec: str | Path, overrides: Iterable[str] = ()) -> SweepSpec:
+    """Read, validate (:func:`validate_spec`) and return a sweep spec; raises :class:`SpecError`."""
+    path = resolve_spec_path(spec)
+    try:
+        cfg = load_config(SweepSpec, path, overrides)
+    except ConfigError as exc:
+        raise SpecError(str(exc)) from None
+    validate_spec(cfg, where=str(path))
+    return cfg
+
+
+def parse_encoder_name(name: str) -> tuple[str, float | None]:
+    """``'dinov2-vit-b@clsmix=0.5'`` -> ``('dinov2-vit-b', 0.5)``; a plain name -> ``(name, None)``."""
+    base, _, variant = name.partition("@")
+    if not variant:
+        return base, None
+    match = _CLSMIX.match(variant)
+    if not match:
+        raise SpecError(f"encoder {name!r}: unknown variant {variant!r} (supported: NAME@clsmix=ALPHA, 0<=ALPHA<=1)")
+    alpha = float(match["alpha"])
+    if not 0.0 <= alpha <= 1.0:
+        raise SpecError(f"encoder {name!r}: clsmix alpha must be within [0, 1], got {alpha}")
+    return base, alpha
+
+
+def known_encoders() -> list[str] | None:
+    """The catalog's names, or None when the encoder registry cannot be imported (checked later then)."""
+    try:
+        import encoders
+        return list(encoders.list_encoders())
+    except (ImportError, AttributeError):
+        return None
+
+
+def _check_names(names: Iterable[str], known: list[str] | None, where: str, errors: list[str]) -> None:
+    for name in names:
+        try:
+            base, _ = parse_encoder_name(name)
+        except SpecError as exc:
+            errors.append(f"{where}: {exc}")
+            continue
+        if known is not None and base not in known:
+            close = difflib.get_close_matches(base, known, n=3)
+            hint = f" (did you mean {', '.join(close)}?)" if close else " (see `repa-study encoders list`)"
+            errors.append(f"{where}: unknown encoder {base!r}{hint}")
+
+
+def _local_gpus() -> int:
+    try:
+        import torch
+        return torch.cuda.device_count()
+    except Exception:  # noqa: BLE001 - no usable CUDA means no GPUs
+        return 0
+
+
+def _check_resources(res: Resources, ex: ExecutorSettings, where: str, errors: list[str]) -> None:
+    limits = {"gpus": ex.max_node_gpus, "cpus": ex.max_node_cpus, "mem_gb": ex.max_node_mem_gb}
+    if ex.kind in ("local", "debug"):
+        cpus = os.cpu_count() or 1
+        if res.nodes > 1:
+            errors.append(f"{where}: nodes={res.nodes} is impossible on the {ex.kind} executor (one machine)")
+        limits["cpus"] = limits["cpus"] or cpus
+        limits["gpus"] = limits["gpus"] if limits["gpus"] is not None else _local_gpus()
+    for key, limit in limits.items():
+        value = getattr(res, key)
+        if limit is not None and value > limit:
+            errors.append(f"{where}: {key}={value} exceeds what one node offers ({limit}); lower it or raise "
+                          f"executor.max_node_{key}")
+    if res.gpus == 0 and res.nodes > 1:
+        errors.append(f"{where}: nodes={res.nodes} with gpus=0: multi-node jobs are for distributed GPU training")
+
+
+def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
+    """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
+    errors: list[str] = []
+    known = known_encoders()
+    _check_names(spec.encoders, known, f"{where}: encoders", errors)
+    if isinstance(spec.scoring.encoders, list):
+        _check_names(spec.scoring.encoders, known, f"{where}: scoring.encoders", errors)
+    for name, size in spec.models.items():
+        _check_resources(size.train, spec.executor, f"{where}: models.{name}.train", errors)
+        _check_resources(size.eval, spec.executor, f"{where}: models.{name}.eval", errors)
+    if spec.scoring.enabled:
+        _check_resources(spec.scoring.resources, spec.executor, f"{where}: scoring.resources", errors)
+    if spec.analyze.enabled:
+        _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
+    for method in spec.methods:
+        if not re.match(r"^[A-Za-z0-9_.-]+$", method):
+            errors.append(f"{where}: methods: {method!r} is not a preset name (e.g. repa, irepa)")
+    if errors:
+        raise SpecError("invalid sweep spec:\n  " + "\n  ".join(errors))

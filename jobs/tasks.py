@@ -1,0 +1,239 @@
+"""Job bodies (train / eval / score / analyze) and the per-job state every executor shares.
+
+Each job owns ``ROOT/jobs/<job_id>/``: ``job.json`` (its definition), ``state.json`` (pending/running/done/failed/
+requeued, attempts, log path, last error line), ``lock`` (held while it runs, so the same job never runs twice at
+once), and for trainings the run directory itself (config, log, checkpoints). A job whose state is ``done`` is
+skipped by every later submission; an unfinished training resumes from its last checkpoint.
+
+:class:`SweepTask` is what submitit pickles: a ``submitit.helpers.Checkpointable``, so on preemption or time-out
+submitit requeues it (``checkpoint`` returns a ``DelayedSubmission`` of the same task) and the training resumes
+from its run directory. Rows go to the results store only when a stage finishes, so a requeued job writes them once.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import inspect
+import json
+import os
+import traceback
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+import submitit
+
+from jobs.plan import Job
+from results import ResultStore
+from results.provenance import now_iso
+from study.config import config_hash
+from study.log import get_logger
+
+__all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "JobBusyError",
+           "train_overrides", "STATE_FILE"]
+
+log = get_logger(__name__)
+STATE_FILE = "state.json"
+
+
+class JobBusyError(RuntimeError):
+    """Another process holds this job's lock: it is already running somewhere."""
+
+
+# ---------------------------------------------------------------------------------------------- state files
+def job_dir(root: str | Path, job_id: str) -> Path:
+    return ResultStore(root).run_dir(job_id)
+
+
+def _write_json(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1, default=str))
+    os.replace(tmp, path)
+
+
+def read_state(root: str | Path, job_id: str) -> dict[str, Any]:
+    """The job's state (``{"state": "pending"}`` when it never started)."""
+    path = job_dir(root, job_id) / STATE_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"state": "pending"}
+    except json.JSONDecodeError:
+        return {"state": "unknown", "error": f"unreadable {path}"}
+
+
+def write_state(root: str | Path, job_id: str, **fields: Any) -> dict[str, Any]:
+    state = {**read_state(root, job_id), **fields, "updated_at": now_iso()}
+    _write_json(job_dir(root, job_id) / STATE_FILE, state)
+    return state
+
+
+def is_done(root: str | Path, job_id: str) -> bool:
+    return read_state(root, job_id).get("state") == "done"
+
+
+@contextlib.contextmanager
+def _job_lock(directory: Path) -> Iterator[None]:
+    directory.mkdir(parents=True, exist_ok=True)
+    fh = open(directory / "lock", "w")
+    try:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise JobBusyError(f"job {directory.name} is already running (lock held on {directory / 'lock'})")
+        yield
+    finally:
+        fh.close()
+
+
+def _global_rank() -> int:
+    for var in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(var, "").isdigit():
+            return int(os.environ[var])
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- stages
+def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call ``fn`` with the keyword arguments it accepts (the stage APIs grow options over time)."""
+    params = inspect.signature(fn).parameters
+    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
+        kwargs = {k: v for k, v in kwargs.items() if k in params}
+    return fn(*args, **kwargs)
+
+
+def _scalars(d: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool)) or v is None}
+
+
+def train_overrides(job: Job) -> list[str]:
+    """Training-config overrides for a train job: the sweep's, the model size's, then this job's own values."""
+    p = job.params
+    return [*p["train_overrides"], *p["model_overrides"],
+            f"encoder.name={p['encoder']}", f"encoder.weights={p['encoder_weights']}",
+            f"data.spec={p['dataset']}", f"seed={p['seed']}", f"train.steps={p['steps']}"]
+
+
+def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    from study.train import load_train_config, train
+
+    cfg = load_train_config(job.method, train_overrides(job))
+    summary = train(cfg, run_dir) or {}
+    return [("runs", [{**_scalars(summary), "config_hash": config_hash(cfg)}])]
+
+
+def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    from study.evaluate import evaluate_run
+
+    train_id = job.params["train_job"]
+    if not is_done(root, train_id):
+        raise RuntimeError(f"training job {train_id} has not finished (state: "
+                           f"{read_state(root, train_id).get('state')}); its evaluation cannot run")
+    fid = job.params["fid"]
+    row = _call(evaluate_run, job_dir(root, train_id), job.steps, n=fid["n_samples"], extractor=fid["extractor"],
+                ref=fid["reference"], mode=fid["mode"], num_steps=fid["num_steps"], cfg_scale=fid["cfg_scale"],
+                seed=fid["seed"], batch_size=fid["batch_size"], out_dir=run_dir)
+    row = {**dict(row), "train_job_id": train_id, "step": job.steps}
+    return [("generation", [row])]
+
+
+def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    from study.scoring import score_encoder
+
+    p = job.params
+    row = _call(score_encoder, job.encoder, p["dataset"], split=p["split"], limit=p["limit"], probe=p["probe"],
+                weights=p["encoder_weights"])
+    return [("encoders", [{**dict(row), "dataset": p["dataset"]}])]
+
+
+def _stage_analyze(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    from analysis.report import analyze
+
+    store = ResultStore(root)
+    inputs = set(job.params["inputs"])
+    gen, enc = store.read("generation"), store.read("encoders")
+    gen = gen[gen["job_id"].isin(inputs)] if "job_id" in gen.columns else gen
+    enc = enc[enc["job_id"].isin(inputs)] if "job_id" in enc.columns else enc
+    if gen.empty and enc.empty:
+        raise RuntimeError("nothing to analyze: no generation or encoder rows from this sweep's jobs")
+    out = root / "reports" / job.params["sweep"]
+    report = _call(analyze, gen, enc, out, reference=job.params["reference"])
+    return [("runs", [{"report": str(report)}])]
+
+
+STAGE_FUNCTIONS: dict[str, Callable[[Job, Path, Path], list[tuple[str, list[dict[str, Any]]]]]] = {
+    "train": _stage_train, "eval": _stage_eval, "score": _stage_score, "analyze": _stage_analyze,
+}
+
+
+# ---------------------------------------------------------------------------------------------- running a job
+def _identity_columns(job: Job, sweep: str) -> dict[str, Any]:
+    return {"job_id": job.job_id, "stage": job.stage, "sweep": sweep, "encoder": job.encoder, "model": job.model,
+            "method": job.method, "seed": job.seed, "job_hash": job.job_id.split("-", 1)[-1]}
+
+
+def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_path: str | None = None) -> dict:
+    """Run one job to completion (idempotent: a done job returns its recorded state without running again)."""
+    job = job if isinstance(job, Job) else Job.model_validate(job)
+    root = Path(root)
+    directory = job_dir(root, job.job_id)
+    if _global_rank() != 0:  # distributed training: only rank 0 records state and rows
+        STAGE_FUNCTIONS[job.stage](job, root, directory)
+        return {}
+    state = read_state(root, job.job_id)
+    if state.get("state") == "done":
+        log.info("job %s (%s) already done; skipping", job.job_id, job.label)
+        return state
+    with _job_lock(directory):
+        _write_json(directory / "job.json", {"sweep": sweep, **job.model_dump(mode="json")})
+        started = now_iso()
+        attempt = int(state.get("attempt", 0)) + 1
+        write_state(root, job.job_id, state="running", attempt=attempt, started_at=started, ended_at=None,
+                    error=None, log=log_path or state.get("log"), pid=os.getpid(), host=os.uname().nodename,
+                    slurm_job_id=os.environ.get("SLURM_JOB_ID"))
+        log.info("job %s (%s): attempt %d", job.job_id, job.label, attempt)
+        store = ResultStore(root)
+        ident = _identity_columns(job, sweep)
+        try:
+            outputs = STAGE_FUNCTIONS[job.stage](job, root, directory)
+            ended = now_iso()
+            for table, rows in outputs:
+                if table == "runs":
+                    continue
+                store.write(table, [{**row, **ident, "started_at": started, "ended_at": ended} for row in rows])
+            extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
+            store.write("runs", [{**_scalars(extra), **ident, "status": "done", "attempt": attempt,
+                                  "started_at": started, "ended_at": ended, "log": log_path or ""}])
+            return write_state(root, job.job_id, state="done", ended_at=ended)
+        except SystemExit:
+            # submitit's preemption/time-out handler exits after requeueing: not a failure
+            write_state(root, job.job_id, state="requeued", ended_at=now_iso())
+            raise
+        except Exception as exc:
+            ended = now_iso()
+            last = f"{type(exc).__name__}: {exc}".strip().splitlines()
+            error = last[0][:500] if last else type(exc).__name__
+            write_state(root, job.job_id, state="failed", ended_at=ended, error=error,
+                        traceback=traceback.format_exc()[-4000:])
+            store.write("runs", [{**ident, "status": "failed", "attempt": attempt, "error": error,
+                                  "started_at": started, "ended_at": ended, "log": log_path or ""}])
+            raise
+
+
+class SweepTask(submitit.helpers.Checkpointable):
+    """One planned job as a submitit callable; requeued on preemption/time-out (training resumes)."""
+
+    def __init__(self, job: dict[str, Any], root: str, sweep: str):
+        self.job = job
+        self.root = root
+        self.sweep = sweep
+
+    def __call__(self) -> dict:
+        res = self.job.get("resources", {})
+        if res.get("gpus", 0) * res.get("nodes", 1) > 1:
+            submitit.helpers.TorchDistributedEnvironment().export()
+        log_path = None
+        with contextlib.suppress(Exception):
+            env = submitit.JobEnvironment()
+            log_path = str(env.paths.stderr).replace("%j", str(env.job_id))
+        return run_job(self.job, self.root, self.sweep, log_path=log_path)
