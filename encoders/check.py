@@ -8,6 +8,7 @@ import torch
 
 from .build import build_model, trunk_params
 from .encoder import Encoder, get_spec
+from .variants import parse_variant
 
 PARAMS_TOLERANCE = 0.01  # relative
 
@@ -25,7 +26,7 @@ def check_encoder(name: str, *, meta: bool = True) -> dict[str, Any]:
         prefix = spec.prefix_tokens if spec.source == "hf" else getattr(model, "num_prefix_tokens", 0)
         result["prefix_tokens"] = prefix
         device = "meta" if meta else "cpu"
-        encoder = Encoder(spec, model, "meta" if meta else "random", device=device)
+        encoder = Encoder(spec, model, "meta" if meta else "random", device=device, variant=parse_variant(name))
         images = torch.zeros(1, 3, 256, 256, dtype=torch.uint8, device=device)
         x = encoder.preprocess(images)
         with torch.no_grad():
