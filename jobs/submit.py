@@ -131,7 +131,13 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
         raise SubmitError(f"a local driver for sweep {spec.name!r} is still running (pid {pid}); wait for it, "
                           f"or stop it with `repa-study sweep cancel {spec.name}`")
     active = sorted(_active_elsewhere(root, spec.name, jobs) - set(done))
-    todo = [j for j in jobs if j.job_id not in set(done) | set(active)]
+    todo_ids = {j.job_id for j in jobs} - set(done) - set(active)
+    # a finished job whose inputs run again (e.g. the analysis after a failed evaluation) must run again too
+    for job in jobs:  # plan order is topological
+        if job.job_id in done and any(d in todo_ids for d in job.depends_on):
+            todo_ids.add(job.job_id)
+            done.remove(job.job_id)
+    todo = [j for j in jobs if j.job_id in todo_ids]
     if kind == "slurm" and todo and not slurm_available():
         raise SubmitError("executor 'slurm' needs sbatch/squeue on PATH (is this a SLURM login node?); "
                           "use --executor local to run on this machine")
@@ -149,7 +155,7 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
             sub.final = {j: "done" for j in done}
         return sub
     for job in todo:
-        if read_state(root, job.job_id).get("state") in ("failed", "cancelled", "requeued", "running"):
+        if read_state(root, job.job_id).get("state") in ("failed", "cancelled", "requeued", "running", "done"):
             write_state(root, job.job_id, state="pending", error=None)
     if kind == "debug":
         sub.submitted = {j.job_id: "debug" for j in todo}

@@ -119,7 +119,7 @@ def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
 
     cfg = load_train_config(job.method, train_overrides(job))
     summary = train(cfg, run_dir) or {}
-    return [("runs", [{**_scalars(summary), "config_hash": config_hash(cfg)}])]
+    return [("runs", [{**_scalars(summary), "train_config_hash": config_hash(cfg)}])]
 
 
 def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -133,8 +133,7 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
     row = _call(evaluate_run, job_dir(root, train_id), job.steps, n=fid["n_samples"], extractor=fid["extractor"],
                 ref=fid["reference"], mode=fid["mode"], num_steps=fid["num_steps"], cfg_scale=fid["cfg_scale"],
                 seed=fid["seed"], batch_size=fid["batch_size"], out_dir=run_dir)
-    row = {**dict(row), "train_job_id": train_id, "step": job.steps}
-    return [("generation", [row])]
+    return [("generation", [dict(row)])]
 
 
 def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -168,8 +167,11 @@ STAGE_FUNCTIONS: dict[str, Callable[[Job, Path, Path], list[tuple[str, list[dict
 
 # ---------------------------------------------------------------------------------------------- running a job
 def _identity_columns(job: Job, sweep: str) -> dict[str, Any]:
-    return {"job_id": job.job_id, "stage": job.stage, "sweep": sweep, "encoder": job.encoder, "model": job.model,
-            "method": job.method, "seed": job.seed, "job_hash": job.job_id.split("-", 1)[-1]}
+    ident = {"job_id": job.job_id, "stage": job.stage, "sweep": sweep, "encoder": job.encoder, "model": job.model,
+             "method": job.method, "seed": job.seed, "config_hash": job.job_id.split("-", 1)[-1]}
+    if job.stage == "eval":
+        ident.update(train_job_id=job.params["train_job"], step=job.steps)
+    return ident
 
 
 def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_path: str | None = None) -> dict:
