@@ -1,0 +1,118 @@
+"""Predict an encoder's REPA FID from its spatial metrics: least squares on known encoders, with a prediction
+interval, the encoder's rank among the known ones, and the fit's leave-one-out error."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+__all__ = ["FidRegression", "fit_fid_regression", "predict_fid", "DEFAULT_PREDICTORS"]
+
+#: LDS: the paper's headline spatial metric, needs no masks and is fully visible in the paper's Fig. 4.
+DEFAULT_PREDICTORS = ("lds",)
+
+
+@dataclass(frozen=True)
+class FidRegression:
+    """An ordinary least-squares fit ``y ~ 1 + x_1 + ... + x_k`` over known encoders."""
+
+    x: tuple[str, ...]
+    y: str
+    encoders: tuple[str, ...]
+    X: np.ndarray          # [n, k] predictors of the known encoders
+    Y: np.ndarray          # [n] their quality values
+    coef: np.ndarray       # [k + 1] intercept first
+
+    @property
+    def n(self) -> int:
+        return len(self.Y)
+
+    @property
+    def dof(self) -> int:
+        return self.n - len(self.coef)
+
+    def _design(self, X: np.ndarray) -> np.ndarray:
+        return np.column_stack([np.ones(len(X)), X])
+
+    @property
+    def residual_std(self) -> float:
+        resid = self.Y - self._design(self.X) @ self.coef
+        return float(np.sqrt(resid @ resid / self.dof))
+
+    @property
+    def r(self) -> float:
+        """Correlation between fitted and observed values (Pearson r with sign of the slope for one predictor)."""
+        fitted = self._design(self.X) @ self.coef
+        r = float(np.corrcoef(fitted, self.Y)[0, 1])
+        return r * np.sign(self.coef[1]) if len(self.x) == 1 else r
+
+    def predict(self, values: Mapping[str, float] | Sequence[float], level: float = 0.95) -> tuple[float, float, float]:
+        """Prediction and its ``level`` prediction interval (for a new encoder, so residual noise included)."""
+        x0 = np.array([values[c] for c in self.x] if isinstance(values, Mapping) else values, dtype=float)
+        if not np.all(np.isfinite(x0)):
+            raise ValueError(f"cannot predict: the encoder's {dict(zip(self.x, x0))} has missing values")
+        d = np.concatenate([[1.0], x0])
+        A = self._design(self.X)
+        pred = float(d @ self.coef)
+        se = self.residual_std * float(np.sqrt(1.0 + d @ np.linalg.pinv(A.T @ A) @ d))
+        t = float(stats.t.ppf(0.5 + level / 2.0, self.dof))
+        return pred, pred - t * se, pred + t * se
+
+    def loo_predictions(self) -> np.ndarray:
+        """Each known encoder's value predicted by the fit on all the others (explicit refits)."""
+        out = np.empty(self.n)
+        for i in range(self.n):
+            keep = np.arange(self.n) != i
+            coef, *_ = np.linalg.lstsq(self._design(self.X[keep]), self.Y[keep], rcond=None)
+            out[i] = self._design(self.X[i:i + 1])[0] @ coef
+        return out
+
+    def loo_errors(self) -> dict[str, float]:
+        err = self.loo_predictions() - self.Y
+        return {"loo_rmse": float(np.sqrt(np.mean(err ** 2))), "loo_mae": float(np.mean(np.abs(err))),
+                "loo_max": float(np.max(np.abs(err)))}
+
+    def rank(self, predicted: float) -> int:
+        """1-based rank of ``predicted`` among the known encoders' values (1 = lowest FID = best)."""
+        return int(1 + np.sum(self.Y < predicted))
+
+
+def fit_fid_regression(known: pd.DataFrame, x: str | Sequence[str] = DEFAULT_PREDICTORS, y: str = "fid",
+                       ) -> FidRegression:
+    """Fit ``y`` on ``x`` over the rows of ``known`` (one per encoder; rows with a missing value are dropped)."""
+    xs = (x,) if isinstance(x, str) else tuple(x)
+    missing = [c for c in (*xs, y) if c not in known.columns]
+    if missing:
+        raise KeyError(f"cannot fit: column(s) {missing} missing from the known encoders' table")
+    data = known[["encoder", *xs, y]].copy()
+    for c in (*xs, y):
+        data[c] = pd.to_numeric(data[c], errors="coerce")
+    data = data.dropna()
+    if len(data) < len(xs) + 3:
+        raise ValueError(f"cannot fit {y} on {list(xs)}: {len(data)} encoder(s) with values; need at least "
+                         f"{len(xs) + 3} (run more encoders, or fit on the paper's reference data)")
+    X, Y = data[list(xs)].to_numpy(float), data[y].to_numpy(float)
+    coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(X)), X]), Y, rcond=None)
+    return FidRegression(x=xs, y=y, encoders=tuple(data["encoder"].astype(str)), X=X, Y=Y, coef=coef)
+
+
+def predict_fid(scores: Mapping[str, float], known: pd.DataFrame, *, x: str | Sequence[str] = DEFAULT_PREDICTORS,
+                y: str = "fid", by: str | None = "model", level: float = 0.95, encoder: str = "new") -> pd.DataFrame:
+    """Predict ``y`` for an encoder with metric values ``scores``, one row per group of ``by`` (model size).
+
+    ``known`` holds one row per (model, encoder) with the metrics and ``y`` (REPA rows of one comparable study).
+    Columns: ``model, encoder, x, y, n_known, predicted, pi_low, pi_high, level, rank, r, loo_rmse, loo_mae,
+    loo_max``; ``rank`` is among the known encoders plus this one (1 = best).
+    """
+    groups = known.groupby(by, sort=True) if by and by in known.columns else [(None, known)]
+    rows = []
+    for key, part in groups:
+        fit = fit_fid_regression(part, x, y)
+        pred, lo, hi = fit.predict(scores, level)
+        rows.append({"model": key, "encoder": encoder, "x": "+".join(fit.x), "y": y, "n_known": fit.n,
+                     "predicted": pred, "pi_low": lo, "pi_high": hi, "level": level, "rank": fit.rank(pred),
+                     "r": fit.r, **fit.loo_errors()})
+    return pd.DataFrame(rows)

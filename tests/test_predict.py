@@ -1,0 +1,83 @@
+"""analysis.predict: least squares, prediction interval, rank, leave-one-out error."""
+import numpy as np
+import pandas as pd
+import pytest
+from scipy import stats
+
+from analysis.predict import fit_fid_regression, predict_fid
+from analysis.reference import load_reference
+
+
+def _known(n=12, seed=0, noise=0.5):
+    rng = np.random.default_rng(seed)
+    lds = rng.uniform(0.05, 0.45, n)
+    return pd.DataFrame({"encoder": [f"e{i}" for i in range(n)], "model": "XL", "lds": lds,
+                         "fid": 40 - 50 * lds + noise * rng.normal(size=n)})
+
+
+def test_fit_matches_scipy_linregress():
+    known = _known()
+    fit = fit_fid_regression(known, "lds")
+    lr = stats.linregress(known["lds"], known["fid"])
+    assert fit.coef[0] == pytest.approx(lr.intercept) and fit.coef[1] == pytest.approx(lr.slope)
+    assert fit.r == pytest.approx(lr.rvalue)
+
+
+def test_loo_matches_hat_matrix_shortcut():
+    known = _known()
+    fit = fit_fid_regression(known, "lds")
+    A = np.column_stack([np.ones(fit.n), fit.X])
+    H = A @ np.linalg.inv(A.T @ A) @ A.T
+    resid = fit.Y - H @ fit.Y
+    loo_resid = resid / (1 - np.diag(H))  # PRESS residuals
+    assert fit.loo_predictions() == pytest.approx(fit.Y - loo_resid)
+    assert fit.loo_errors()["loo_rmse"] == pytest.approx(np.sqrt(np.mean(loo_resid ** 2)))
+
+
+def test_prediction_interval_formula_and_coverage():
+    known = _known(n=15)
+    fit = fit_fid_regression(known, "lds")
+    x0 = 0.3
+    pred, lo, hi = fit.predict({"lds": x0})
+    x = known["lds"].to_numpy()
+    se = fit.residual_std * np.sqrt(1 + 1 / len(x) + (x0 - x.mean()) ** 2 / ((x - x.mean()) ** 2).sum())
+    t = stats.t.ppf(0.975, len(x) - 2)
+    assert pred == pytest.approx(fit.coef[0] + fit.coef[1] * x0)
+    assert (lo, hi) == pytest.approx((pred - t * se, pred + t * se))
+    # coverage: new points from the same model fall inside the 95% interval about 95% of the time
+    hits = 0
+    for s in range(200):
+        k = _known(n=15, seed=s)
+        f = fit_fid_regression(k, "lds")
+        y_new = 40 - 50 * x0 + 0.5 * np.random.default_rng(10_000 + s).normal()
+        _, a, b = f.predict([x0])
+        hits += a <= y_new <= b
+    assert 0.88 <= hits / 200 <= 0.99
+
+
+def test_rank_and_per_model_rows():
+    known = pd.concat([_known().assign(model="XL"), _known(seed=1).assign(model="B", fid=lambda d: d.fid + 20)])
+    out = predict_fid({"lds": 0.45}, known, x="lds", encoder="mine")
+    assert list(out["model"]) == ["B", "XL"]
+    assert (out["rank"] <= 2).all()  # highest LDS -> among the best
+    low = predict_fid({"lds": 0.0}, known, x="lds")
+    assert (low["rank"] == 13).all()  # lowest LDS -> worst of 12 known + 1
+    assert {"predicted", "pi_low", "pi_high", "loo_rmse", "loo_mae", "n_known"} <= set(out.columns)
+
+
+def test_paper_reference_prediction_for_a_dinov2_like_encoder():
+    points = load_reference("paper").points
+    out = predict_fid({"lds": 0.415}, points, x="lds").iloc[0]
+    assert out["n_known"] == 27 and out["r"] == pytest.approx(-0.852, abs=5e-4)
+    assert out["pi_low"] < 19.34 < out["pi_high"]
+    assert 2 < out["loo_rmse"] < 5
+
+
+def test_errors():
+    with pytest.raises(ValueError, match="need at least"):
+        fit_fid_regression(_known(n=3), "lds")
+    with pytest.raises(KeyError, match="missing"):
+        fit_fid_regression(_known(), "rmsc")
+    fit = fit_fid_regression(_known(), "lds")
+    with pytest.raises(ValueError, match="missing values"):
+        fit.predict({"lds": float("nan")})
