@@ -1,0 +1,45 @@
+"""Datasets and codecs: where images, labels, masks and latents come from.
+
+``open_dataset(spec, split)`` is the one entry point:
+
+- ``"synthetic"`` / ``"synthetic:n=512,size=64,classes=10,seed=0"``: generated shapes (:mod:`.synthetic`);
+- a directory prepared by ``repa-study data prepare`` (``DIR/<split>/manifest.json``): images + SD-VAE moments;
+- an ImageNet-style folder (``DIR/train/<class>/*.JPEG``, ``DIR/val/<class>/*``), optionally with aligned masks.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .dataset import DatasetError, ImageDataset, SyntheticDataset, collate, parse_synthetic_spec
+
+__all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate"]
+
+
+def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
+                 masks: str | Path | None = None) -> ImageDataset:
+    """Open a dataset split by spec (see the module docstring).
+
+    ``size``: image side in pixels. For synthetic data it is the render size (it must agree with a ``size=`` in
+    the spec); for folders the center-crop size (default 256); a prepared dataset must match its stored size.
+    ``masks``: for folders, a masks directory (default: ``DIR/masks`` when it exists).
+    """
+    spec = str(spec).strip()
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        if masks is not None:
+            raise DatasetError("synthetic data carries its own masks; do not pass masks=")
+        params = parse_synthetic_spec(spec)
+        if size is not None:
+            if "size=" in spec and int(size) != params["size"]:
+                raise DatasetError(f"size={size} conflicts with size={params['size']} in the spec {spec!r}")
+            params["size"] = int(size)
+        return SyntheticDataset(params["n"], params["size"], params["classes"], params["seed"], split=split)
+    root = Path(spec).expanduser()
+    from .prepared import PreparedDataset, is_prepared
+
+    if is_prepared(root):
+        if masks is not None:
+            raise DatasetError("a prepared dataset has no masks option; open the source folder for masks")
+        return PreparedDataset(root, split, size=size)
+    from .folder import FolderDataset
+
+    return FolderDataset(root, split, size=256 if size is None else size, masks=masks)
