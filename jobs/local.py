@@ -150,13 +150,14 @@ def run_debug(jobs: Sequence[Job], root: str | Path, sweep: str) -> dict[str, st
 
 
 def spawn_driver(root: str | Path, sweep: str, plan_file: Path, workers: int) -> int:
-    """Start :func:`drive` in a detached background process; returns its pid."""
+    """Start :func:`drive` in a detached background process (same ``WORKER_COMMAND``); returns its pid."""
     directory = sweep_dir(root, sweep)
     directory.mkdir(parents=True, exist_ok=True)
     out = open(directory / "driver.log", "ab")
     try:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "jobs.local", "drive", str(plan_file), str(root), sweep, str(workers)],
+            [sys.executable, "-m", "jobs.local", "drive", str(plan_file), str(root), sweep, str(workers),
+             json.dumps(WORKER_COMMAND)],
             stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
             cwd=Path(__file__).resolve().parents[1])
     finally:
@@ -186,12 +187,15 @@ def _main(argv: list[str]) -> int:
         # `sweep cancel` sends SIGTERM: exit through drive()'s cleanup, which stops and marks its jobs
         signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
         plan_file, root, sweep, workers = argv[1:5]
+        if len(argv) > 5:
+            global WORKER_COMMAND
+            WORKER_COMMAND = json.loads(argv[5])
         jobs = [Job.model_validate(j) for j in json.loads(Path(plan_file).read_text())]
         final = drive(jobs, root, sweep, workers=int(workers))
         failed = sorted(k for k, v in final.items() if v != "done")
         print(f"sweep {sweep}: {len(final) - len(failed)} done, {len(failed)} not done", flush=True)
         return 1 if failed else 0
-    print("usage: python -m jobs.local one JOB.json ROOT SWEEP LOG | drive PLAN.json ROOT SWEEP WORKERS",
+    print("usage: python -m jobs.local one JOB.json ROOT SWEEP LOG | drive PLAN.json ROOT SWEEP WORKERS [CMD]",
           file=sys.stderr)
     return 2
 
