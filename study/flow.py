@@ -1,0 +1,67 @@
+"""Flow matching: interpolation paths, velocity targets, time sampling, and the score from a velocity.
+
+A path is ``x_t = alpha_t x + sigma_t eps`` with ``t`` in [0, 1] (t = 0: data, t = 1: noise); the model predicts
+the velocity ``v = alpha'_t x + sigma'_t eps``.
+
+- linear (SiT/REPA default): ``alpha = 1 - t``, ``sigma = t``, so ``v = eps - x``;
+- cosine: ``alpha = cos(pi t / 2)``, ``sigma = sin(pi t / 2)``.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["PATHS", "TIME_SAMPLINGS", "path_coefficients", "interpolate", "velocity_to_eps_x0", "score_from_velocity",
+           "sample_time"]
+
+PATHS = ("linear", "cosine")
+TIME_SAMPLINGS = ("uniform", "lognormal")
+
+
+def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    return t.reshape(-1, *([1] * (like.ndim - 1))).to(like.dtype)
+
+
+def path_coefficients(path: str, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``(alpha_t, sigma_t, alpha'_t, sigma'_t)`` for a path name."""
+    if path == "linear":
+        return 1 - t, t, -torch.ones_like(t), torch.ones_like(t)
+    if path == "cosine":
+        half_pi = math.pi / 2
+        return (torch.cos(half_pi * t), torch.sin(half_pi * t), -half_pi * torch.sin(half_pi * t),
+                half_pi * torch.cos(half_pi * t))
+    raise ValueError(f"unknown path {path!r}; use one of {', '.join(PATHS)}")
+
+
+def interpolate(path: str, x: torch.Tensor, eps: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(x_t, v_target)`` for data ``x``, noise ``eps`` and times ``t [B]``."""
+    a, s, da, ds = (_bcast(c, x) for c in path_coefficients(path, t))
+    return a * x + s * eps, da * x + ds * eps
+
+
+def velocity_to_eps_x0(path: str, v: torch.Tensor, x_t: torch.Tensor,
+                       t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Solve ``x_t = a x + s eps`` and ``v = a' x + s' eps`` for ``(eps, x)``."""
+    a, s, da, ds = (_bcast(c, x_t) for c in path_coefficients(path, t))
+    det = a * ds - s * da
+    eps = (a * v - da * x_t) / det
+    x0 = (ds * x_t - s * v) / det
+    return eps, x0
+
+
+def score_from_velocity(path: str, v: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    """The score ``grad log p_t(x_t) = -E[eps | x_t] / sigma_t`` implied by a velocity prediction."""
+    eps, _ = velocity_to_eps_x0(path, v, x_t, t)
+    _, s, _, _ = path_coefficients(path, t)
+    return -eps / _bcast(s, x_t)
+
+
+def sample_time(kind: str, n: int, *, generator: torch.Generator | None = None, mean: float = 0.0,
+                std: float = 1.0) -> torch.Tensor:
+    """``n`` training times: uniform on [0, 1], or log-normal (``sigmoid(N(mean, std))``, SD3's logit-normal)."""
+    if kind == "uniform":
+        return torch.rand(n, generator=generator)
+    if kind == "lognormal":
+        return torch.sigmoid(mean + std * torch.randn(n, generator=generator))
+    raise ValueError(f"unknown time sampling {kind!r}; use one of {', '.join(TIME_SAMPLINGS)}")

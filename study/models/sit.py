@@ -1,0 +1,238 @@
+"""SiT: the DiT transformer trained with a flow-matching (stochastic interpolant) loss.
+
+One readable file, following the DiT/SiT design: patch embedding, fixed 2-D sin-cos positions, timestep and class
+embeddings (with a null class for classifier-free guidance), adaLN-Zero blocks, and a linear head that predicts the
+velocity. ``forward`` also returns the hidden tokens after block ``align_depth`` for the REPA/iREPA alignment.
+
+Sizes (DiT): S = 12 blocks x 384 wide x 6 heads, B = 12 x 768 x 12, L = 24 x 1024 x 16, XL = 28 x 1152 x 16; the
+alignment depth defaults are REPA's (4 for S and B, 8 for L and XL). ``tiny`` and ``smoke`` are small custom sizes for
+the embedded CPU study and the tests.
+"""
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit"]
+
+
+@dataclass(frozen=True)
+class SiTSize:
+    depth: int
+    hidden: int
+    heads: int
+    align_depth: int  # REPA's default block after which the hidden tokens are aligned
+
+
+SIZES: dict[str, SiTSize] = {
+    "S": SiTSize(12, 384, 6, 4),
+    "B": SiTSize(12, 768, 12, 4),
+    "L": SiTSize(24, 1024, 16, 8),
+    "XL": SiTSize(28, 1152, 16, 8),
+    "tiny": SiTSize(4, 96, 4, 2),
+    "smoke": SiTSize(2, 32, 2, 1),
+}
+
+_NAME = re.compile(r"^(?:SiT-)?(S|B|L|XL|tiny|smoke)(?:/(\d+))?$")
+
+
+def parse_size(name: str) -> tuple[SiTSize, int | None]:
+    """``"SiT-B/2"`` -> (B's dimensions, patch 2); ``"tiny"`` -> (tiny, None: the patch comes from the config)."""
+    m = _NAME.match(name.strip())
+    if not m:
+        raise ValueError(f"unknown SiT size {name!r}; use one of SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, smoke "
+                         "(a /P suffix sets the patch size)")
+    return SIZES[m.group(1)], (int(m.group(2)) if m.group(2) else None)
+
+
+# ---------------------------------------------------------------------------------------------------- embeddings
+def sincos_pos_embed_2d(dim: int, grid_h: int, grid_w: int) -> np.ndarray:
+    """Fixed 2-D sin-cos positions ``[grid_h * grid_w, dim]`` (row-major), as in MAE/DiT."""
+    if dim % 4:
+        raise ValueError(f"hidden size {dim} must be divisible by 4 for 2-D sin-cos positions")
+
+    def one_axis(d: int, pos: np.ndarray) -> np.ndarray:
+        omega = 1.0 / 10000 ** (np.arange(d // 2, dtype=np.float64) / (d / 2.0))
+        out = np.einsum("m,d->md", pos.reshape(-1), omega)
+        return np.concatenate([np.sin(out), np.cos(out)], axis=1)
+
+    gw, gh = np.meshgrid(np.arange(grid_w, dtype=np.float64), np.arange(grid_h, dtype=np.float64))
+    return np.concatenate([one_axis(dim // 2, gw), one_axis(dim // 2, gh)], axis=1).astype(np.float32)
+
+
+class TimestepEmbedder(nn.Module):
+    """Scalar t -> sinusoidal features -> MLP."""
+
+    def __init__(self, hidden: int, freq_dim: int = 256) -> None:
+        super().__init__()
+        self.freq_dim = freq_dim
+        self.mlp = nn.Sequential(nn.Linear(freq_dim, hidden), nn.SiLU(), nn.Linear(hidden, hidden))
+
+    def forward(self, t: torch.Tensor) -> torch.Tensor:
+        half = self.freq_dim // 2
+        freqs = torch.exp(-math.log(10000) * torch.arange(half, dtype=torch.float32, device=t.device) / half)
+        args = t.float()[:, None] * freqs[None]
+        emb = torch.cat([torch.cos(args), torch.sin(args)], dim=-1)
+        return self.mlp(emb.to(self.mlp[0].weight.dtype))
+
+
+class LabelEmbedder(nn.Module):
+    """Class labels -> vectors; index ``num_classes`` is the null class used for classifier-free guidance.
+
+    Label dropout is decided by the caller (the training loop draws it from its seeded per-step generator), so the
+    model itself is deterministic.
+    """
+
+    def __init__(self, num_classes: int, hidden: int) -> None:
+        super().__init__()
+        self.num_classes = num_classes
+        self.table = nn.Embedding(num_classes + 1, hidden)
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        return self.table(y)
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    return x * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    def __init__(self, dim: int, heads: int, qk_norm: bool = False) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3)
+        self.q_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.k_norm = nn.LayerNorm(dim // heads) if qk_norm else nn.Identity()
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        x = F.scaled_dot_product_attention(self.q_norm(q), self.k_norm(k), v)
+        return self.proj(x.transpose(1, 2).reshape(b, n, c))
+
+
+class SiTBlock(nn.Module):
+    """Pre-norm transformer block with adaLN-Zero conditioning (shift, scale, gate for attention and MLP)."""
+
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+        super().__init__()
+        self.norm1 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.attn = Attention(hidden, heads, qk_norm)
+        self.norm2 = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        width = int(hidden * mlp_ratio)
+        self.mlp = nn.Sequential(nn.Linear(hidden, width), nn.GELU(approximate="tanh"), nn.Linear(width, hidden))
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        sh_a, sc_a, g_a, sh_m, sc_m, g_m = self.ada(c).chunk(6, dim=-1)
+        x = x + g_a[:, None] * self.attn(modulate(self.norm1(x), sh_a, sc_a))
+        return x + g_m[:, None] * self.mlp(modulate(self.norm2(x), sh_m, sc_m))
+
+
+class FinalLayer(nn.Module):
+    def __init__(self, hidden: int, patch: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.LayerNorm(hidden, elementwise_affine=False, eps=1e-6)
+        self.linear = nn.Linear(hidden, patch * patch * out_channels)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class SiT(nn.Module):
+    """Class-conditional SiT predicting the velocity; returns ``(v, hidden tokens after block align_depth)``."""
+
+    def __init__(self, *, input_size: int, in_channels: int, patch_size: int = 2, depth: int = 28,
+                 hidden: int = 1152, heads: int = 16, num_classes: int = 1000, align_depth: int = 8,
+                 mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
+        if not 1 <= align_depth <= depth:
+            raise ValueError(f"align_depth {align_depth} must be between 1 and the number of blocks ({depth})")
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.num_classes = num_classes
+        self.align_depth = align_depth
+        self.hidden = hidden
+        self.grid = (input_size // patch_size, input_size // patch_size)
+        self.x_embed = nn.Conv2d(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
+        self.t_embed = TimestepEmbedder(hidden)
+        self.y_embed = LabelEmbedder(num_classes, hidden)
+        pos = torch.from_numpy(sincos_pos_embed_2d(hidden, *self.grid))[None]
+        self.register_buffer("pos_embed", pos, persistent=False)
+        self.blocks = nn.ModuleList(SiTBlock(hidden, heads, mlp_ratio, qk_norm) for _ in range(depth))
+        self.final = FinalLayer(hidden, patch_size, in_channels)
+        self._init_weights()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def _init_weights(self) -> None:
+        """DiT's initialisation: xavier linears, zeroed adaLN modulations and output layer (adaLN-Zero)."""
+        def basic(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.apply(basic)
+        w = self.x_embed.weight.data
+        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        nn.init.zeros_(self.x_embed.bias)
+        nn.init.normal_(self.y_embed.table.weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.final.ada[-1], self.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p, c = self.patch_size, self.in_channels
+        h, w = self.grid
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, C, S, S]``, ``t [B]`` in [0, 1], ``y [B]`` (``num_classes`` = null) -> (velocity, hidden)."""
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
+            raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
+                             f"got {tuple(x.shape)}")
+        h = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
+        c = self.t_embed(t) + self.y_embed(y)
+        aligned = h
+        for i, block in enumerate(self.blocks, start=1):
+            h = block(h, c)
+            if i == self.align_depth:
+                aligned = h
+        return self.unpatchify(self.final(h, c)), aligned
+
+
+def build_sit(size: str, *, input_size: int, in_channels: int, num_classes: int, patch_size: int | None = None,
+              align_depth: int | None = None, qk_norm: bool = False) -> SiT:
+    """Build a SiT by size name (``SiT-XL/2``, ``tiny``, ...); ``patch_size`` overrides the name's ``/P``."""
+    dims, name_patch = parse_size(size)
+    if patch_size is not None and name_patch is not None and patch_size != name_patch:
+        raise ValueError(f"model.size {size!r} says patch {name_patch} but model.patch_size is {patch_size}; "
+                         "set one of them")
+    patch = patch_size or name_patch or 2
+    return SiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth,
+               hidden=dims.hidden, heads=dims.heads, num_classes=num_classes,
+               align_depth=align_depth or dims.align_depth, qk_norm=qk_norm)

@@ -1,0 +1,190 @@
+"""Sampling from a trained run: Euler ODE, Euler-Maruyama SDE, classifier-free guidance with an interval.
+
+``sample_run(run_dir, step, n)`` loads the EMA weights of the step's checkpoint and writes ADM-style ``.npz`` shards
+(``arr_0``: uint8 ``[N, H, W, 3]``, ``labels``) plus a ``manifest.json`` into a sample directory. Sample ``i`` uses its
+own generator seeded by ``(seed, i)`` and label ``i % num_classes`` (balanced), so results do not depend on the batch
+size or the number of ranks; chunks of ``batch_size`` samples are spread over ranks and an existing shard is kept
+(a killed sampling job resumes).
+
+The SDE follows REPA's sampler: times linear from 1 to 0.04 in ``num_steps`` points, diffusion ``w(t) = 2t``,
+drift ``v - w/2 * score``, then a last deterministic step to 0.
+"""
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from study.distributed import barrier, init_distributed
+from study.flow import score_from_velocity
+from study.log import get_logger, progress
+
+__all__ = ["sample_images", "sample_run", "save_grid", "sample_dir_name", "sample_seed"]
+
+log = get_logger(__name__)
+
+
+def sample_seed(base_seed: int, index: int) -> int:
+    """The generator seed of global sample ``index``."""
+    return (int(base_seed) * 1_000_003 + int(index) * 7_919 + 1) % (2**63)
+
+
+class _Noise:
+    """Per-sample CPU generators: the noise of sample i is the same whatever batch or rank it falls in."""
+
+    def __init__(self, seeds: Sequence[int], shape: tuple[int, ...], device: torch.device) -> None:
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.shape, self.device = shape, device
+
+    def __call__(self) -> torch.Tensor:
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.gens]).to(self.device)
+
+
+def _velocity(sit: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: int, cfg_scale: float,
+              interval: tuple[float, float]) -> torch.Tensor:
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
+    if cfg_scale == 1.0 or not (interval[0] <= t <= interval[1]):
+        return sit(x, tt, y)[0].float()
+    v = sit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)]))[0].float()
+    v_c, v_u = v.chunk(2)
+    return v_u + cfg_scale * (v_c - v_u)
+
+
+@torch.no_grad()
+def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path: str = "linear", mode: str = "sde",
+                   num_steps: int = 250, cfg_scale: float = 1.0,
+                   guidance_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+    """Integrate from t = 1 (noise) to t = 0 in the model's space."""
+    null = sit.num_classes
+    y = labels.to(noise.device)
+    x = noise()
+    if mode == "ode":
+        ts = np.linspace(1.0, 0.0, num_steps + 1)
+        for t_cur, t_next in zip(ts[:-1], ts[1:]):
+            x = x + (t_next - t_cur) * _velocity(sit, x, float(t_cur), y, null, cfg_scale, guidance_interval)
+        return x
+    if mode != "sde":
+        raise ValueError(f"unknown sampler mode {mode!r}; use 'sde' or 'ode'")
+    if num_steps < 2:
+        raise ValueError("the SDE sampler needs num_steps >= 2")
+    ts = np.concatenate([np.linspace(1.0, 0.04, num_steps), [0.0]])
+
+    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
+        v = _velocity(sit, x, t, y, null, cfg_scale, guidance_interval)
+        tt = torch.full((x.shape[0],), t, device=x.device)
+        return v - 0.5 * (2 * t) * score_from_velocity(path, v, x, tt)
+
+    for t_cur, t_next in zip(ts[:-2], ts[1:-1]):
+        dt = t_next - t_cur
+        x = x + drift(x, float(t_cur)) * dt + np.sqrt(2 * t_cur) * np.sqrt(abs(dt)) * noise()
+    t_cur, t_next = ts[-2], ts[-1]
+    return x + drift(x, float(t_cur)) * (t_next - t_cur)
+
+
+def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], base_seed: int, codec, path: str,
+                  mode: str, num_steps: int, cfg_scale: float = 1.0,
+                  guidance_interval: tuple[float, float] = (0.0, 1.0),
+                  device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images ``[B, 3, H, W]`` for the global sample indices ``seeds`` and their ``labels``."""
+    device = torch.device(device)
+    shape = (sit.in_channels, sit.input_size, sit.input_size)
+    was_training = sit.training
+    sit.eval()
+    noise = _Noise([sample_seed(base_seed, i) for i in seeds], shape, device)
+    x = sample_latents(sit, labels, noise, path=path, mode=mode, num_steps=num_steps, cfg_scale=cfg_scale,
+                       guidance_interval=guidance_interval)
+    sit.train(was_training)
+    return codec.decode(x).cpu()
+
+
+def save_grid(images: torch.Tensor, path: str | Path) -> Path:
+    """Tile uint8 ``[B, 3, H, W]`` images into a near-square PNG."""
+    from PIL import Image
+
+    b, c, h, w = images.shape
+    cols = int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / cols))
+    canvas = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    arr = images.permute(0, 2, 3, 1).numpy()
+    for i in range(b):
+        r, col = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = arr[i]
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp.png")
+    Image.fromarray(canvas).save(tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def sample_dir_name(step: int, mode: str, num_steps: int, cfg_scale: float, seed: int,
+                    guidance_interval: tuple[float, float] = (0.0, 1.0)) -> str:
+    gi = "" if tuple(guidance_interval) == (0.0, 1.0) else f"-gi{guidance_interval[0]:g}_{guidance_interval[1]:g}"
+    return f"step{step:07d}-{mode}-steps{num_steps}-cfg{cfg_scale:g}{gi}-seed{seed}"
+
+
+def _load_ema(run_dir: Path, step: int, device: torch.device):
+    from study.models.sit import build_sit
+    from study.train import TrainConfig, build_codec, checkpoint_path
+    from study.config import load_config, load_yaml
+
+    cfg = load_config(TrainConfig, load_yaml(run_dir / "config.yaml"))
+    ckpt = checkpoint_path(run_dir, step)
+    if not ckpt.is_file():
+        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("step_*.pt"))
+        raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir}; available: {', '.join(have) or 'none'}")
+    state = torch.load(ckpt, map_location="cpu", weights_only=False)
+    meta = state["meta"]
+    codec = build_codec(cfg.data.codec, device)
+    sit = build_sit(cfg.model.size, input_size=meta["image_size"] // codec.factor, in_channels=codec.channels,
+                    num_classes=meta["num_classes"], patch_size=cfg.model.patch_size, align_depth=cfg.method.depth,
+                    qk_norm=cfg.model.qk_norm)
+    sit.load_state_dict(state["ema"])
+    return cfg, sit.to(device).eval(), codec, meta, state.get("config_hash")
+
+
+def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num_steps: int = 250,
+               cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 64, device: str | None = None,
+               guidance_interval: tuple[float, float] = (0.0, 1.0), out_dir: str | Path | None = None) -> Path:
+    """Write ``n`` samples of the step's EMA model as npz shards + ``manifest.json``; returns the sample directory."""
+    from results.provenance import now_iso, provenance
+
+    run_dir = Path(run_dir)
+    info = init_distributed(device or "auto")
+    cfg, sit, codec, meta, h = _load_ema(run_dir, step, info.device)
+    out = Path(out_dir) if out_dir else run_dir / "samples" / sample_dir_name(step, mode, num_steps, cfg_scale, seed,
+                                                                              guidance_interval)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    mine = [c for j, c in enumerate(chunks) if j % info.world_size == info.rank]
+    num_classes = meta["num_classes"]
+    for start, end in progress(mine, desc=f"sample {run_dir.name}", unit="batch"):
+        shard = out / f"samples_{start:07d}_{end:07d}.npz"
+        if shard.is_file():
+            continue
+        idx = list(range(start, end))
+        labels = torch.tensor([i % num_classes for i in idx])
+        images = sample_images(sit, labels, seeds=idx, base_seed=seed, codec=codec, path=cfg.flow.path, mode=mode,
+                               num_steps=num_steps, cfg_scale=cfg_scale, guidance_interval=guidance_interval,
+                               device=info.device)
+        tmp = shard.with_name(shard.stem + ".tmp.npz")
+        np.savez(tmp, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
+        os.replace(tmp, shard)
+    barrier()
+    if info.is_main:
+        manifest: dict[str, Any] = {
+            "run_dir": str(run_dir), "step": step, "n": n, "mode": mode, "num_steps": num_steps,
+            "cfg_scale": cfg_scale, "guidance_interval": list(guidance_interval), "seed": seed,
+            "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
+            "path": cfg.flow.path, "weights": "ema", "config_hash": h, "world_size": info.world_size,
+            "shards": [f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks], "created": now_iso(), **provenance()}
+        tmp = out / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2))
+        os.replace(tmp, out / "manifest.json")
+    barrier()
+    return out

@@ -1,0 +1,105 @@
+"""study.train: config loading, run directory, resume, grid mismatch and NaN errors (smoke model, CPU)."""
+import json
+
+import pytest
+import torch
+import yaml
+
+import study.train as T
+from study.config import ConfigError
+from train_support import SMOKE_DATA, install_dataset_fallback, params, smoke_config
+
+
+@pytest.fixture(autouse=True)
+def _dataset():
+    install_dataset_fallback()
+
+
+def test_presets_and_overrides():
+    assert {"repa", "irepa", "irepa-released", "imagenet", "tiny", "smoke"} <= set(T.list_presets())
+    repa, irepa, released = (T.load_train_config(p).method for p in ("repa", "irepa", "irepa-released"))
+    assert (repa.projector, repa.spatial_norm, repa.lam) == ("mlp", False, 0.5)
+    assert (irepa.projector, irepa.kernel_size, irepa.spatial_norm, irepa.gamma, irepa.lam) == ("conv", 3, True, 0.6,
+                                                                                                 0.5)
+    assert (released.projector, released.kernel_size, released.lam) == ("conv", 1, 1.0)
+    cfg = T.load_train_config("tiny", ["method=irepa", "method.gamma=0.8", "model.size=smoke", "encoder.name=[a, b]"])
+    assert cfg.method.name == "irepa" and cfg.method.gamma == 0.8 and cfg.model.size == "smoke"
+    assert cfg.encoder.names == ["a", "b"]
+    with pytest.raises(ConfigError, match="unknown key"):
+        T.load_train_config("smoke", ["optim.learning_rate=1"])
+    with pytest.raises(ConfigError, match="neither a config file nor a preset"):
+        T.load_train_config("no-such-preset")
+    with pytest.raises(ConfigError, match="unknown SiT size"):
+        T.load_train_config("smoke", ["model.size=SiT-H/2"])
+
+
+def test_build_train_config_and_config_files(tmp_path):
+    cfg = T.build_train_config("irepa", "SiT-B/2", "mocov3-vit-b", steps=123, seed=4, data=SMOKE_DATA,
+                               overrides=["batch_size=16"])
+    assert (cfg.method.name, cfg.model.size, cfg.encoder.name, cfg.steps, cfg.seed, cfg.batch_size) == \
+        ("irepa", "SiT-B/2", "mocov3-vit-b", 123, 4, 16)
+    assert cfg.data.codec == "identity"  # synthetic data -> the tiny (pixel space) base
+    assert T.build_train_config("repa", "SiT-XL/2", "dinov2-vit-b", steps=1, seed=0, data="/data/in").data.codec \
+        == "sd-vae"
+    path = tmp_path / "mine.yaml"
+    path.write_text(yaml.safe_dump({"base": "smoke", "method": "irepa", "steps": 3}))
+    cfg = T.load_train_config(str(path))
+    assert cfg.steps == 3 and cfg.method.projector == "conv" and cfg.model.size == "smoke"
+
+
+def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
+    cfg = smoke_config("steps=8", "ckpt_every=3", "log_every=1", "method=irepa", "sample_every=4")
+    full = tmp_path / "full"
+    out = T.train(cfg, full)
+    assert out["step"] == 8 and out["checkpoint"].endswith("step_0000008.pt")
+    assert sorted(p.name for p in (full / "checkpoints").iterdir()) == \
+        ["step_0000003.pt", "step_0000006.pt", "step_0000008.pt"]
+    assert (full / "samples" / "grid_step_0000004.png").is_file()
+    assert T.load_train_config(str(full / "config.yaml")) == cfg
+    assert (full / "config_hash").read_text().strip() == out["config_hash"]
+    prov = json.loads((full / "provenance.json").read_text())
+    assert prov["config_hash"] == out["config_hash"] and "git_commit" in prov and prov["seed"] == cfg.seed
+    rows = [json.loads(line) for line in (full / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows] == list(range(1, 9))
+    assert set(rows[0]) >= {"step", "loss", "loss_v", "loss_align", "grad_norm", "images_per_s", "lr"}
+    state = torch.load(full / "checkpoints" / "step_0000006.pt", weights_only=False)
+    assert state["data_position"] == 6 * cfg.batch_size and set(state["rng"]) >= {"torch", "numpy", "python"}
+
+    # killed after step 7, before its checkpoint: resume from step 6
+    part = tmp_path / "part"
+    T.train(cfg, part, max_steps=7)
+    (part / "checkpoints" / "step_0000007.pt").unlink()
+    again = T.train(cfg, part)
+    assert again["step"] == 8
+    a, b = params(full, 8), params(part, 8)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    rows_b = [json.loads(line) for line in (part / "log.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows_b] == list(range(1, 9))  # the log lines past the checkpoint were replaced
+    assert [r["loss"] for r in rows_b] == pytest.approx([r["loss"] for r in rows], abs=1e-6)
+
+    with pytest.raises(ConfigError, match="different config"):
+        T.train(smoke_config("steps=9", "ckpt_every=3", "method=irepa"), full)
+
+
+def test_grid_mismatch_is_a_clear_error(tmp_path):
+    with pytest.raises(T.GridMismatchError, match=r"16x16 token grid .* SiT's grid is 8x8"):
+        T.train(smoke_config("model.patch_size=4"), tmp_path / "run")
+
+
+def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
+    original = T.TrainingStep.losses
+    calls = {"n": 0}
+
+    def poisoned(self, *args, **kwargs):
+        calls["n"] += 1
+        loss, lv, la = original(self, *args, **kwargs)
+        return (loss * float("nan"), lv, la) if calls["n"] >= 7 else (loss, lv, la)
+
+    monkeypatch.setattr(T.TrainingStep, "losses", poisoned)
+    run = tmp_path / "run"
+    with pytest.raises(T.NonFiniteLossError, match=r"non-finite loss at step 7 .*step_0000005.pt"):
+        T.train(smoke_config("steps=10", "ckpt_every=5"), run)
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000005.pt"]
+    assert all(torch.isfinite(v).all() for v in params(run, 5).values() if v.is_floating_point())
