@@ -1,0 +1,97 @@
+"""analysis.report.analyze: tables, figures and the self-contained HTML report, on tiny synthetic rows."""
+import json
+import re
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.comparable import IncomparableRowsError
+from analysis.report import analyze, encoder_table, smoke_reason
+
+
+def _rows(seed=0, quality="fd_synthetic"):
+    rng = np.random.default_rng(seed)
+    gen, enc = [], []
+    for i, e in enumerate(["tiny-a", "tiny-b", "tiny-c", "tiny-d", "tiny-a@clsmix=0.3"]):
+        lds = 0.05 + 0.08 * i
+        enc.append({"job_id": f"score-{e}", "encoder": e, "dataset": "synthetic:n=64", "lds": lds, "cds": lds / 8,
+                    "srss": lds + 0.1 * rng.random(), "rmsc": 0.5 + lds, "lp_top1": 0.2 + 0.1 * rng.random()})
+        for method in ("repa", "irepa"):
+            for step in (50, 100):
+                gen.append({"job_id": f"{e}-{method}-{step}", "encoder": e, "model": "smoke", "method": method,
+                            "seed": 0, "step": step, "n_samples": 64, "reference": "synthetic-ref",
+                            "extractor": "synthetic", "sampler_mode": "sde", "sampler_steps": 20, "cfg_scale": 1.0,
+                            quality: 30 - 30 * lds + (4 if method == "repa" else 0) + (100 - step) / 10
+                            + rng.normal(scale=0.3)})
+    return pd.DataFrame(gen), pd.DataFrame(enc)
+
+
+def test_smoke_report(tmp_path):
+    gen, enc = _rows()
+    out = analyze(gen, enc, tmp_path / "rep", n_boot=200)
+    for name in ("report.html", "correlations.csv", "correlations.md", "points.csv", "excluded.csv", "summary.json"):
+        assert (out / name).is_file(), name
+    table = pd.read_csv(out / "correlations.csv")
+    assert set(table["train_method"]) == {"repa", "irepa"}
+    assert set(table["x"]) == {"lp_top1", "lds", "cds", "srss", "rmsc"}
+    repa_lds = table[(table.train_method == "repa") & (table.x == "lds")].iloc[0]
+    assert repa_lds["n"] == 5 and repa_lds["r"] < -0.9 and repa_lds["y"] == "fd_synthetic"
+    points = pd.read_csv(out / "points.csv")
+    assert len(points) == 10 and (points["lp_top1"] > 1).all()  # fractions shown in percent
+    excluded = pd.read_csv(out / "excluded.csv")
+    assert len(excluded) == 10 and excluded["reason"].str.contains("step != 100").all()
+    page = (out / "report.html").read_text()
+    assert "Smoke-scale study" in page and "fd_synthetic" in page
+    assert "not the paper's results" in page
+    images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
+    assert len(images) == 4  # correlation panels (repa, irepa), methods, convergence
+    assert 'src="http' not in page and "<link" not in page  # self-contained
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["chosen"]["step"] == 100 and summary["smoke"]
+    assert "| study | train_method |" in (out / "correlations.md").read_text()
+
+
+def test_paper_reference_without_compute(tmp_path):
+    out = analyze(None, None, tmp_path / "paper", reference="paper", n_boot=200)
+    table = pd.read_csv(out / "correlations.csv")
+    assert len(table) == 5 and (table["n"] == 27).all()
+    assert np.allclose(table["r"], table["published_r"], atol=5e-4)
+    page = (out / "report.html").read_text()
+    assert "Smoke-scale" not in page and "arXiv 2512.10794" in page
+    assert len(re.findall(r"data:image/png;base64,", page)) == 2
+    assert (out / "figures" / "paper_correlation.png").stat().st_size > 10_000
+
+
+def test_user_fid_rows_overlay_the_paper(tmp_path):
+    gen, enc = _rows(quality="fid")
+    gen["model"] = "SiT-XL/2"
+    gen["extractor"] = "inception"
+    enc["dataset"] = "imagenet:val"
+    out = analyze(gen, enc, tmp_path / "both", reference="paper", n_boot=100)
+    table = pd.read_csv(out / "correlations.csv")
+    assert set(table["study"]) == {"this study", "paper (Fig. 4)"}
+    assert "grey squares: the paper" in (out / "report.html").read_text()
+
+
+def test_refusals_are_actionable(tmp_path):
+    gen, enc = _rows()
+    gen.loc[0, "n_samples"] = 128
+    with pytest.raises(IncomparableRowsError, match="--select n_samples"):
+        analyze(gen, enc, tmp_path / "x", n_boot=0)
+    out = analyze(gen, enc, tmp_path / "y", select=["n_samples=64"], n_boot=0)
+    assert pd.read_csv(out / "excluded.csv")["reason"].str.contains("n_samples != 64").any()
+    enc2 = pd.concat([enc, enc.assign(dataset="imagenet:val", job_id=lambda d: d.job_id + "-in")])
+    with pytest.raises(IncomparableRowsError, match="encoders.dataset"):
+        encoder_table(enc2)
+    table, _ = encoder_table(enc2, {"encoders.dataset": "imagenet:val"})
+    assert len(table) == 5
+    with pytest.raises(IncomparableRowsError, match="nothing to analyze"):
+        analyze(pd.DataFrame(), None, tmp_path / "z")
+
+
+def test_smoke_reason():
+    gen, _ = _rows()
+    assert "fd_synthetic" in smoke_reason(gen, "fd_synthetic")
+    assert smoke_reason(gen.assign(model="SiT-XL/2"), "fid") is None
+    assert "synthetic" in smoke_reason(gen.assign(model="SiT-XL/2", dataset="synthetic:n=8"), "fid")
