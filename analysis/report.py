@@ -27,7 +27,7 @@ __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "smo
 
 METRICS = ("lp_top1", "lds", "cds", "srss", "rmsc")
 #: Columns of the encoders table that must agree between the encoder rows analysed together.
-ENCODER_KEYS = ("dataset", "split", "limit")
+ENCODER_KEYS = ("dataset", "split", "limit", "weights", "far", "dmax", "near", "srss_min_fraction")
 _log = logging.getLogger("repa_study.analysis.report")
 
 
@@ -118,8 +118,9 @@ def smoke_reason(rows: pd.DataFrame, quality: str) -> str | None:
             reasons.append(f"the {col} is synthetic")
     if "model" in rows.columns and rows["model"].astype(str).str.contains("smoke|tiny", case=False).any():
         reasons.append("the model size is a smoke-test size")
-    if "encoder_weights" in rows.columns and rows["encoder_weights"].astype(str).isin(["tiny", "random"]).any():
-        reasons.append("encoders are tiny random-init stand-ins")
+    for col in ("encoder_weights", "weights"):
+        if col in rows.columns and rows[col].astype(str).isin(["tiny", "random"]).any():
+            reasons.append("encoders are random-init stand-ins (weights: tiny/random)")
     return "; ".join(dict.fromkeys(reasons)) or None
 
 
