@@ -65,7 +65,9 @@ def plan(spec: SweepSpec) -> list[Job]:
                 for seed in spec.seeds:
                     identity = {
                         "dataset": spec.dataset, "encoder": encoder, "encoder_weights": spec.encoder_weights,
-                        "model": model_name, "model_overrides": list(size.train_overrides), "method": method,
+                        "model": model_name, "model_size": size.size or model_name,
+                        "model_overrides": list(size.train_overrides), "method": method,
+                        "base": spec.train_base or ("tiny" if spec.dataset.startswith("synthetic") else "imagenet"),
                         "seed": seed, "steps": spec.steps, "train_overrides": list(spec.train_overrides),
                     }
                     train = _job("train", identity, size.train, encoder=encoder, model=model_name,

@@ -39,10 +39,10 @@ class Resources(StrictModel):
 
 
 class ModelSize(StrictModel):
-    """A SiT size: the override(s) that select it in the training config, and its resources."""
+    """A SiT size (the training config's ``model.size``; default: its name in ``models``) and its resources."""
 
-    train_overrides: list[str] = Field(default_factory=list,
-                                       description="training-config overrides selecting this size")
+    size: str | None = Field(None, description="model.size of the training config (default: the entry's name)")
+    train_overrides: list[str] = Field(default_factory=list, description="extra training overrides for this size")
     train: Resources = Field(default_factory=Resources)
     eval: Resources = Field(default_factory=lambda: Resources(time_min=6 * 60))
 
@@ -102,6 +102,8 @@ class SweepSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     steps: int = Field(..., ge=1, description="training steps")
     eval_steps: list[int] = Field(..., min_length=1, description="checkpoints to evaluate")
+    train_base: str | None = Field(None, description="training preset underneath the method (default: 'tiny' "
+                                                     "for synthetic data, else 'imagenet')")
     train_overrides: list[str] = Field(default_factory=list, description="overrides for every training")
     fid: FidSettings = Field(default_factory=FidSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)

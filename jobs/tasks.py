@@ -107,17 +107,17 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def train_overrides(job: Job) -> list[str]:
-    """Training-config overrides for a train job: the sweep's, the model size's, then this job's own values."""
+    """Training-config overrides for a train job: this job's values, then the sweep's and the size's extras."""
     p = job.params
-    return [*p["train_overrides"], *p["model_overrides"],
-            f"encoder.name={p['encoder']}", f"encoder.weights={p['encoder_weights']}",
-            f"data.spec={p['dataset']}", f"seed={p['seed']}", f"train.steps={p['steps']}"]
+    return [f"method={p['method']}", f"model.size={p['model_size']}", f"encoder.name={p['encoder']}",
+            f"encoder.weights={p['encoder_weights']}", f"data.spec={p['dataset']}", f"seed={p['seed']}",
+            f"steps={p['steps']}", *p["train_overrides"], *p["model_overrides"]]
 
 
 def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     from study.train import load_train_config, train
 
-    cfg = load_train_config(job.method, train_overrides(job))
+    cfg = load_train_config(job.params["base"], train_overrides(job))
     summary = train(cfg, run_dir) or {}
     return [("runs", [{**_scalars(summary), "train_config_hash": config_hash(cfg)}])]
 
@@ -132,7 +132,7 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
     fid = job.params["fid"]
     row = _call(evaluate_run, job_dir(root, train_id), job.steps, n=fid["n_samples"], extractor=fid["extractor"],
                 ref=fid["reference"], mode=fid["mode"], num_steps=fid["num_steps"], cfg_scale=fid["cfg_scale"],
-                seed=fid["seed"], batch_size=fid["batch_size"], out_dir=run_dir)
+                seed=fid["seed"], batch_size=fid["batch_size"], job_id=job.job_id)
     return [("generation", [dict(row)])]
 
 
@@ -174,6 +174,11 @@ def _identity_columns(job: Job, sweep: str) -> dict[str, Any]:
     return ident
 
 
+def _forced(ident: dict[str, Any]) -> dict[str, Any]:
+    """Identity columns a stage's row may not override (its own ``config_hash``, e.g. the run's, is kept)."""
+    return {k: v for k, v in ident.items() if k != "config_hash"}
+
+
 def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_path: str | None = None) -> dict:
     """Run one job to completion (idempotent: a done job returns its recorded state without running again)."""
     job = job if isinstance(job, Job) else Job.model_validate(job)
@@ -202,7 +207,8 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
             for table, rows in outputs:
                 if table == "runs":
                     continue
-                store.write(table, [{**row, **ident, "started_at": started, "ended_at": ended} for row in rows])
+                store.write(table, [{**ident, **row, **_forced(ident), "started_at": started, "ended_at": ended}
+                                    for row in rows])
             extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
             store.write("runs", [{**_scalars(extra), **ident, "status": "done", "attempt": attempt,
                                   "started_at": started, "ended_at": ended, "log": log_path or ""}])
