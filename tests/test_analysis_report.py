@@ -95,3 +95,14 @@ def test_smoke_reason():
     assert "fd_synthetic" in smoke_reason(gen, "fd_synthetic")
     assert smoke_reason(gen.assign(model="SiT-XL/2"), "fid") is None
     assert "synthetic" in smoke_reason(gen.assign(model="SiT-XL/2", dataset="synthetic:n=8"), "fid")
+
+
+def test_analysis_imports_only_results():
+    import subprocess
+    import sys
+
+    code = ("import sys, analysis, analysis.report, analysis.predict, analysis.comparable, analysis.reference, "
+            "analysis.figures; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
+            "('study', 'encoders', 'jobs')); print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
