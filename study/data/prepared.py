@@ -1,0 +1,122 @@
+"""Reading a dataset written by ``repa-study data prepare`` (see :mod:`study.data.prepare` for the writer).
+
+Layout of ``OUT/<split>/``:
+
+- ``manifest.json``: format, source folder, class names, image size, number of images, shard size and count, codec;
+- ``shard-00000/`` ...: ``images.npy`` uint8 [M,3,S,S], ``labels.npy`` int64 [M], ``index.npy`` int64 [M] (position
+  in the sorted source listing), ``moments.npy`` float32 [M,2C,h,w] (SD-VAE posterior mean and logvar; absent when
+  prepared without a VAE). A shard directory appears only complete (written under a temporary name, then renamed);
+- ``latent_stats.json``: per-channel ``latents_scale`` / ``latents_bias`` (and mean/std) over the split's latents.
+
+Arrays are memory-mapped, so random access is cheap and DataLoader workers share the page cache.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from .codecs import LatentStats
+from .dataset import DatasetError, ImageDataset
+
+__all__ = ["PreparedDataset", "is_prepared", "read_manifest", "shard_dir", "PREPARED_FORMAT"]
+
+PREPARED_FORMAT = "repa-study-prepared/1"
+
+
+def shard_dir(split_dir: Path, k: int) -> Path:
+    return split_dir / f"shard-{k:05d}"
+
+
+def read_manifest(split_dir: Path) -> dict[str, Any]:
+    path = split_dir / "manifest.json"
+    try:
+        manifest = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise DatasetError(f"cannot read {path}: {exc}") from exc
+    if manifest.get("format") != PREPARED_FORMAT:
+        raise DatasetError(f"{path} is not a {PREPARED_FORMAT} manifest (format={manifest.get('format')!r})")
+    return manifest
+
+
+def is_prepared(root: Path) -> bool:
+    """True when ``root`` looks like the output of ``repa-study data prepare`` (a split with a manifest)."""
+    return root.is_dir() and any((d / "manifest.json").is_file() for d in root.iterdir() if d.is_dir())
+
+
+class PreparedDataset(ImageDataset):
+    """One split of a prepared directory. Items: ``image``, ``label``, ``mask`` (None) and, when the shards
+    hold them, ``moments`` float32 [2C,h,w] (turn them into normalised latents with
+    :func:`study.data.codecs.latents_from_moments` and :attr:`latent_stats`)."""
+
+    def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None):
+        self.root = Path(root).expanduser().resolve()
+        self.split = split
+        self.split_dir = self.root / split
+        if not (self.split_dir / "manifest.json").is_file():
+            present = sorted(d.name for d in self.root.iterdir() if (d / "manifest.json").is_file())
+            raise DatasetError(f"prepared dataset {self.root} has no split {split!r} (prepared splits: {present}); "
+                               f"run `repa-study data prepare --src IMAGENET_DIR --out {self.root} --split {split}`")
+        m = read_manifest(self.split_dir)
+        self.manifest = m
+        if size is not None and int(size) != m["image_size"]:
+            raise DatasetError(f"{self.root} holds {m['image_size']} px images, size={size} was asked; prepare "
+                               f"again with --size {size} or drop the size")
+        missing = [k for k in range(m["num_shards"]) if not shard_dir(self.split_dir, k).is_dir()]
+        if missing:
+            raise DatasetError(f"prepared dataset {self.split_dir} is incomplete: {len(missing)} of {m['num_shards']} "
+                               f"shards missing (first: {missing[:5]}); rerun the prepare command (it resumes)")
+        self.image_size = int(m["image_size"])
+        self.class_names = list(m["classes"])
+        self.num_classes = len(self.class_names)
+        self.has_masks = False
+        self.has_moments = m.get("codec") is not None
+        self.shard_size = int(m["shard_size"])
+        self._n = int(m["num_images"])
+        self.id = (f"prepared:{self.root}:{split}:n={self._n}:files={m['listing']}:size={self.image_size}:"
+                   f"codec={m['codec']['id'] if self.has_moments else 'none'}")
+        self._arrays: dict[tuple[int, str], np.ndarray] = {}
+
+    # memmaps are opened lazily in each process; never pickled into DataLoader workers
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        state["_arrays"] = {}
+        return state
+
+    def _array(self, k: int, name: str) -> np.ndarray:
+        key = (k, name)
+        if key not in self._arrays:
+            self._arrays[key] = np.load(shard_dir(self.split_dir, k) / f"{name}.npy", mmap_mode="r")
+        return self._arrays[key]
+
+    def __len__(self) -> int:
+        return self._n
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        if index < 0:
+            index += self._n
+        if not 0 <= index < self._n:
+            raise IndexError(f"index {index} out of range for {self._n} images")
+        k, j = divmod(index, self.shard_size)
+        item = {"image": torch.from_numpy(np.array(self._array(k, "images")[j])),
+                "label": int(self._array(k, "labels")[j]), "mask": None}
+        if self.has_moments:
+            item["moments"] = torch.from_numpy(np.array(self._array(k, "moments")[j], dtype=np.float32))
+        return item
+
+    @property
+    def labels(self) -> torch.Tensor:
+        return torch.from_numpy(np.concatenate([np.asarray(self._array(k, "labels"))
+                                                for k in range(self.manifest["num_shards"])]).astype(np.int64))
+
+    @property
+    def latent_stats(self) -> LatentStats:
+        """Statistics of this split, else of the train split (what val/sampling should use), else an error."""
+        for path in (self.split_dir / "latent_stats.json", self.root / "train" / "latent_stats.json"):
+            if path.is_file():
+                return LatentStats.load(path)
+        raise DatasetError(f"no latent_stats.json in {self.split_dir} or {self.root / 'train'}; run "
+                           f"`repa-study data prepare --stats --out {self.root} --split {self.split}`")
