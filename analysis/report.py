@@ -202,6 +202,11 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
         enc_tab, enc_notes = encoder_table(encoders_df if encoders_df is not None else pd.DataFrame(), sel_map)
         notes += selection.notes + enc_notes
         user_points = study_points(selection.rows, q, enc_tab)
+        unscored = sorted(set(user_points.loc[user_points[list(METRICS)].isna().all(axis=1), "encoder"].astype(str)))
+        if unscored:
+            notes.append(f"no encoder scores for {', '.join(unscored)}: their points are missing from the "
+                         f"correlations (score them with `repa-study encoders score`)")
+            _log.warning("%s", notes[-1])
         smoke = smoke_reason(pd.concat([selection.rows, encoders_df if encoders_df is not None else pd.DataFrame()],
                                        ignore_index=True, sort=False), q)
         corr = correlation_table(user_points, q, study="this study", methods=methods, n_boot=n_boot, seed=seed)

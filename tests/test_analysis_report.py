@@ -86,6 +86,8 @@ def test_refusals_are_actionable(tmp_path):
         encoder_table(enc2)
     table, _ = encoder_table(enc2, {"encoders.dataset": "imagenet:val"})
     assert len(table) == 5
+    out = analyze(gen[gen.n_samples == 64], enc[enc.encoder != "tiny-d"], tmp_path / "w", n_boot=0)
+    assert "no encoder scores for tiny-d" in (out / "report.html").read_text()
     with pytest.raises(IncomparableRowsError, match="nothing to analyze"):
         analyze(pd.DataFrame(), None, tmp_path / "z")
 
