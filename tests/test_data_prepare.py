@@ -161,3 +161,14 @@ def test_cli_show_synthetic():
     assert res.exit_code == 0, res.output
     summary = json.loads(res.output)
     assert summary["images"] == 20 and summary["has_masks"] and summary["per_class_min"] == 5
+
+
+def test_latent_stats_absent_is_none(imagenet, tmp_path, codec):
+    out = tmp_path / "prepared"
+    prepare_split(imagenet, out, "train", shard_size=8, size=32)
+    assert open_dataset(str(out), "train").latent_stats is None  # images only
+    prepare_split(imagenet, out, "val", shard_size=8, size=32, codec=codec)
+    val = open_dataset(str(out), "val")
+    assert isinstance(val.latent_stats, LatentStats)  # val's own (train has none)
+    (out / "val" / "latent_stats.json").unlink()
+    assert val.latent_stats is None  # warns; codecs then use the 0.18215 default

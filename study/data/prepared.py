@@ -19,12 +19,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from study.log import get_logger
+
 from .codecs import LatentStats
 from .dataset import DatasetError, ImageDataset
 
 __all__ = ["PreparedDataset", "is_prepared", "read_manifest", "shard_dir", "PREPARED_FORMAT"]
 
 PREPARED_FORMAT = "repa-study-prepared/1"
+log = get_logger(__name__)
 
 
 def shard_dir(split_dir: Path, k: int) -> Path:
@@ -113,10 +116,15 @@ class PreparedDataset(ImageDataset):
                                                 for k in range(self.manifest["num_shards"])]).astype(np.int64))
 
     @property
-    def latent_stats(self) -> LatentStats:
-        """Statistics of this split, else of the train split (what val/sampling should use), else an error."""
+    def latent_stats(self) -> LatentStats | None:
+        """Statistics of this split, else of the train split (what val/sampling should use); None without latents
+        or (with a warning: the codec then falls back to 0.18215) when no statistics were computed."""
+        if not self.has_moments:
+            return None
         for path in (self.split_dir / "latent_stats.json", self.root / "train" / "latent_stats.json"):
             if path.is_file():
                 return LatentStats.load(path)
-        raise DatasetError(f"no latent_stats.json in {self.split_dir} or {self.root / 'train'}; run "
-                           f"`repa-study data prepare --stats --out {self.root} --split {self.split}`")
+        log.warning("no latent_stats.json in %s or %s (run `repa-study data prepare --stats --out %s --split %s`); "
+                    "latents fall back to the 0.18215 scale", self.split_dir, self.root / "train", self.root,
+                    self.split)
+        return None
