@@ -22,7 +22,7 @@ from analysis.correlate import correlate
 from analysis.reference import CITATION, ReferenceData, load_reference
 from results.provenance import now_iso, provenance
 
-__all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "smoke_reason", "METRICS",
+__all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
            "ENCODER_KEYS"]
 
 METRICS = ("lp_top1", "lds", "cds", "srss", "rmsc")
@@ -102,6 +102,20 @@ def correlation_table(points: pd.DataFrame, quality: str, *, study: str, methods
     if published is not None:
         out["published_r"] = [published.get(x) if m == "pearson" else None for x, m in zip(out["x"], out["method"])]
     return out
+
+
+def method_gain(points: pd.DataFrame, quality: str) -> pd.DataFrame:
+    """Per (model, encoder): quality under each training method, and the change from REPA (or the first method)."""
+    if points["method"].nunique() < 2:
+        return pd.DataFrame()
+    wide = points.pivot_table(index=["model", "encoder"], columns="method", values=quality).reset_index()
+    methods = [m for m in sorted(points["method"].unique()) if m in wide.columns]
+    base = "repa" if "repa" in methods else methods[0]
+    for m in methods:
+        if m != base:
+            wide[f"{m}_change_%"] = 100.0 * (wide[m] - wide[base]) / wide[base]
+    wide.columns.name = None
+    return wide
 
 
 def smoke_reason(rows: pd.DataFrame, quality: str) -> str | None:
@@ -290,10 +304,18 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
             sections.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
     sections.append("<h2>Correlations</h2><p>Correlation of generation quality (lower is better) with each encoder "
                     "metric; 95% interval: percentile bootstrap over encoders (seed "
-                    f"{seed}, {n_boot} resamples). Negative r: a higher metric goes with better generation.</p>"
+                    f"{seed}, {n_boot} resamples). Negative r: a higher metric goes with better generation."
+                    + (" With fewer than 10 encoders, r is very uncertain: read the interval, not the point."
+                       if len(table) and (table["n"] < 10).any() else "") + "</p>"
                     + _html_table(table))
     sections.append("<h2>Figures</h2>" + "".join(_img(p, c) for p, c in figure_files))
     if not user_points.empty:
+        gain = method_gain(user_points, summary["quality"])
+        if not gain.empty:
+            gain.to_csv(out / "methods.csv", index=False)
+            sections.append("<h2>Training methods per encoder (this study)</h2><p>Quality per method; "
+                            "<code>change_%</code>: relative change from the first method to each other one "
+                            "(negative = lower = better).</p>" + _html_table(gain))
         sections.append("<h2>Per-encoder points (this study)</h2>" + _html_table(user_points))
     prov = summary["provenance"]
     sections.append(f"<h2>Provenance</h2><p>Generated {html.escape(summary['created_at'])} by repa-study, git "

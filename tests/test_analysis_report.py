@@ -50,6 +50,9 @@ def test_smoke_report(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert summary["chosen"]["step"] == 100 and summary["smoke"]
     assert "| study | train_method |" in (out / "correlations.md").read_text()
+    gain = pd.read_csv(out / "methods.csv")
+    assert len(gain) == 5 and (gain["irepa_change_%"] < 0).all()  # the rows were made with irepa 4 lower
+    assert "r is very uncertain" in page
 
 
 def test_paper_reference_without_compute(tmp_path):
