@@ -99,6 +99,19 @@ def _fit_cds(means: torch.Tensor, ds: torch.Tensor) -> torch.Tensor:
     return -(y * x).sum(dim=1) / (x * x).sum()
 
 
+def _rmsc(xn: torch.Tensor) -> torch.Tensor:
+    """RMSC of normalised tokens ``[b, T, D]`` via (1/T) sum_t |x̂_t - x̄|^2 = mean_t |x̂_t|^2 - |x̄|^2 (two reductions,
+    no centred copy). That difference cancels when the tokens are nearly equal, so images with a small value are
+    recomputed from the centred tokens (absolute error stays ~1e-6 either way)."""
+    sq = torch.linalg.vector_norm(xn, dim=-1).pow(2).mean(dim=1) - xn.mean(dim=1).pow(2).sum(dim=-1)
+    small = sq < 1e-2
+    if small.any():
+        sub = xn[small]
+        sq = sq.clone()
+        sq[small] = (sub - sub.mean(dim=1, keepdim=True)).pow(2).sum(dim=-1).mean(dim=1)
+    return sq.clamp_min(0.0).sqrt()
+
+
 def _chunk_metrics(x: torch.Tensor, masks: torch.Tensor | None, dist: torch.Tensor, want: set[str],
                    far: int, dmax: int, near: int) -> dict[str, torch.Tensor]:
     """All wanted metrics of one chunk ``x [b, T, D]`` (float32 or float64) from its Gram matrices."""
@@ -126,19 +139,17 @@ def _chunk_metrics(x: torch.Tensor, masks: torch.Tensor | None, dist: torch.Tens
             ds = torch.arange(1, top + 1, device=x.device)
             out["cds"] = _fit_cds(sums[:, 1:top + 1] / counts[1:top + 1], ds)
     if "rmsc" in want:
-        # directly from the tokens (O(T D)); the Gram identity mean(diag K) - mean(K) cancels badly near 0
-        centred = xn - xn.mean(dim=1, keepdim=True)
-        out["rmsc"] = centred.pow(2).sum(dim=-1).to(acc).mean(dim=1).sqrt()
+        out["rmsc"] = _rmsc(xn).to(acc)
     if "srss" in want and masks is not None:
-        fg = masks.to(acc)
+        fg = masks.to(gram.dtype)
         bg = 1.0 - fg
-        pos_pairs = ((dist >= 1) & (dist <= near)).to(acc)
-        neg_pairs = (dist >= far).to(acc)
-        g64 = gram.to(acc)
-        pos_sum = torch.bmm(g64 * pos_pairs, fg[:, :, None])[..., 0]  # [b, T]: sum of K to FG tokens near each anchor
-        neg_sum = torch.bmm(g64 * neg_pairs, bg[:, :, None])[..., 0]
-        pos_cnt = fg @ pos_pairs  # pos_pairs is symmetric: [b, T] counts per anchor
-        neg_cnt = bg @ neg_pairs
+        pos_pairs = ((dist >= 1) & (dist <= near)).to(gram.dtype)
+        neg_pairs = (dist >= far).to(gram.dtype)
+        # per anchor: sums of K over FG tokens near it and over BG tokens far from it (float32 matvecs over T terms)
+        pos_sum = torch.bmm(gram * pos_pairs, fg[:, :, None])[..., 0].to(acc)
+        neg_sum = torch.bmm(gram * neg_pairs, bg[:, :, None])[..., 0].to(acc)
+        pos_cnt = (fg @ pos_pairs).to(acc)  # the pair masks are symmetric: [b, T] counts per anchor
+        neg_cnt = (bg @ neg_pairs).to(acc)
         valid = (fg > 0) & (pos_cnt > 0) & (neg_cnt > 0)
         diff = pos_sum / pos_cnt.clamp_min(1) - neg_sum / neg_cnt.clamp_min(1)
         n_valid = valid.sum(dim=1)
