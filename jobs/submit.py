@@ -34,6 +34,8 @@ __all__ = ["Submission", "submit_sweep", "sweep_status", "cancel_sweep", "collec
 
 log = get_logger(__name__)
 ENDED = ("done", "failed", "cancelled")
+#: The submitit callable for one job (a Checkpointable); tests substitute a subclass with stand-in stages.
+TASK_CLASS = SweepTask
 
 
 class SubmitError(RuntimeError):
@@ -225,7 +227,7 @@ def _submit_slurm(spec: SweepSpec, root: Path, todo: list[Job], overrides: dict[
             params["dependency"] = "afterany:" + ":".join(deps)
         executor = submitit.SlurmExecutor(folder=folder, max_num_timeout=20)
         executor.update_parameters(**params)
-        tasks = [SweepTask(j.model_dump(mode="json"), str(root), spec.name) for j in group]
+        tasks = [TASK_CLASS(j.model_dump(mode="json"), str(root), spec.name) for j in group]
         try:
             if len(tasks) == 1:
                 handles = [executor.submit(tasks[0])]
