@@ -317,6 +317,14 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                             "<code>change_%</code>: relative change from the first method to each other one "
                             "(negative = lower = better).</p>" + _html_table(gain))
         sections.append("<h2>Per-encoder points (this study)</h2>" + _html_table(user_points))
+    if ref is not None:
+        cols = ["point", "encoder", "label_status", "fid", "lp_top1", "lds", "cds", "srss", "rmsc",
+                "lds_source", "cds_source", "srss_source", "rmsc_source"]
+        sections.append("<h2>The paper's 27 points (digitised from Fig. 4)</h2><p>Source tags: <code>fig4</code> "
+                        "visible marker; <code>fig4-paired</code> paired within a near-tied FID pair by a 1-2 px "
+                        "difference; <code>fig4-group</code> one of a tied-FID group, member unknown; "
+                        "<code>fig4-occluded:K</code> hidden under point K, value repeated from K.</p>"
+                        + _html_table(ref.points[cols]))
     prov = summary["provenance"]
     sections.append(f"<h2>Provenance</h2><p>Generated {html.escape(summary['created_at'])} by repa-study, git "
                     f"{html.escape(str(prov.get('git_commit')))} on {html.escape(str(prov.get('host')))}.</p>")

@@ -51,13 +51,15 @@ def test_predict_tiny_encoder_on_study_rows(tmp_path):
     store.write("encoders", enc)
     res = CliRunner().invoke(cli, ["encoders", "predict", "dinov2-vit-b", "--weights", "tiny", "--data",
                                    "synthetic:n=16,size=32", "--limit", "8", "--device", "cpu", "--fit-on", "results",
-                                   "--root", str(store.root), "--json"])
+                                   "--root", str(store.root), "--json", "--save"])
     assert res.exit_code == 0, res.output
     payload = json.loads(res.output[res.output.index("{"):])
     (pred,) = payload["predictions"]
     assert pred["model"] == "smoke" and pred["n_known"] == 5 and pred["y"] == "fd_synthetic"
     assert pred["pi_low"] < pred["predicted"] < pred["pi_high"] and 1 <= pred["rank"] <= 6
     assert pred["loo_rmse"] > 0 and 0 < payload["scores"]["lds"] < 1
+    saved = store.read("encoders")
+    assert "dinov2-vit-b" in set(saved["encoder"])
 
 
 def test_predict_refuses_lp_without_probe():

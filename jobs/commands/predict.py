@@ -29,10 +29,11 @@ import click
               help="Training method whose rows are fitted (the study's correlation uses repa).")
 @click.option("--select", "select", multiple=True, metavar="COLUMN=VALUE",
               help="Row selection for --fit-on results, as in `repa-study analyze --select`.")
+@click.option("--save", is_flag=True, help="Also write the encoder's scores to the results store's encoders table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction rows as JSON.")
 def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: str | None, probe: bool, device: str,
                 fit_on: str, root: str | None, predictors: tuple[str, ...], train_method: str,
-                select: tuple[str, ...], as_json: bool) -> None:
+                select: tuple[str, ...], save: bool, as_json: bool) -> None:
     """Score encoder NAME (spatial metrics; --probe adds LP accuracy) and predict its REPA FID per model size,
     with a 95% prediction interval, its rank among the known encoders and the fit's leave-one-out error."""
     from study.scoring import score_encoder
@@ -47,6 +48,10 @@ def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: st
         raise click.ClickException(str(exc)) from exc
     row = score_encoder(name, data, split="val", limit=limit, masks=masks, probe=probe, weights=weights,
                         device=device)
+    if save:
+        from results import ResultStore
+
+        click.echo(f"scores written to {ResultStore(root).write('encoders', [row])}", err=True)
     scores = {k: row.get(k) for k in ("lds", "cds", "srss", "rmsc", "lp_top1")}
     if scores.get("lp_top1") is not None and not _nan(scores["lp_top1"]) and scores["lp_top1"] <= 1.0:
         scores["lp_top1"] *= 100.0  # reports and the paper use percent
