@@ -66,25 +66,39 @@ def _hsv_to_rgb(h: torch.Tensor, s: torch.Tensor, v: torch.Tensor) -> torch.Tens
     return v[..., None] - v[..., None] * s[..., None] * torch.clamp(torch.minimum(k, 4 - k), 0, 1)
 
 
+def _inside(shape: int, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """Inside-test of one shape kind in the object's local frame (the object's radius is 1)."""
+    name = SHAPES[shape]
+    if name in ("disc", "stripes"):                                            # stripes: a striped disc
+        return u * u + v * v <= 1.0
+    if name in ("square", "checker"):                                          # checker: a checkered square
+        return torch.maximum(u.abs(), v.abs()) <= 0.8
+    if name == "triangle":
+        sq3 = math.sqrt(3.0)
+        return (v >= -0.5) & (sq3 * u + v <= 1.0) & (-sq3 * u + v <= 1.0)
+    if name == "ring":
+        r2 = u * u + v * v
+        return (r2 <= 1.0) & (r2 >= 0.55 ** 2)
+    if name == "cross":
+        au, av = u.abs(), v.abs()
+        return ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0))
+    if name == "ellipse":
+        return (u * u + (v / 0.45) ** 2) <= 1.0
+    if name == "frame":
+        box = torch.maximum(u.abs(), v.abs())
+        return (box <= 0.85) & (box >= 0.5)
+    if name == "half-disc":
+        return (u * u + v * v <= 1.0) & (v >= 0.0)
+    raise AssertionError(name)
+
+
 def _shape_masks(shape_ids: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """Inside-tests in the object's local frame (``u, v`` of shape ``[B, S, S]``, the object's radius is 1)."""
-    r2 = u * u + v * v
-    au, av = u.abs(), v.abs()
-    box = torch.maximum(au, av)
-    sq3 = math.sqrt(3.0)
-    tests = torch.stack([
-        r2 <= 1.0,                                                             # disc
-        box <= 0.8,                                                            # square
-        (v >= -0.5) & (sq3 * u + v <= 1.0) & (-sq3 * u + v <= 1.0),           # triangle
-        (r2 <= 1.0) & (r2 >= 0.55 ** 2),                                       # ring
-        ((au <= 0.3) & (av <= 1.0)) | ((av <= 0.3) & (au <= 1.0)),            # cross
-        (u * u + (v / 0.45) ** 2) <= 1.0,                                      # ellipse
-        (box <= 0.85) & (box >= 0.5),                                          # frame
-        (r2 <= 1.0) & (v >= 0.0),                                              # half-disc
-        r2 <= 1.0,                                                             # stripes (a striped disc)
-        box <= 0.8,                                                            # checker (a checkered square)
-    ], dim=1)                                                                  # [B, 10, S, S]
-    return torch.gather(tests, 1, shape_ids.view(-1, 1, 1, 1).expand(-1, 1, *u.shape[1:])).squeeze(1)
+    """Masks ``[B, S, S]`` for local coordinates ``u, v`` ``[B, S, S]``; each kind is tested on its images only."""
+    mask = torch.zeros(u.shape, dtype=torch.bool)
+    for shape in shape_ids.unique().tolist():
+        sel = shape_ids == shape
+        mask[sel] = _inside(shape, u[sel], v[sel])
+    return mask
 
 
 def render_synthetic(params: np.ndarray, labels: np.ndarray, size: int, num_classes: int,
