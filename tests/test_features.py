@@ -1,0 +1,120 @@
+"""Feature cache: contents, keys, atomic chunks, resuming after an interrupted extraction."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import study.features as features
+from study.features import FeatureSet, extract_features
+from study.metrics.spatial import masks_to_grid, spatial_metrics
+
+DATA = "synthetic:n=24,size=32,classes=4"
+ENCODER = "dinov2-vit-b"
+
+
+@pytest.fixture(scope="module")
+def encoder():
+    from encoders import get_encoder
+
+    return get_encoder(ENCODER, weights="tiny")
+
+
+def _extract(enc, tmp_path, **kw):
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("chunk_size", 8)
+    return extract_features(enc, DATA, "train", cache_root=tmp_path / "cache", device="cpu", **kw)
+
+
+def test_contents_match_a_direct_encode(encoder, tmp_path):
+    from study.data import open_dataset
+
+    fs = _extract(encoder, tmp_path)
+    ds = open_dataset(DATA, "train")
+    items = [ds[i] for i in range(len(ds))]
+    images = torch.stack([it["image"] for it in items])
+    out = encoder.encode(images)
+    assert fs.n == 24 and fs.mean.dtype == np.float16 and fs.mean.shape == (24, encoder.embed_dim)
+    np.testing.assert_allclose(fs.mean, out["patch"].mean(1).half().numpy(), atol=1e-3)
+    np.testing.assert_allclose(fs.cls, out["cls"].half().numpy(), atol=1e-3)
+    np.testing.assert_array_equal(fs.labels, [it["label"] for it in items])
+    token_masks = masks_to_grid(torch.stack([it["mask"] for it in items]), (16, 16))
+    ref = spatial_metrics(out["patch"], token_masks)
+    for key in ("lds", "cds", "rmsc", "srss"):
+        np.testing.assert_allclose(fs.metrics[key], ref[key].numpy(), atol=1e-5, err_msg=key)
+    np.testing.assert_array_equal(fs.fg_tokens, token_masks.sum(1).numpy())
+    assert fs.meta["masks"].startswith("dataset:synthetic") and fs.meta["num_tokens"] == 256
+    assert isinstance(fs.mean, np.memmap) or isinstance(getattr(fs.mean, "base", None), np.memmap)
+    assert not (fs.path / "chunks").exists()
+
+
+def test_interrupted_extraction_resumes_to_the_same_result(encoder, tmp_path, monkeypatch):
+    reference = _extract(encoder, tmp_path / "clean")
+
+    real_save = features._save_chunk
+    saved = []
+
+    def crash_after_two(path, arrays):
+        if len(saved) == 2:
+            raise KeyboardInterrupt("simulated kill")
+        real_save(path, arrays)
+        saved.append(path)
+
+    monkeypatch.setattr(features, "_save_chunk", crash_after_two)
+    with pytest.raises(KeyboardInterrupt):
+        _extract(encoder, tmp_path / "killed")
+    directory = saved[0].parent.parent
+    assert sorted(p.name for p in (directory / "chunks").iterdir()) == ["000000.npz", "000001.npz"]
+    assert not (directory / "meta.json").exists()
+    with pytest.raises(FileNotFoundError, match="not a complete feature cache"):
+        FeatureSet.load(directory)
+
+    monkeypatch.setattr(features, "_save_chunk", real_save)
+    calls = []
+    real_encode = encoder.encode
+    monkeypatch.setattr(encoder, "encode", lambda images: calls.append(len(images)) or real_encode(images))
+    resumed = _extract(encoder, tmp_path / "killed")
+    assert sum(calls) == 8  # only the third chunk was computed
+    for name in ("mean", "cls", "labels", "fg_tokens"):
+        np.testing.assert_array_equal(getattr(resumed, name), getattr(reference, name), err_msg=name)
+    for key in reference.metrics:
+        np.testing.assert_array_equal(resumed.metrics[key], reference.metrics[key], err_msg=key)
+
+
+def test_cache_hit_and_keys(encoder, tmp_path, monkeypatch):
+    first = _extract(encoder, tmp_path)
+    monkeypatch.setattr(encoder, "encode", lambda images: pytest.fail("a cache hit must not encode"))
+    again = _extract(encoder, tmp_path)
+    assert again.path == first.path
+    monkeypatch.undo()
+    subset = _extract(encoder, tmp_path, limit=10)
+    assert subset.path != first.path and subset.n == 10
+    # the subset is a seeded random choice kept in dataset order: its labels are a subsequence of the full set's
+    again_subset = _extract(encoder, tmp_path, limit=10)
+    np.testing.assert_array_equal(again_subset.labels, subset.labels)
+
+
+def test_changed_encoder_entry_never_reuses_features(tmp_path):
+    from encoders import Encoder, get_spec
+
+    spec = get_spec(ENCODER)
+    key = features._cache_key(ENCODER, "tiny")
+    assert key == Encoder(spec, None, "tiny").cache_key
+    assert features._cache_key(f"{ENCODER}@clsmix=0.5", "tiny") != key
+    assert features._cache_key(ENCODER, "pretrained") != key
+    base = {"encoder": ENCODER, "dataset": "d", "split": "val", "limit": None}
+    assert features.feature_cache_dir({**base, "cache_key": key}, tmp_path) != features.feature_cache_dir(
+        {**base, "cache_key": key.replace(spec.fingerprint(), "0" * 12)}, tmp_path)
+
+
+def test_bad_inputs_are_clear(tmp_path):
+    with pytest.raises(TypeError, match="dataset spec"):
+        extract_features(ENCODER, 3, weights="tiny", cache_root=tmp_path)
+    with pytest.raises(ValueError, match="no CLS token|CLS mixing"):
+        features._cache_key(_no_cls_entry() + "@clsmix=0.5", "tiny")
+
+
+def _no_cls_entry() -> str:
+    from encoders import load_catalog
+
+    return next(name for name, spec in load_catalog().items() if spec.cls_index is None)
