@@ -141,7 +141,7 @@ def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
 
     p = job.params
     row = _call(score_encoder, job.encoder, p["dataset"], split=p["split"], limit=p["limit"], probe=p["probe"],
-                weights=p["encoder_weights"])
+                weights=p["encoder_weights"], job_id=job.job_id)
     return [("encoders", [{**dict(row), "dataset": p["dataset"]}])]
 
 

@@ -9,8 +9,10 @@ import click
 
 
 def _quality_column(df) -> str | None:
+    import pandas as pd
+
     for col in ("fid", *sorted(c for c in df.columns if str(c).startswith("fd_"))):
-        if col in df.columns and df[col].notna().any():
+        if col in df.columns and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
             return col
     return None
 
