@@ -172,3 +172,19 @@ def test_latent_stats_absent_is_none(imagenet, tmp_path, codec):
     assert isinstance(val.latent_stats, LatentStats)  # val's own (train has none)
     (out / "val" / "latent_stats.json").unlink()
     assert val.latent_stats is None  # warns; codecs then use the 0.18215 default
+
+
+def test_reader_keeps_few_shards_open(imagenet, tmp_path):
+    out = tmp_path / "prepared"
+    prepare_split(imagenet, out, "train", shard_size=1, size=32)
+    ds = open_dataset(str(out), "train")
+    ds.MAX_OPEN = 4
+    first = ds[0]["image"]
+    for i in range(len(ds)):
+        ds[i]
+    assert len(ds._arrays) <= 4
+    assert torch.equal(ds[0]["image"], first)
+    import pickle
+
+    clone = pickle.loads(pickle.dumps(ds))  # what DataLoader workers get: no open arrays
+    assert clone._arrays == {} and torch.equal(clone[0]["image"], first)

@@ -55,6 +55,8 @@ class PreparedDataset(ImageDataset):
     hold them, ``moments`` float32 [2C,h,w] (turn them into normalised latents with
     :func:`study.data.codecs.latents_from_moments` and :attr:`latent_stats`)."""
 
+    MAX_OPEN = 96
+
     def __init__(self, root: str | Path, split: str = "train", *, size: int | None = None):
         self.root = Path(root).expanduser().resolve()
         self.split = split
@@ -90,10 +92,16 @@ class PreparedDataset(ImageDataset):
         return state
 
     def _array(self, k: int, name: str) -> np.ndarray:
+        """A shard's array, memory-mapped; at most ``MAX_OPEN`` stay open (each mmap holds a file descriptor, and
+        ImageNet has ~1300 shards per split)."""
         key = (k, name)
-        if key not in self._arrays:
-            self._arrays[key] = np.load(shard_dir(self.split_dir, k) / f"{name}.npy", mmap_mode="r")
-        return self._arrays[key]
+        arr = self._arrays.pop(key, None)
+        if arr is None:
+            arr = np.load(shard_dir(self.split_dir, k) / f"{name}.npy", mmap_mode="r")
+            while len(self._arrays) >= self.MAX_OPEN:
+                self._arrays.pop(next(iter(self._arrays)))
+        self._arrays[key] = arr  # most recently used last
+        return arr
 
     def __len__(self) -> int:
         return self._n
