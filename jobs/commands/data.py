@@ -17,7 +17,7 @@ def data_group() -> None:
 @click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val"]), default=("train",),
               show_default=True, help="Split(s) to prepare; repeat for both.")
 @click.option("--shard", default="0/1", show_default=True,
-              help="This task's share I/N (shards k with k %% N == I), or 'slurm' for the array task.")
+              help="This task's share I/N (shards k with k % N == I), or 'slurm' for the array task.")
 @click.option("--shard-size", default=1000, show_default=True, help="Images per shard.")
 @click.option("--size", default=256, show_default=True, help="Center-crop size in px.")
 @click.option("--batch-size", default=64, show_default=True, help="Images per VAE forward.")
