@@ -1,8 +1,74 @@
-"""CLI commands for this stage (see jobs/cli.py)."""
+"""`repa-study eval`: generation quality of a trained run (FID/sFID/IS/P/R, or fd_synthetic on small data)."""
 from __future__ import annotations
+
+import json
 
 import click
 
 
+@click.group("eval")
+def eval_group() -> None:
+    """Evaluate trained runs: sample (or reuse samples) and score them against reference statistics."""
+
+
+@eval_group.command("fid")
+@click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--step", type=int, required=True, help="Checkpoint step to evaluate.")
+@click.option("--n", "n", type=click.IntRange(min=2), default=50_000, show_default=True,
+              help="Number of samples (ADM protocol: 50000; never compare numbers made with different N).")
+@click.option("--ref", default=None,
+              help="Reference: an ADM reference batch (.npz, e.g. VIRTUAL_imagenet256_labeled.npz) or a dataset spec "
+                   "(synthetic:..., a folder). Default for --extractor synthetic: the run's training dataset.")
+@click.option("--ref-n", type=click.IntRange(min=2), default=None,
+              help="Use only the first N reference images when computing statistics from a dataset.")
+@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
+              help="inception: torch-fidelity InceptionV3 (ADM protocol, column fid); synthetic: small CNN trained "
+                   "on the synthetic data (offline small data, column fd_synthetic).")
+@click.option("--mode", type=click.Choice(["sde", "ode"]), default="sde", show_default=True, help="Sampler.")
+@click.option("--num-steps", type=click.IntRange(min=1), default=250, show_default=True, help="Sampler steps.")
+@click.option("--cfg-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance scale.")
+@click.option("--guidance-interval", type=(float, float), default=(0.0, 1.0), show_default=True,
+              help="Time interval where guidance applies.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
+              help="Batch size for sampling and feature extraction.")
+@click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
+@click.option("--samples", type=click.Path(exists=True), default=None,
+              help="Evaluate this sample directory (npz shards) or npz file instead of finding/making the run's.")
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None,
+              help="Path to weights-inception-2015-12-05-6726825d.pth (else $REPA_STUDY_INCEPTION_WEIGHTS or the "
+                   "torch.hub cache).")
+@click.option("--job-id", default=None, help="job_id of the row (default: the run directory's name).")
+@click.option("--root", type=click.Path(file_okay=False), default=None,
+              help="Results root (default: $REPA_STUDY_ROOT or runs/).")
+@click.option("--no-write", is_flag=True, help="Print the row only; do not write it to the results store.")
+def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None, extractor: str, mode: str,
+            num_steps: int, cfg_scale: float, guidance_interval: tuple[float, float], seed: int, batch_size: int,
+            device: str | None, samples: str | None, inception_weights: str | None, job_id: str | None,
+            root: str | None, no_write: bool) -> None:
+    """Score checkpoint STEP of RUN_DIR on N samples and write one row to the `generation` table."""
+    from study.evaluate import evaluate_run
+    from study.metrics.fid import AdmNpzError, StatisticsMismatchError
+    from study.metrics.inception import InceptionWeightsMissing
+
+    try:
+        row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, mode=mode, num_steps=num_steps,
+                           cfg_scale=cfg_scale, guidance_interval=guidance_interval, seed=seed,
+                           batch_size=batch_size, device=device, samples=samples, inception_weights=inception_weights,
+                           ref_n=ref_n, job_id=job_id)
+    except (InceptionWeightsMissing, StatisticsMismatchError, AdmNpzError, FileNotFoundError, ValueError,
+            ImportError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    shown = {k: row.get(k) for k in ("job_id", "step", row["fd_metric"], "sfid", "inception_score", "precision",
+                                     "recall", "n_samples", "reference", "extractor", "time_total_s") if k in row}
+    click.echo(json.dumps(shown, indent=1, default=str))
+    if not no_write:
+        from results import ResultStore
+
+        path = ResultStore(root).write("generation", [row])
+        click.echo(f"wrote {path}")
+
+
 def register(cli: click.Group) -> None:
-    """Attach this module's commands to the root command (filled in as the stage lands)."""
+    """Attach ``repa-study eval`` (``eval fid``)."""
+    cli.add_command(eval_group)

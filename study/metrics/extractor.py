@@ -210,7 +210,10 @@ def get_extractor(name: str, *, dataset: str | Any = "synthetic", weights_path: 
 
 
 def _to_nchw(batch: Any) -> torch.Tensor:
-    x = batch if isinstance(batch, torch.Tensor) else torch.as_tensor(np.asarray(batch))
+    if not isinstance(batch, torch.Tensor):
+        arr = np.asarray(batch)
+        batch = torch.from_numpy(arr if arr.flags.writeable else arr.copy())
+    x = batch
     if x.ndim == 4 and x.shape[-1] == 3 and x.shape[1] != 3:  # NHWC (ADM npz) -> NCHW
         x = x.permute(0, 3, 1, 2)
     return x.contiguous()

@@ -1,0 +1,237 @@
+"""Evaluate a trained run's samples: FID/sFID/IS/precision/recall (ADM protocol) or ``fd_synthetic`` on small data.
+
+``evaluate_run(run_dir, step, n=...)`` finds sample shards of that checkpoint made with the requested sampler
+settings (a ``manifest.json`` next to ``*.npz`` shards, written by ``study.sample.sample_run``), or samples them,
+extracts features in batches, compares with the reference and returns one row for the ``generation`` table. The
+row names everything that makes two numbers comparable: ``n_samples``, ``reference``, ``extractor``/
+``extractor_id`` and the sampler settings, so an FID-10K is never silently compared with an FID-50K.
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Any, Iterator, Mapping
+
+import numpy as np
+
+from study.log import get_logger
+from study.metrics.extractor import FeatureExtractor, extract_features, get_extractor, metric_name
+from study.metrics.fid import AdmNpzError, compute_statistics, fd, iter_npz_images, npz_image_count
+from study.metrics.prdc import inception_score, precision_recall
+from study.reference import Reference, load_reference
+
+__all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images",
+           "SAMPLER_KEYS"]
+
+_log = get_logger(__name__)
+
+#: Sampler settings that must match for existing shards to be reused (manifest key -> evaluate_run argument).
+SAMPLER_KEYS = ("mode", "num_steps", "cfg_scale", "seed", "guidance_interval")
+
+
+# ----------------------------------------------------------------------------------------- sample shards
+def sample_shards(samples: str | Path) -> list[Path]:
+    """The npz shards of a sample directory, in order: those its ``manifest.json`` lists (a re-run with another
+    ``n`` leaves shards of other chunkings behind), else every ``*.npz`` except temporaries; or ``[samples]`` for
+    a single npz file."""
+    path = Path(samples)
+    if path.is_file():
+        return [path]
+    if not path.is_dir():
+        raise FileNotFoundError(f"sample directory not found: {path}")
+    manifest = path / "manifest.json"
+    if manifest.is_file():
+        listed = json.loads(manifest.read_text()).get("shards")
+        if listed:
+            missing = [name for name in listed if not (path / name).is_file()]
+            if missing:
+                raise FileNotFoundError(f"{path}: shards listed in manifest.json are missing: {missing[:3]}")
+            return [path / name for name in listed]
+    shards = sorted(p for p in path.glob("*.npz") if not p.name.startswith(".") and ".tmp" not in p.name)
+    if not shards:
+        raise FileNotFoundError(f"no *.npz sample shards in {path}")
+    return shards
+
+
+def iter_sample_images(samples: str | Path, n: int, batch_size: int = 64) -> Iterator[np.ndarray]:
+    """Yield exactly ``n`` images (uint8 NHWC batches) from the shards, in order; error if there are fewer."""
+    shards = sample_shards(samples)
+    available = sum(npz_image_count(p) for p in shards)
+    if available < n:
+        raise ValueError(f"{samples} holds {available} images but n={n} were requested; sample more "
+                         "(evaluate_run does this) or lower n")
+    left = n
+    for shard in shards:
+        for batch in iter_npz_images(shard, batch_size):
+            if left <= 0:
+                return
+            batch = batch[:left]
+            left -= len(batch)
+            yield batch
+
+
+def _flatten(d: Mapping[str, Any], out: dict[str, Any] | None = None) -> dict[str, Any]:
+    out = {} if out is None else out
+    for k, v in d.items():
+        if isinstance(v, Mapping):
+            _flatten(v, out)
+        else:
+            out.setdefault(k, v)
+    return out
+
+
+def _same(a: Any, b: Any) -> bool:
+    if isinstance(a, (int, float)) and isinstance(b, (int, float)) and not isinstance(a, bool):
+        return float(a) == float(b)
+    return a == b
+
+
+def find_samples(run_dir: str | Path, step: int, n: int, settings: Mapping[str, Any]) -> Path | None:
+    """A sample directory under ``run_dir`` whose manifest has this ``step``, every key of ``settings`` equal and
+    at least ``n`` images; ``None`` if there is none (a manifest lacking a key never matches)."""
+    for manifest in sorted(Path(run_dir).rglob("manifest.json")):
+        try:
+            info = _flatten(json.loads(manifest.read_text()))
+        except (OSError, ValueError):
+            continue
+        wanted = {"step": step, **settings}
+        if not all(k in info and _same(info[k], v) for k, v in wanted.items()):
+            continue
+        try:
+            count = sum(npz_image_count(p) for p in sample_shards(manifest.parent))
+        except (FileNotFoundError, AdmNpzError, OSError, ValueError):
+            continue
+        if count >= n:
+            return manifest.parent
+    return None
+
+
+# ----------------------------------------------------------------------------------------- metrics
+def evaluate_samples(samples: str | Path, extractor: FeatureExtractor, reference: Reference, *, n: int,
+                     batch_size: int = 64, device: str | None = None) -> dict[str, Any]:
+    """Metrics of the first ``n`` images of ``samples`` against ``reference`` (same extractor)."""
+    if reference.extractor_id != extractor.id:
+        raise ValueError(f"reference {reference.id} was computed with {reference.extractor_id}, not {extractor.id}")
+    t0 = time.perf_counter()
+    feats = extract_features(extractor, iter_sample_images(samples, n, batch_size), total=n, desc="sample features")
+    t1 = time.perf_counter()
+    out: dict[str, Any] = {"n_samples": int(len(feats["pool"]))}
+    pool = compute_statistics(feats["pool"], f"{extractor.stats_prefix}/pool")
+    out[metric_name(extractor.name)] = fd(pool, reference.stats["pool"])
+    if "spatial" in feats and "spatial" in reference.stats:
+        out["sfid"] = fd(compute_statistics(feats["spatial"], f"{extractor.stats_prefix}/spatial"),
+                         reference.stats["spatial"])
+    if "logits" in feats:
+        out["inception_score"] = inception_score(feats["logits"])
+    if reference.pr_features is not None:
+        out["precision"], out["recall"] = precision_recall(reference.pr_features, feats["pool"], device=device)
+    t2 = time.perf_counter()
+    out.update(time_features_s=round(t1 - t0, 3), time_metrics_s=round(t2 - t1, 3),
+               features_per_s=round(n / max(t1 - t0, 1e-9), 2))
+    return out
+
+
+def _run_config(run_dir: Path) -> dict[str, Any]:
+    path = run_dir / "config.yaml"
+    if not path.is_file():
+        return {}
+    import yaml
+
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def _dataset_spec(cfg: Mapping[str, Any]) -> str | None:
+    """The training dataset spec recorded in a run's config, if any (``data.dataset``/``data.spec``/``dataset``)."""
+    data = cfg.get("data")
+    if isinstance(data, Mapping):
+        for key in ("spec", "dataset"):
+            if isinstance(data.get(key), str):
+                return data[key]
+    if isinstance(data, str):
+        return data
+    return cfg.get("dataset") if isinstance(cfg.get("dataset"), str) else None
+
+
+def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | FeatureExtractor = "inception",
+                 ref: str | Path | None = None, mode: str = "sde", num_steps: int = 250, cfg_scale: float = 1.0,
+                 seed: int = 0, guidance_interval: tuple[float, float] = (0.0, 1.0), batch_size: int = 64,
+                 device: str | None = None, samples: str | Path | None = None,
+                 inception_weights: str | Path | None = None, ref_n: int | None = None,
+                 job_id: str | None = None) -> dict[str, Any]:
+    """Evaluate checkpoint ``step`` of ``run_dir`` on ``n`` samples; returns one ``generation`` row.
+
+    ``extractor``: ``"inception"`` (ADM protocol: fid, sfid, inception_score, precision, recall) or
+    ``"synthetic"`` (small CNN for offline small data: fd_synthetic, precision, recall). ``ref``: an ADM reference
+    npz or a dataset spec; for ``synthetic`` it defaults to the run's training dataset. ``samples`` evaluates a given
+    sample directory/npz instead of finding or making the run's.
+    """
+    from results.provenance import now_iso, provenance
+    from study.config import config_hash
+
+    t_start = time.perf_counter()
+    run_dir = Path(run_dir)
+    cfg = _run_config(run_dir)
+    if n < 2:
+        raise ValueError(f"n must be at least 2 (got {n})")
+    dataset_spec = _dataset_spec(cfg) or "synthetic"
+    if isinstance(extractor, str):
+        extractor = get_extractor(extractor, dataset=dataset_spec, weights_path=inception_weights, device=device)
+    if ref is None:
+        if extractor.name == "inception":
+            raise ValueError("the Inception protocol needs a reference: pass ref= (--ref) an ADM reference batch "
+                             "such as VIRTUAL_imagenet256_labeled.npz, or a dataset spec/folder")
+        ref = dataset_spec
+    reference = load_reference(ref, extractor, n=ref_n, batch_size=batch_size)
+
+    settings = {"mode": mode, "num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed,
+                "guidance_interval": [float(g) for g in guidance_interval]}
+    t_sampling = 0.0
+    if samples is None:
+        samples = find_samples(run_dir, step, n, settings)
+        if samples is None:
+            from study.sample import sample_run
+
+            _log.info("no matching samples for step %d in %s: sampling %d (%s)", step, run_dir, n, settings)
+            t0 = time.perf_counter()
+            samples = sample_run(run_dir, step, n, mode=mode, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed,
+                                 guidance_interval=tuple(guidance_interval), batch_size=batch_size, device=device)
+            t_sampling = time.perf_counter() - t0
+        else:
+            _log.info("reusing samples in %s", samples)
+    manifest_path = Path(samples) / "manifest.json" if Path(samples).is_dir() else None
+    manifest = _flatten(json.loads(manifest_path.read_text())) if manifest_path and manifest_path.is_file() else {}
+    if "step" in manifest and int(manifest["step"]) != int(step):
+        raise ValueError(f"{samples} holds samples of step {manifest['step']}, not step {step}")
+    settings = {k: manifest.get(k, v) for k, v in settings.items()}  # what was really sampled
+
+    metrics = evaluate_samples(samples, extractor, reference, n=n, batch_size=batch_size, device=device)
+    row: dict[str, Any] = {
+        "job_id": job_id or os.environ.get("REPA_STUDY_JOB_ID") or run_dir.name,
+        "run_dir": str(run_dir),
+        "step": int(step),
+        "config_hash": manifest.get("config_hash") or (config_hash(cfg) if cfg else None),
+        "fid": None, "sfid": None, "inception_score": None, "precision": None, "recall": None,
+        **metrics,
+        "fd_metric": metric_name(extractor.name),
+        "extractor": extractor.name,
+        "extractor_id": extractor.id,
+        "reference": reference.id,
+        "reference_n": reference.n,
+        "sampler_mode": settings["mode"],
+        "sampler_steps": int(settings["num_steps"]),
+        "cfg_scale": float(settings["cfg_scale"]),
+        "sample_seed": int(settings["seed"]),
+        "guidance_interval": json.dumps([float(g) for g in settings["guidance_interval"]]),
+        "sample_dir": str(samples),
+        "time_sampling_s": round(t_sampling, 3),
+        "time_total_s": round(time.perf_counter() - t_start, 3),
+        "evaluated_at": now_iso(),
+        **provenance(),
+    }
+    if extractor.name != "inception":
+        row.pop("fid")
+        row.pop("sfid")
+        row.pop("inception_score")
+    return row
