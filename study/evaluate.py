@@ -164,7 +164,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
 
     ``extractor``: ``"inception"`` (ADM protocol: fid, sfid, inception_score, precision, recall) or
     ``"synthetic"`` (small CNN for offline small data: fd_synthetic, precision, recall). ``ref``: an ADM reference
-    npz or a dataset spec; for ``synthetic`` it defaults to the run's training dataset. ``samples`` evaluates a given
+    npz or a dataset spec; it defaults to the run's training dataset (``data.spec``/``data.split`` of its config). ``samples`` evaluates a given
     sample directory/npz instead of finding or making the run's.
     """
     from results.provenance import now_iso, provenance
@@ -179,11 +179,12 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
     if isinstance(extractor, str):
         extractor = get_extractor(extractor, dataset=dataset_spec, weights_path=inception_weights, device=device)
     if ref is None:
-        if extractor.name == "inception":
-            raise ValueError("the Inception protocol needs a reference: pass ref= (--ref) an ADM reference batch "
-                             "such as VIRTUAL_imagenet256_labeled.npz, or a dataset spec/folder")
         ref = dataset_spec
-    reference = load_reference(ref, extractor, n=ref_n, batch_size=batch_size)
+        if extractor.name == "inception":
+            _log.warning("no --ref: computing Inception reference statistics from the training data %s; numbers "
+                         "comparable with the literature need ADM's VIRTUAL_imagenet256_labeled.npz", ref)
+    split = (cfg.get("data") or {}).get("split", "train") if isinstance(cfg.get("data"), Mapping) else "train"
+    reference = load_reference(ref, extractor, n=ref_n, split=split, batch_size=batch_size)
 
     settings = {"mode": mode, "num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed,
                 "guidance_interval": [float(g) for g in guidance_interval]}

@@ -172,8 +172,8 @@ def test_evaluate_run_samples_when_nothing_matches(tmp_path, extractor, monkeypa
 def test_evaluate_run_errors(tmp_path, extractor):
     run = make_run(tmp_path)
     samples = write_samples(tmp_path / "s", toy_images(30, seed=1)[0], step=7)
-    with pytest.raises(ValueError, match="needs a reference"):
-        evaluate_run(run, 7, n=30, extractor=FakeInception(), samples=samples)
+    row = evaluate_run(run, 7, n=30, extractor=FakeInception(), samples=samples)  # no ref: the run's dataset
+    assert row["reference"] == "toy:n=300,size=32,seed=7" and row["fid"] > 0 and row["sfid"] > 0
     with pytest.raises(ValueError, match="samples of step 7, not step 8"):
         evaluate_run(run, 8, n=30, extractor=extractor, samples=samples)
     with pytest.raises(ValueError, match="holds 30 images but n=31"):

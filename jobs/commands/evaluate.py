@@ -18,7 +18,8 @@ def eval_group() -> None:
               help="Number of samples (ADM protocol: 50000; never compare numbers made with different N).")
 @click.option("--ref", default=None,
               help="Reference: an ADM reference batch (.npz, e.g. VIRTUAL_imagenet256_labeled.npz) or a dataset spec "
-                   "(synthetic:..., a folder). Default for --extractor synthetic: the run's training dataset.")
+                   "(synthetic:..., a folder). Default: the run's training dataset (for Inception, numbers comparable "
+                   "with the literature need ADM's npz).")
 @click.option("--ref-n", type=click.IntRange(min=2), default=None,
               help="Use only the first N reference images when computing statistics from a dataset.")
 @click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
