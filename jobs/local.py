@@ -1,7 +1,8 @@
 """The local executor: runs a sweep's jobs as background processes on this machine, respecting dependencies.
 
-Each job runs in its own Python process (``python -m jobs.local one JOB.json ROOT SWEEP``) with its output in
-``ROOT/jobs/<job_id>/log.txt``; at most ``workers`` run at once. A job starts when every job it depends on has
+Each job runs in its own Python process, forked from a fork server that imported torch and the stages once (so a
+job does not pay ~5 CPU-seconds of imports), with its output in ``ROOT/jobs/<job_id>/log.txt``; at most ``workers``
+run at once. A job starts when every job it depends on has
 ended (done or failed, like SLURM's ``afterany``); a job whose input is missing then fails with a clear error
 (e.g. an evaluation whose training failed). Jobs already done are never run again.
 
@@ -26,8 +27,11 @@ __all__ = ["drive", "run_debug", "spawn_driver", "driver_pid", "sweep_dir"]
 
 log = get_logger(__name__)
 ENDED = ("done", "failed", "cancelled")
-#: How one job is started (its arguments follow); tests point it at a worker with stand-in stages.
-WORKER_COMMAND = [sys.executable, "-m", "jobs.local", "one"]
+#: How one job is started. The default forks each job from a fork server that has imported torch & co. once
+#: (a fresh process per job, without the import cost); any other command runs as a subprocess with the job's
+#: arguments appended (tests point it at a worker with stand-in stages).
+DEFAULT_WORKER_COMMAND = [sys.executable, "-m", "jobs.local", "one"]
+WORKER_COMMAND = list(DEFAULT_WORKER_COMMAND)
 
 
 def sweep_dir(root: str | Path, sweep: str) -> Path:
@@ -62,12 +66,89 @@ def _job_env(job: Job) -> dict[str, str]:
     return env
 
 
-def _launch(job: Job, root: Path, sweep: str) -> subprocess.Popen:
+#: Modules the fork server imports once, so each job process starts without paying for torch & co.
+PRELOAD = ["torch", "timm", "study.train", "study.sample", "study.evaluate", "study.scoring", "analysis.report"]
+_FORKSERVER = None
+
+
+def _forkserver():
+    """A ``forkserver`` context with the heavy imports preloaded (created once per driver)."""
+    global _FORKSERVER
+    if _FORKSERVER is None:
+        import multiprocessing as mp
+
+        _FORKSERVER = mp.get_context("forkserver")
+        _FORKSERVER.set_forkserver_preload(PRELOAD)
+    return _FORKSERVER
+
+
+class _ForkedJob:
+    """A job process forked from the fork server, with the small part of Popen's interface ``drive`` uses."""
+
+    def __init__(self, process):
+        self._p = process
+
+    @property
+    def returncode(self) -> int | None:
+        return self._p.exitcode
+
+    def poll(self) -> int | None:
+        return self._p.exitcode
+
+    def terminate(self) -> None:
+        self._p.terminate()
+
+    def kill(self) -> None:
+        self._p.kill()
+
+    def wait(self, timeout: float | None = None) -> int | None:
+        self._p.join(timeout)
+        if self._p.exitcode is None:
+            raise subprocess.TimeoutExpired("job", timeout)
+        return self._p.exitcode
+
+
+def _run_forked(data: dict, root: str, sweep: str, log_path: str, threads: int) -> None:
+    """Body of a forked job process: output to the job's log, the job's thread count, then :func:`run_job`."""
+    fd = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    os.dup2(fd, 1)
+    os.dup2(fd, 2)
+    os.close(fd)
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[var] = str(threads)
+    os.environ.setdefault("REPA_STUDY_PROGRESS", "0")
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_num_threads(threads)
+    from study.log import setup_logging
+
+    setup_logging()
+    code = 0
+    try:
+        run_job(data, root, sweep, log_path=log_path)
+    except Exception:  # noqa: BLE001 - state and traceback are recorded by run_job
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    sys.exit(code)
+
+
+def _launch(job: Job, root: Path, sweep: str):
     directory = job_dir(root, job.job_id)
     directory.mkdir(parents=True, exist_ok=True)
     spec_file = directory / "job.json"
     spec_file.write_text(json.dumps({"sweep": sweep, **job.model_dump(mode="json")}))
     log_path = directory / "log.txt"
+    if WORKER_COMMAND == DEFAULT_WORKER_COMMAND:
+        ctx = _forkserver()
+        proc = ctx.Process(target=_run_forked, name=f"repa-job-{job.job_id}",
+                           args=(job.model_dump(mode="json"), str(root), sweep, str(log_path),
+                                 max(1, job.resources.cpus)))
+        proc.start()
+        return _ForkedJob(proc)
     out = open(log_path, "ab")
     cmd = [*WORKER_COMMAND, str(spec_file), str(root), sweep, str(log_path)]
     try:
