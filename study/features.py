@@ -255,8 +255,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     ``encoders.Encoder``; ``data`` a dataset spec (``study.data.open_dataset``) or a dataset object. ``limit`` keeps a
     seeded random subset of that many images (in dataset order). ``masks`` is a folder of foreground masks for a
     folder dataset (see :func:`open_data`); otherwise masks come from the dataset when it has them (synthetic data
-    does). Returns the memory-mapped
-    :class:`FeatureSet`.
+    does). Returns the memory-mapped :class:`FeatureSet`.
     """
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
@@ -271,6 +270,8 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     else:
         enc, enc_name, cache_key = encoder, encoder.name, encoder.cache_key
         weights, num_tokens = encoder.weights, encoder.spec.num_tokens
+    if len(dataset) == 0:
+        raise ValueError(f"dataset {dataset.id} ({split}) has no images")
     indices = _select(len(dataset), limit)
     key = {"encoder": enc_name, "cache_key": cache_key, "dataset": str(dataset.id), "split": split, "limit": limit,
            "n_images": int(len(indices)), "masks": mask_source, "far": far, "dmax": dmax, "near": near}
@@ -299,13 +300,18 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
                      n_chunks - len(pending), n_chunks)
         _extract_chunks(enc, dataset, mask_source != "none", indices, pending, chunk_size, batch_size,
                         num_workers, directory, far, dmax, near)
-    meta = {**layout, "n_images": int(len(indices)), "embed_dim": None, "has_cls": None,
-            "extract_seconds": round(time.perf_counter() - started, 3), "device": str(device),
-            "encoder_weights": weights, "num_tokens": int(num_tokens), "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    with np.load(_chunk_path(directory, 0)) as z:
-        meta["embed_dim"] = int(z["mean"].shape[1])
-        meta["has_cls"] = "cls" in z.files
-    _consolidate(directory, n_chunks, meta)
+    meta = {**layout, "n_images": int(len(indices)), "extract_seconds": round(time.perf_counter() - started, 3),
+            "device": str(device), "encoder_weights": weights, "num_tokens": int(num_tokens),
+            "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    try:
+        with np.load(_chunk_path(directory, 0)) as z:
+            meta["embed_dim"] = int(z["mean"].shape[1])
+            meta["has_cls"] = "cls" in z.files
+        _consolidate(directory, n_chunks, meta)
+    except FileNotFoundError:
+        if not (directory / "meta.json").exists():
+            raise
+        log.info("another process completed %s first; using its result", directory)  # same inputs, same arrays
     return FeatureSet.load(directory)
 
 

@@ -118,3 +118,17 @@ def _no_cls_entry() -> str:
     from encoders import load_catalog
 
     return next(name for name, spec in load_catalog().items() if spec.cls_index is None)
+
+
+def test_empty_dataset_is_an_error(tmp_path):
+    class Empty:
+        id = "empty"
+
+        def __len__(self):
+            return 0
+
+        def __getitem__(self, i):
+            raise IndexError(i)
+
+    with pytest.raises(ValueError, match="no images"):
+        extract_features(ENCODER, Empty(), weights="tiny", cache_root=tmp_path)

@@ -207,3 +207,15 @@ def test_bad_feature_shapes_are_rejected():
     with pytest.raises(ValueError, match=r"\[B, T, D\]"):
         spatial_metrics(torch.randn(256, 8))
     assert spatial_metrics(torch.randn(0, 16, 4))["lds"].shape == (0,)
+
+
+def test_rmsc_is_accurate_for_nearly_constant_tokens():
+    # the fast identity mean|x̂|^2 - |x̄|^2 cancels here; the result must still match a float64 computation
+    torch.manual_seed(3)
+    feats = torch.randn(4, 1, 64) + 1e-3 * torch.randn(4, 256, 64)
+    x = feats.double()
+    xn = x / x.norm(dim=-1, keepdim=True)
+    expected = (xn - xn.mean(1, keepdim=True)).pow(2).sum(-1).mean(1).sqrt()
+    got = spatial_metrics(feats)["rmsc"].double()
+    assert (expected < 1e-2).all()
+    torch.testing.assert_close(got, expected, atol=1e-6, rtol=0)

@@ -100,9 +100,9 @@ def _fit_cds(means: torch.Tensor, ds: torch.Tensor) -> torch.Tensor:
 
 
 def _rmsc(xn: torch.Tensor) -> torch.Tensor:
-    """RMSC of normalised tokens ``[b, T, D]`` via (1/T) sum_t |x̂_t - x̄|^2 = mean_t |x̂_t|^2 - |x̄|^2 (two reductions,
-    no centred copy). That difference cancels when the tokens are nearly equal, so images with a small value are
-    recomputed from the centred tokens (absolute error stays ~1e-6 either way)."""
+    """RMSC of normalised tokens ``[b, T, D]`` via (1/T) sum_t |x̂_t - x̄|^2 = mean_t |x̂_t|^2 - |x̄|^2 (two
+    reductions, no centred copy). That difference cancels when the tokens are nearly equal, so images with a small
+    value are recomputed from the centred tokens (absolute error stays ~1e-6 either way)."""
     sq = torch.linalg.vector_norm(xn, dim=-1).pow(2).mean(dim=1) - xn.mean(dim=1).pow(2).sum(dim=-1)
     small = sq < 1e-2
     if small.any():
