@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -38,21 +40,35 @@ def sweep_dir(root: str | Path, sweep: str) -> Path:
     return Path(root) / "sweeps" / sweep
 
 
-def driver_pid(root: str | Path, sweep: str) -> int | None:
-    """The pid of a live local driver for this sweep, else None."""
-    path = sweep_dir(root, sweep) / "driver.pid"
-    try:
-        pid = int(path.read_text().split()[0])
-    except (FileNotFoundError, ValueError, IndexError):
-        return None
+def _start_time(pid: int) -> str | None:
+    """The process's start time (clock ticks since boot), None when it is gone or a zombie."""
     try:
         with open(f"/proc/{pid}/stat") as fh:
-            if fh.read().split(") ", 1)[1].startswith("Z"):
-                return None
-        with open(f"/proc/{pid}/cmdline", "rb") as fh:
-            if b"jobs.local" not in fh.read():
-                return None
-    except (FileNotFoundError, IndexError):
+            fields = fh.read().rsplit(") ", 1)[1].split()
+    except (FileNotFoundError, IndexError, ProcessLookupError):
+        return None
+    return None if fields[0] == "Z" else fields[19]
+
+
+def claim_driver(root: str | Path, sweep: str, pid: int | None = None) -> Path:
+    """Record ``pid`` (default: this process) as the sweep's local driver; returns the pid file."""
+    pid = pid or os.getpid()
+    path = sweep_dir(root, sweep) / "driver.pid"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(f"{pid} {_start_time(pid) or ''}\n")
+    return path
+
+
+def driver_pid(root: str | Path, sweep: str) -> int | None:
+    """The pid of a live local driver for this sweep (checked against its start time), else None."""
+    path = sweep_dir(root, sweep) / "driver.pid"
+    try:
+        parts = path.read_text().split()
+        pid = int(parts[0])
+    except (FileNotFoundError, ValueError, IndexError):
+        return None
+    started = _start_time(pid)
+    if started is None or (len(parts) > 1 and parts[1] != started):
         return None
     return pid
 
@@ -174,6 +190,10 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
             final[job_id] = "done"
             del todo[job_id]
     running: dict[str, subprocess.Popen] = {}
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        # `sweep cancel` sends SIGTERM: leave through the cleanup below, which stops and marks the running jobs
+        previous_handler = signal.signal(signal.SIGTERM, _exit_on_sigterm)
     bar = progress(total=len(jobs), desc=f"sweep {sweep}", unit="job", initial=len(final))
     try:
         while todo or running:
@@ -215,7 +235,13 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
         raise
     finally:
         bar.close()
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
     return final
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    sys.exit(128 + signum)
 
 
 def run_debug(jobs: Sequence[Job], root: str | Path, sweep: str) -> dict[str, str]:
@@ -243,7 +269,7 @@ def spawn_driver(root: str | Path, sweep: str, plan_file: Path, workers: int) ->
             cwd=Path(__file__).resolve().parents[1])
     finally:
         out.close()
-    (directory / "driver.pid").write_text(f"{proc.pid}\n")
+    claim_driver(root, sweep, proc.pid)
     return proc.pid
 
 
@@ -263,10 +289,6 @@ def _main(argv: list[str]) -> int:
             return 1
         return 0
     if argv[:1] == ["drive"]:
-        import signal
-
-        # `sweep cancel` sends SIGTERM: exit through drive()'s cleanup, which stops and marks its jobs
-        signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(143))
         plan_file, root, sweep, workers = argv[1:5]
         if len(argv) > 5:
             global WORKER_COMMAND

@@ -20,7 +20,7 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from jobs.local import drive, driver_pid, run_debug, spawn_driver, sweep_dir
+from jobs.local import claim_driver, drive, driver_pid, run_debug, spawn_driver, sweep_dir
 from jobs.plan import Job, plan
 from jobs.spec import SweepSpec
 from jobs.tasks import SweepTask, read_state, write_state
@@ -170,7 +170,11 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
         _record(root, spec.name, [{"job_id": k, "executor": kind, "scheduler_id": v, "submitted_at": now_iso()}
                                   for k, v in sub.submitted.items()])
         if wait:
-            final = drive(todo, root, spec.name, workers=spec.executor.local_workers)
+            pid_file = claim_driver(root, spec.name)
+            try:
+                final = drive(todo, root, spec.name, workers=spec.executor.local_workers)
+            finally:
+                pid_file.unlink(missing_ok=True)
             sub.final = {**{j: "done" for j in done}, **final}
         else:
             plan_file = directory / "todo.json"
@@ -334,7 +338,7 @@ def cancel_sweep(spec: SweepSpec, root: str | Path | None = None) -> list[str]:
             cancelled += list(live)
     pid = driver_pid(root, spec.name)
     if pid is not None:
-        os.killpg(os.getpgid(pid), signal.SIGTERM)
+        os.kill(pid, signal.SIGTERM)  # the driver stops its running jobs and marks them cancelled
         for _ in range(100):
             if driver_pid(root, spec.name) is None:
                 break
