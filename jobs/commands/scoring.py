@@ -1,12 +1,24 @@
 """`repa-study encoders features | score`: cache encoder features; score spatial structure and linear-probe accuracy."""
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 
 import click
 
 WEIGHTS = click.Choice(["pretrained", "random", "tiny"])
+
+
+@contextlib.contextmanager
+def _user_errors():
+    """Bad names, data or missing weights -> a one-line error instead of a traceback."""
+    from encoders import UnknownEncoderError
+
+    try:
+        yield
+    except (UnknownEncoderError, FileNotFoundError, ValueError) as exc:  # incl. MissingWeightsError, DatasetError
+        raise click.ClickException(str(exc)) from exc
 
 
 def _common(fn):
@@ -34,8 +46,9 @@ def features_cmd(name: str, data: str, split: str, limit: int | None, weights: s
     """Extract NAME's pooled features and per-image spatial metrics on DATA/SPLIT into the cache (resumable)."""
     from study.features import extract_features
 
-    fs = extract_features(name, data, split, limit, weights=weights, device=device, batch_size=batch_size,
-                          num_workers=num_workers, masks=masks)
+    with _user_errors():
+        fs = extract_features(name, data, split, limit, weights=weights, device=device, batch_size=batch_size,
+                              num_workers=num_workers, masks=masks)
     click.echo(f"{fs.meta['encoder']} on {fs.meta['dataset']} ({split}): {fs.n} images, dim {fs.meta['embed_dim']}, "
                f"cls {'yes' if fs.cls is not None else 'no'}, masks {fs.meta['masks']}")
     click.echo(f"cache: {fs.path}")
@@ -60,18 +73,20 @@ def features_cmd(name: str, data: str, split: str, limit: int | None, weights: s
 def score_cmd(names: tuple[str, ...], data: str, split: str, limit: int | None, weights: str, device: str,
               batch_size: int, num_workers: int | None, masks: str | None, train_limit: int | None, no_probe: bool,
               srss_min_fraction: float, seed: int, out: str | None, as_json: bool) -> None:
-    """Score encoders NAME... (NAME or NAME@clsmix=ALPHA): LDS, CDS, SRSS, RMSC and linear-probe top-1, one row each."""
+    """Score encoders: LDS, CDS, SRSS, RMSC and linear-probe top-1, one row per NAME (or NAME@clsmix=ALPHA)."""
     from study.scoring import score_encoder, write_rows
 
     rows = []
     for name in names:
-        row = score_encoder(name, data, split=split, limit=limit, masks=masks, probe=not no_probe, weights=weights,
-                            train_limit=train_limit, device=device, batch_size=batch_size, num_workers=num_workers,
-                            seed=seed, srss_min_fraction=srss_min_fraction)
+        with _user_errors():
+            row = score_encoder(name, data, split=split, limit=limit, masks=masks, probe=not no_probe,
+                                weights=weights, train_limit=train_limit, device=device, batch_size=batch_size,
+                                num_workers=num_workers, seed=seed, srss_min_fraction=srss_min_fraction)
         rows.append(row)
         if not as_json:
             click.echo(_line(row))
-    path = write_rows(rows, out)
+    with _user_errors():
+        path = write_rows(rows, out)
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
     click.echo(f"wrote {len(rows)} row(s) to {path}", err=as_json)
