@@ -204,3 +204,21 @@ def test_cli_eval_fid_writes_a_generation_row(tmp_path, monkeypatch):
                                    "--root", str(tmp_path / "results")])
     assert bad.exit_code == 1 and "Error: no checkpoint for step 3" in bad.output, bad.output
     assert len(ResultStore(tmp_path / "results").read("generation")) == 1
+
+
+# ------------------------------------------------------------------ end to end with the real trainer and sampler
+def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
+    monkeypatch.undo()  # the real study.data.open_dataset
+    from study.train import load_train_config, train
+
+    data = "synthetic:n=64,size=32,classes=4,seed=0"
+    cfg = load_train_config("smoke", [f"data.spec={data}", "device=cpu", "steps=4", "ckpt_every=4"])
+    run = tmp_path / "smoke-run"
+    train(cfg, run)
+    row = evaluate_run(run, 4, n=24, extractor="synthetic", mode="ode", num_steps=2, batch_size=12)
+    assert row["fd_synthetic"] > 0 and row["n_samples"] == 24 and "fid" not in row
+    assert row["reference"].startswith("synthetic") and row["reference_n"] == 64
+    assert (row["sampler_mode"], row["sampler_steps"]) == ("ode", 2) and row["time_sampling_s"] > 0
+    assert row["config_hash"]
+    again = evaluate_run(run, 4, n=24, extractor="synthetic", mode="ode", num_steps=2, batch_size=12)
+    assert again["time_sampling_s"] == 0 and again["fd_synthetic"] == pytest.approx(row["fd_synthetic"])
