@@ -126,7 +126,10 @@ def evaluate_samples(samples: str | Path, extractor: FeatureExtractor, reference
     if "logits" in feats:
         out["inception_score"] = inception_score(feats["logits"])
     if reference.pr_features is not None:
-        out["precision"], out["recall"] = precision_recall(reference.pr_features, feats["pool"], device=device)
+        import torch
+
+        pr_device = device or ("cuda" if torch.cuda.is_available() else None)  # 50K x 50K distances: GPU if any
+        out["precision"], out["recall"] = precision_recall(reference.pr_features, feats["pool"], device=pr_device)
     t2 = time.perf_counter()
     out.update(time_features_s=round(t1 - t0, 3), time_metrics_s=round(t2 - t1, 3),
                features_per_s=round(n / max(t1 - t0, 1e-9), 2))
