@@ -222,3 +222,21 @@ def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
     assert row["config_hash"]
     again = evaluate_run(run, 4, n=24, extractor="synthetic", mode="ode", num_steps=2, batch_size=12)
     assert again["time_sampling_s"] == 0 and again["fd_synthetic"] == pytest.approx(row["fd_synthetic"])
+
+
+def test_cli_eval_reference_and_samples(tmp_path):
+    from jobs.cli import cli
+
+    ref = CliRunner().invoke(cli, ["eval", "reference", "synthetic:n=300", "--extractor", "synthetic", "--n", "200"])
+    assert ref.exit_code == 0, ref.output
+    info = json.loads(ref.output[ref.output.index("{"):])
+    assert info["n"] == 200 and info["dims"] == {"pool": 64} and info["pr_images"] == 200
+    samples = write_samples(tmp_path / "s", toy_images(50, seed=3)[0])
+    out = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--ref", "synthetic:n=300", "--extractor",
+                                   "synthetic", "--dataset", "synthetic:n=300", "--n", "40"])
+    assert out.exit_code == 0, out.output
+    metrics = json.loads(out.output[out.output.index("{"):])
+    assert metrics["n_samples"] == 40 and metrics["fd_synthetic"] > 0 and metrics["reference"].startswith("toy")
+    missing = CliRunner().invoke(cli, ["eval", "samples", str(samples), "--ref", str(tmp_path / "none.npz"),
+                                       "--extractor", "synthetic"])
+    assert missing.exit_code == 1 and "reference batch not found" in missing.output

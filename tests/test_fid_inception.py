@@ -192,3 +192,30 @@ def test_fid_pipeline_matches_torch_fidelity_calculate_metrics(tmp_path):
     ours = frechet_distance(sa.mu, sa.sigma, sb.mu, sb.sigma)
     assert ours > 0.01
     assert ours == pytest.approx(theirs, rel=1e-5)
+
+
+# ------------------------------------------------------------------ cluster only: the real-weights regression
+def test_adm_regression_with_real_weights():
+    """ADM-G+U ImageNet-256 sample batch vs VIRTUAL_imagenet256_labeled.npz (ADM README numbers).
+
+    Runs only where the files exist: REPA_STUDY_ADM_SAMPLES (admnet_guided_upsampled_imagenet256.npz),
+    REPA_STUDY_ADM_REF (VIRTUAL_imagenet256_labeled.npz) and the real Inception weights (GPU advised: 60K images).
+    """
+    import os
+
+    samples, ref = os.environ.get("REPA_STUDY_ADM_SAMPLES"), os.environ.get("REPA_STUDY_ADM_REF")
+    if not (samples and ref and os.path.isfile(samples) and os.path.isfile(ref)):
+        pytest.skip("set REPA_STUDY_ADM_SAMPLES and REPA_STUDY_ADM_REF to ADM's npz files to run")
+    try:
+        ex = inc.InceptionExtractor(download=False)
+    except inc.InceptionWeightsMissing as exc:
+        pytest.skip(str(exc))
+    from study.evaluate import evaluate_samples
+    from study.reference import load_reference
+
+    out = evaluate_samples(samples, ex, load_reference(ref, ex, batch_size=200), n=50_000, batch_size=200)
+    assert out["fid"] == pytest.approx(3.9426, abs=0.005)
+    assert out["sfid"] == pytest.approx(6.140, abs=0.01)
+    assert out["inception_score"] == pytest.approx(215.84, rel=0.002)
+    assert out["precision"] == pytest.approx(0.8265, abs=0.003)
+    assert out["recall"] == pytest.approx(0.5309, abs=0.005)

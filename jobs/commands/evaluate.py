@@ -70,6 +70,75 @@ def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None,
         click.echo(f"wrote {path}")
 
 
+def _extractor(name: str, dataset: str, inception_weights: str | None, device: str | None):
+    from study.metrics.extractor import get_extractor
+
+    return get_extractor(name, dataset=dataset, weights_path=inception_weights, device=device)
+
+
+_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, ValueError, ImportError)
+
+
+@eval_group.command("samples")
+@click.argument("samples", type=click.Path(exists=True))
+@click.option("--ref", required=True, help="ADM reference batch (.npz) or dataset spec.")
+@click.option("--n", "n", type=click.IntRange(min=2), default=None, help="Use the first N samples (default: all).")
+@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True)
+@click.option("--dataset", default="synthetic", show_default=True,
+              help="Dataset the synthetic extractor is trained on (ignored for inception).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--device", default=None)
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None)
+def samples_cmd(samples: str, ref: str, n: int | None, extractor: str, dataset: str, batch_size: int,
+                device: str | None, inception_weights: str | None) -> None:
+    """Score a sample directory or ADM sample batch (.npz) against a reference; prints the metrics, writes nothing.
+
+    E.g. the ADM regression check: `eval samples admnet_guided_upsampled_imagenet256.npz --ref
+    VIRTUAL_imagenet256_labeled.npz` should give FID 3.94, sFID 6.14, P 0.83, R 0.53.
+    """
+    from study.evaluate import evaluate_samples, sample_shards
+    from study.metrics.fid import npz_image_count
+    from study.reference import load_reference
+
+    try:
+        ex = _extractor(extractor, dataset, inception_weights, device)
+        reference = load_reference(ref, ex, batch_size=batch_size)
+        total = sum(npz_image_count(p) for p in sample_shards(samples))
+        out = evaluate_samples(samples, ex, reference, n=n or total, batch_size=batch_size, device=device)
+    except _ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({**out, "reference": reference.id, "extractor_id": ex.id}, indent=1, default=str))
+
+
+@eval_group.command("reference")
+@click.argument("ref")
+@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True)
+@click.option("--dataset", default=None, help="Dataset the synthetic extractor is trained on (default: REF).")
+@click.option("--split", default="train", show_default=True, help="Dataset split (dataset specs only).")
+@click.option("--n", "n", type=click.IntRange(min=2), default=None, help="Use the first N images (default: all).")
+@click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
+@click.option("--num-workers", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--device", default=None)
+@click.option("--inception-weights", type=click.Path(dir_okay=False), default=None)
+@click.option("--recompute", is_flag=True, help="Ignore a cached result.")
+def reference_cmd(ref: str, extractor: str, dataset: str | None, split: str, n: int | None, batch_size: int,
+                  num_workers: int, device: str | None, inception_weights: str | None, recompute: bool) -> None:
+    """Compute (or show the cached) reference statistics of REF (ADM .npz or dataset spec), e.g. once per
+    cluster before a sweep's evaluation jobs start."""
+    from study.reference import load_reference
+
+    try:
+        ex = _extractor(extractor, dataset or ref, inception_weights, device)
+        r = load_reference(ref, ex, n=n, split=split, batch_size=batch_size, num_workers=num_workers,
+                           recompute=recompute)
+    except _ERRORS as exc:
+        raise click.ClickException(str(exc)) from exc
+    click.echo(json.dumps({"reference": r.id, "extractor_id": r.extractor_id, "n": r.n,
+                           "dims": {k: v.dim for k, v in r.stats.items()},
+                           "pr_images": None if r.pr_features is None else len(r.pr_features),
+                           "stats_from": r.meta.get("stats_from"), "created_at": r.meta.get("created_at")}, indent=1))
+
+
 def register(cli: click.Group) -> None:
-    """Attach ``repa-study eval`` (``eval fid``)."""
+    """Attach ``repa-study eval`` (``eval fid``, ``eval samples``, ``eval reference``)."""
     cli.add_command(eval_group)
