@@ -140,8 +140,14 @@ def _load_ema(run_dir: Path, step: int, device: torch.device):
         raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir}; available: {', '.join(have) or 'none'}")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = state["meta"]
-    codec = build_codec(cfg.data.codec, device)
-    sit = build_sit(cfg.model.size, input_size=meta["image_size"] // codec.factor, in_channels=codec.channels,
+    stats = None
+    if meta.get("latent_stats"):
+        from study.data.codecs import LatentStats
+
+        st = meta["latent_stats"]
+        stats = LatentStats(tuple(st["scale"]), tuple(st["bias"]), st["source"])
+    codec = build_codec(cfg.data.codec, device, stats=stats)
+    sit = build_sit(cfg.model.size, input_size=meta["image_size"] // codec.downsample, in_channels=codec.channels,
                     num_classes=meta["num_classes"], patch_size=cfg.model.patch_size, align_depth=cfg.method.depth,
                     qk_norm=cfg.model.qk_norm)
     sit.load_state_dict(state["ema"])

@@ -36,6 +36,8 @@ from study.config import ConfigError, StrictModel, apply_overrides, config_hash,
 from study.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from study.flow import interpolate, sample_time
 from study.log import get_logger, progress
+from study.data import collate, open_dataset
+from study.data.codecs import GridMismatchError, check_token_grid
 from study.models.sit import SiT, build_sit, parse_size
 
 __all__ = [
@@ -88,6 +90,7 @@ class DataSection(StrictModel):
     split: str = "train"
     image_size: int | None = None   # resize to this (None: the dataset's own size)
     codec: str = "identity"         # identity (pixel space) or sd-vae (latent space)
+    latent_stats: str | None = None  # SD-VAE per-channel scale/bias file (None: the prepared dataset's, else 0.18215)
     num_workers: int = Field(0, ge=0)
 
 
@@ -231,42 +234,18 @@ def build_train_config(method: str, model: str, encoder: str | list[str], *, ste
 
 
 # ------------------------------------------------------------------------------------------------------ errors
-class GridMismatchError(ValueError):
-    """The SiT's token grid differs from the encoder's; alignment would need a silent interpolation."""
-
-
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
 
 
 # ------------------------------------------------------------------------------------------------------ codec
-class _PixelCodec:
-    """Pixel space: uint8 images <-> floats in [-1, 1] (stand-in until ``study.data.codecs`` provides it)."""
+def build_codec(name: str, device: torch.device | str = "cpu", *, stats: Any = None):
+    """The codec named by ``data.codec`` (``study.data.codecs``): ``identity`` or ``sd-vae`` (with latent stats)."""
+    from study.data.codecs import get_codec
 
-    name = "identity"
-    channels = 3
-    factor = 1
-
-    def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return images.float() / 127.5 - 1.0
-
-    def decode(self, x: torch.Tensor) -> torch.Tensor:
-        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
-
-
-def build_codec(name: str, device: torch.device | str = "cpu"):
-    """The codec named by ``data.codec``: ``encode(uint8 [B,3,H,W]) -> x``, ``decode(x) -> uint8``,
-    ``channels``, ``factor`` (spatial down-sampling)."""
-    try:
-        from study.data import codecs  # noqa: F401  (engineer "data")
-        getter = getattr(codecs, "get_codec", None)
-    except ImportError:
-        getter = None
-    if getter is not None:
-        return getter(name, device=device)
-    if name == "identity":
-        return _PixelCodec()
-    raise ConfigError(f"unknown codec {name!r} (available here: identity)")
+    if name in ("identity", "pixel"):
+        return get_codec(name)
+    return get_codec(name, device=device, stats=stats)
 
 
 # ------------------------------------------------------------------------------------------------------ model
@@ -285,7 +264,7 @@ class Denoiser(nn.Module):
 
 def build_model(cfg: TrainConfig, *, image_size: int, num_classes: int, codec,
                 encoder_dims: list[int] = ()) -> Denoiser:
-    sit = build_sit(cfg.model.size, input_size=image_size // codec.factor, in_channels=codec.channels,
+    sit = build_sit(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
                     num_classes=num_classes, patch_size=cfg.model.patch_size, align_depth=cfg.method.depth,
                     qk_norm=cfg.model.qk_norm)
     m = cfg.method
@@ -294,20 +273,19 @@ def build_model(cfg: TrainConfig, *, image_size: int, num_classes: int, codec,
     return Denoiser(sit, projectors)
 
 
-def _encoder_dims_and_check(encoders: list, image_size: int, sit_grid: tuple[int, int],
+def _encoder_dims_and_check(encoders: list, codec, image_size: int, patch_size: int,
                             device: torch.device) -> list[int]:
     """Each encoder's feature width, probed on a dummy batch; a token-grid mismatch is a clear error."""
     dims = []
     for enc in encoders:
+        try:
+            grid = check_token_grid(codec, image_size, patch_size, enc.spec.grid)
+        except GridMismatchError as exc:
+            raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
         out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
-        t = out.shape[1]
-        g = enc.spec.grid
-        if t != sit_grid[0] * sit_grid[1] or (g, g) != tuple(sit_grid):
-            raise GridMismatchError(
-                f"encoder {enc.name} gives a {g}x{g} token grid ({t} tokens) but the SiT's grid is "
-                f"{sit_grid[0]}x{sit_grid[1]}; make them equal (SiT grid = image size / codec factor / patch "
-                f"size): e.g. 32 px pixel space with model.patch_size=2, 64 px with 4, or SD-VAE latents 32x32 "
-                f"with patch 2")
+        if out.shape[1] != grid[0] * grid[1]:
+            raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
+                                    "grid its catalog entry promises")
         dims.append(out.shape[-1])
     return dims
 
@@ -345,25 +323,21 @@ class _StepBatches(torch.utils.data.Sampler):
             yield idx[self.rank * local:(self.rank + 1) * local].tolist()
 
 
-def _collate(items: list[dict]) -> dict[str, torch.Tensor]:
-    return {"image": torch.stack([it["image"] for it in items]),
-            "label": torch.tensor([int(it["label"]) for it in items], dtype=torch.long)}
-
-
 def open_train_dataset(cfg: TrainConfig):
-    from study.data import open_dataset  # engineer "data"
-
     return open_dataset(cfg.data.spec, cfg.data.split, size=cfg.data.image_size)
 
 
-def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: FlowSection,
-               class_dropout: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """The global batch's ``(eps, t, drop)`` for ``step``, from a generator seeded by (seed, step)."""
+def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: FlowSection, class_dropout: float,
+               posterior: bool = False) -> dict[str, torch.Tensor]:
+    """The global batch's random draws for ``step`` from a generator seeded by (seed, step): ``eps`` (noise),
+    ``t`` (times), ``drop`` (label dropout) and, for stored VAE moments, ``post`` (the posterior sample's noise)."""
     g = torch.Generator().manual_seed((seed * 7_919 + step * 1_000_003 + 12_345) % (2**63))
-    eps = torch.randn((batch, *shape), generator=g)
-    t = sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)
-    drop = torch.rand(batch, generator=g) < class_dropout
-    return eps, t, drop
+    out = {"eps": torch.randn((batch, *shape), generator=g),
+           "t": sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)}
+    out["drop"] = torch.rand(batch, generator=g) < class_dropout
+    if posterior:
+        out["post"] = torch.randn((batch, *shape), generator=g)
+    return out
 
 
 # ------------------------------------------------------------------------------------------------------ the step
@@ -386,10 +360,22 @@ class TrainingStep:
                 out.append(z)
         return out
 
-    def losses(self, images: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
-               drop: torch.Tensor, autocast) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def model_input(self, images: torch.Tensor, moments: torch.Tensor | None,
+                    post: torch.Tensor | None) -> torch.Tensor:
+        """The clean model-space input: stored VAE moments -> a posterior sample (noise ``post``), normalised by
+        the codec's latent statistics (as the authors do each step); otherwise the codec encodes the images."""
         with torch.no_grad():
-            x = self.codec.encode(images).float()
+            if moments is None:
+                return self.codec.encode(images).float()
+            if post is None:
+                raise ValueError("stored VAE moments need posterior noise (use a latent codec, not identity)")
+            mean, logvar = moments.float().chunk(2, dim=1)
+            return self.codec.stats.normalize(mean + torch.exp(0.5 * logvar.clamp(-30.0, 20.0)) * post)
+
+    def losses(self, images: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
+               drop: torch.Tensor, autocast, moments: torch.Tensor | None = None,
+               post: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        x = self.model_input(images, moments, post)
         x_t, v_target = interpolate(self.cfg.flow.path, x, eps, t)
         y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         zs = self.targets(images) if (self.cfg.method.align and self.encoders) else []
@@ -427,6 +413,11 @@ def _set_rng_state(state: Mapping[str, Any]) -> None:
             torch.cuda.set_rng_state_all(state["cuda"])
         except (RuntimeError, IndexError):  # fewer GPUs than when saved
             log.warning("could not restore CUDA RNG states (different GPU count); data/noise order is unaffected")
+
+
+def _stats_dict(codec) -> dict[str, Any] | None:
+    stats = getattr(codec, "stats", None)
+    return None if stats is None else {"scale": list(stats.scale), "bias": list(stats.bias), "source": stats.source}
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
@@ -508,19 +499,18 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     dataset = open_train_dataset(cfg)
     image_size = int(dataset.image_size)
     num_classes = int(dataset.num_classes)
-    codec = build_codec(cfg.data.codec, device)
+    codec = build_codec(cfg.data.codec, device, stats=cfg.data.latent_stats or getattr(dataset, "latent_stats", None))
     torch.manual_seed(cfg.seed)  # model init is identical on every rank
     encoders = ([enc_registry.get_encoder(n, weights=cfg.encoder.weights, device=device) for n in cfg.encoder.names]
                 if cfg.method.align else [])
-    probe = build_sit(cfg.model.size, input_size=image_size // codec.factor, in_channels=codec.channels,
-                      num_classes=num_classes, patch_size=cfg.model.patch_size, align_depth=cfg.method.depth)
-    dims = _encoder_dims_and_check(encoders, image_size, probe.grid, device)
-    del probe
+    patch = cfg.model.patch_size or parse_size(cfg.model.size)[1] or 2
+    dims = _encoder_dims_and_check(encoders, codec, image_size, patch, device)
     torch.manual_seed(cfg.seed)
     model = build_model(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
                         encoder_dims=dims).to(device)
     meta = {"image_size": image_size, "num_classes": num_classes, "encoder_dims": dims, "grid": list(model.sit.grid),
-            "dataset": getattr(dataset, "id", cfg.data.spec)}
+            "dataset": getattr(dataset, "id", cfg.data.spec), "codec": getattr(codec, "id", cfg.data.codec),
+            "latent_stats": _stats_dict(codec)}
     ema = deepcopy(model.sit).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
@@ -556,24 +546,26 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     fwd = torch.compile(ddp) if cfg.compile else ddp
     stepper = TrainingStep(cfg, fwd, encoders, codec, num_classes, model.sit.grid)
     autocast = _autocast(cfg, device)
-    x_shape = (codec.channels, image_size // codec.factor, image_size // codec.factor)
+    x_shape = (codec.channels, image_size // codec.downsample, image_size // codec.downsample)
+    latent = hasattr(codec, "stats")  # a VAE codec: stored moments are sampled with seeded posterior noise
     local = cfg.batch_size // info.world_size
     micro = local // cfg.grad_accum
 
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, stop, info.rank,
                                             info.world_size),
-        collate_fn=_collate, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+        collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
     last: dict[str, Any] = {}
     tick, images_seen = time.perf_counter(), 0
     step = start
     model.train()
     for batch in progress(loader, desc=f"train {run_dir.name}", total=stop - start, unit="step"):
-        eps, t, drop = step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow, cfg.model.class_dropout)
         sl = slice(info.rank * local, (info.rank + 1) * local)
-        eps, t, drop = eps[sl].to(device), t[sl].to(device), drop[sl].to(device)
+        draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
+                                                             cfg.model.class_dropout, posterior=latent).items()}
         images = batch["image"].to(device, non_blocking=True)
         labels = batch["label"].to(device, non_blocking=True)
+        moments = batch["moments"].to(device, non_blocking=True) if "moments" in batch else None
         lr = cfg.optim.lr * min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else cfg.optim.lr
         for group in opt.param_groups:
             group["lr"] = lr
@@ -582,7 +574,9 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
             mb = slice(i * micro, (i + 1) * micro)
             sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else ddp.no_sync()
             with sync:
-                loss, loss_v, loss_a = stepper.losses(images[mb], labels[mb], eps[mb], t[mb], drop[mb], autocast)
+                loss, loss_v, loss_a = stepper.losses(
+                    images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], autocast,
+                    moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None)
                 (loss / cfg.grad_accum).backward()
             sums += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
         sums = all_reduce_mean(sums)

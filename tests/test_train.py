@@ -7,12 +7,7 @@ import yaml
 
 import study.train as T
 from study.config import ConfigError
-from train_support import SMOKE_DATA, install_dataset_fallback, params, smoke_config
-
-
-@pytest.fixture(autouse=True)
-def _dataset():
-    install_dataset_fallback()
+from train_support import SMOKE_DATA, params, smoke_config
 
 
 def test_presets_and_overrides():
@@ -84,7 +79,7 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
 
 
 def test_grid_mismatch_is_a_clear_error(tmp_path):
-    with pytest.raises(T.GridMismatchError, match=r"16x16 token grid .* SiT's grid is 8x8"):
+    with pytest.raises(T.GridMismatchError, match=r"dinov2-vit-b: SiT grid 8x8 .*encoder grid 16x16.*patch size 2"):
         T.train(smoke_config("model.patch_size=4"), tmp_path / "run")
 
 
@@ -103,3 +98,25 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         T.train(smoke_config("steps=10", "ckpt_every=5"), run)
     assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step_0000005.pt"]
     assert all(torch.isfinite(v).all() for v in params(run, 5).values() if v.is_floating_point())
+
+
+def test_cli_train_and_sample(tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    runner = CliRunner()
+    res = runner.invoke(cli, ["train", "smoke", "method=irepa", "steps=3", "--print-config"])
+    assert res.exit_code == 0, res.output
+    assert "projector: conv" in res.output and "steps: 3" in res.output
+    res = runner.invoke(cli, ["train", "smoke", "optim.nope=1"])
+    assert res.exit_code != 0 and "unknown key" in res.output
+    run = tmp_path / "run"
+    res = runner.invoke(cli, ["train", "smoke", f"data.spec={SMOKE_DATA}", "steps=2", "ckpt_every=2", "device=cpu",
+                              "--run-dir", str(run)])
+    assert res.exit_code == 0, res.output
+    assert (run / "checkpoints" / "step_0000002.pt").is_file()
+    res = runner.invoke(cli, ["sample", str(run), "--step", "2", "--n", "3", "--num-steps", "2", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    out = res.output.strip().splitlines()[-1]
+    assert out.endswith("step0000002-sde-steps2-cfg1-seed0") and (tmp_path / "run" / "samples").is_dir()

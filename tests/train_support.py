@@ -8,33 +8,6 @@ import torch
 SMOKE_DATA = "synthetic:n=64,size=32,classes=4,seed=0"
 
 
-class _SyntheticStandIn(torch.utils.data.Dataset):
-    """study.data.synthetic as an ImageDataset, used only while study.data.open_dataset has not landed."""
-
-    def __init__(self, n: int = 64, size: int = 32, classes: int = 4, seed: int = 0) -> None:
-        from study.data.synthetic import make_synthetic
-
-        self.images, self.labels, _ = make_synthetic(n, size, classes, seed)
-        self.num_classes, self.image_size, self.id, self.has_masks = classes, size, f"synthetic-{n}-{size}", False
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def __getitem__(self, i: int) -> dict:
-        return {"image": self.images[i], "label": int(self.labels[i]), "mask": None}
-
-
-def install_dataset_fallback() -> None:
-    import study.data
-    import study.train
-
-    if not hasattr(study.data, "open_dataset"):
-        def open_train_dataset(cfg):
-            kv = dict(p.split("=") for p in cfg.data.spec.split(":", 1)[1].split(","))
-            return _SyntheticStandIn(int(kv["n"]), int(kv["size"]), int(kv["classes"]), int(kv["seed"]))
-        study.train.open_train_dataset = open_train_dataset
-
-
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -52,3 +25,50 @@ def params(run_dir, step: int) -> dict[str, torch.Tensor]:
 
     state = torch.load(checkpoint_path(run_dir, step), map_location="cpu", weights_only=False)
     return {**{f"model.{k}": v for k, v in state["model"].items()}, **{f"ema.{k}": v for k, v in state["ema"].items()}}
+
+
+def ddp_worker(rank: int, world: int, port: int, run_dir: str, overrides: list[str]) -> None:
+    """One rank of a gloo process group running ``train`` (target of torch.multiprocessing.spawn)."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from study.train import train
+
+    try:
+        train(smoke_config(*overrides), run_dir)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def sample_worker(rank: int, world: int, port: int, run_dir: str, step: int, kwargs: dict) -> None:
+    """One rank of a gloo process group running ``sample_run``."""
+    import os
+
+    import torch.distributed as dist
+
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    from study.sample import sample_run
+
+    try:
+        sample_run(run_dir, step, **kwargs)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def load_samples(sample_dir) -> tuple:
+    """All shards of a sample directory, in index order: ``(images [N,H,W,3] uint8, labels [N])``."""
+    from pathlib import Path
+
+    import numpy as np
+
+    shards = sorted(Path(sample_dir).glob("samples_*.npz"))
+    arrs = [np.load(p) for p in shards]
+    return np.concatenate([a["arr_0"] for a in arrs]), np.concatenate([a["labels"] for a in arrs])

@@ -1,0 +1,119 @@
+"""Training-step cost of REPA vs iREPA, side by side: milliseconds per optimizer step and images per second.
+
+One step = frozen encoder on the clean images + SiT forward/backward with the projector and both losses + gradient
+clipping + AdamW + EMA, exactly the code the training loop runs (``study.train.TrainingStep``), on synthetic tensors
+(no data loading). Latent models get random stored SD-VAE moments (as ``repa-study data prepare`` writes them), pixel
+models random uint8 images.
+
+    .venv/bin/python benchmarks/train_step.py --model smoke --batch 16 --device cpu           # the CPU machine
+    .venv/bin/python benchmarks/train_step.py --model SiT-XL/2 --batch 64 --weights random    # a GPU (bf16)
+"""
+from __future__ import annotations
+
+import argparse
+import time
+from copy import deepcopy
+
+import torch
+
+from study.data.codecs import IdentityCodec, LatentStats
+from study.distributed import resolve_device
+from study.train import TrainingStep, _autocast, _update_ema, build_model, load_train_config
+
+
+class _LatentShape:
+    """Stands in for the SD-VAE codec: stored moments are sampled and normalised; the VAE itself never runs."""
+
+    channels, downsample, id = 4, 8, "sdvae-shape-only"
+    stats = LatentStats.default(4)
+
+
+def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+    latent = args.image_size == 256 and args.codec == "sd-vae"
+    cfg = load_train_config("tiny", [f"method={method}", f"model.size={args.model}", f"encoder.name={args.encoder}",
+                                     f"encoder.weights={args.weights}", f"precision={args.precision}",
+                                     f"batch_size={args.batch}"])
+    import encoders
+
+    codec = _LatentShape() if latent else IdentityCodec()
+    enc = encoders.get_encoder(args.encoder, weights=args.weights, device=device)
+    images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
+                           device=device)
+    dim = enc.encode(images[:1])["patch"].shape[-1]
+    torch.manual_seed(0)
+    model = build_model(cfg, image_size=args.image_size, num_classes=1000, codec=codec, encoder_dims=[dim]).to(device)
+    ema = deepcopy(model.sit).requires_grad_(False)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0)
+    fwd = torch.compile(model) if args.compile else model
+    step = TrainingStep(cfg, fwd, [enc], codec, 1000, model.sit.grid)
+    autocast = _autocast(cfg, device)
+    side = args.image_size // codec.downsample
+    labels = torch.randint(0, 1000, (args.batch,), device=device)
+    moments = torch.randn(args.batch, 8, side, side, device=device) if latent else None
+
+    def one() -> None:
+        eps = torch.randn(args.batch, codec.channels, side, side, device=device)
+        t = torch.rand(args.batch, device=device)
+        drop = torch.rand(args.batch, device=device) < 0.1
+        loss, _, _ = step.losses(images, labels, eps, t, drop, autocast, moments=moments,
+                                 post=torch.randn_like(eps) if latent else None)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+        _update_ema(ema, model.sit, 0.9999)
+
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    for _ in range(args.warmup):
+        one()
+    sync()
+    times = []
+    for _ in range(args.steps):
+        t0 = time.perf_counter()
+        one()
+        sync()
+        times.append(time.perf_counter() - t0)
+    times.sort()
+    ms = 1000 * times[len(times) // 2]  # median
+    return {"ms": ms, "img_s": args.batch / (ms / 1000), "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", default="smoke", help="SiT size: smoke, tiny, SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2")
+    ap.add_argument("--batch", type=int, default=16, help="batch per device")
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--image-size", type=int, default=None, help="default: 256 on GPU (latents), 32 on CPU (pixels)")
+    ap.add_argument("--codec", default=None, help="sd-vae (256 px latents) or identity; default by device")
+    ap.add_argument("--encoder", default="dinov2-vit-b")
+    ap.add_argument("--weights", default=None, help="tiny (CPU default) or random (GPU default: real-size cost)")
+    ap.add_argument("--precision", default="auto", choices=["auto", "bf16", "fp32"])
+    ap.add_argument("--compile", action="store_true")
+    ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
+    ap.add_argument("--warmup", type=int, default=3)
+    ap.add_argument("--methods", nargs="+", default=["repa", "irepa"])
+    args = ap.parse_args()
+    device = resolve_device(args.device)
+    gpu = device.type == "cuda"
+    args.image_size = args.image_size or (256 if gpu else 32)
+    args.codec = args.codec or ("sd-vae" if args.image_size == 256 else "identity")
+    args.weights = args.weights or ("random" if gpu else "tiny")
+    if gpu:
+        torch.backends.cuda.matmul.allow_tf32 = True
+        torch.backends.cudnn.allow_tf32 = True
+    name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
+    print(f"# {args.model}, batch {args.batch}, {args.image_size} px {args.codec}, encoder {args.encoder} "
+          f"({args.weights}), {args.precision}, compile={args.compile}, on {name}; median of {args.steps} steps")
+    print(f"{'method':16s} {'params_M':>9s} {'ms/step':>9s} {'images/s':>9s} {'vs first':>9s}")
+    first = None
+    for method in args.methods:
+        r = bench(method, args, device)
+        first = first or r["ms"]
+        print(f"{method:16s} {r['params_m']:9.2f} {r['ms']:9.1f} {r['img_s']:9.1f} {100 * (r['ms'] / first - 1):+8.1f}%")
+
+
+if __name__ == "__main__":
+    main()
