@@ -84,9 +84,11 @@ def masks_to_grid(masks: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
     return pooled.reshape(masks.shape[0], -1) > 0.5
 
 
-def _chunk_size(num_tokens: int, dim: int, with_masks: bool, max_bytes: int) -> int:
-    # per image: the Gram (float32) + its float64 copy for the histogram + two masked copies for SRSS + tokens
-    per_image = num_tokens * num_tokens * (4 + 8 + (8 if with_masks else 0)) + num_tokens * dim * 4
+def _chunk_size(hw: tuple[int, int], dim: int, with_masks: bool, max_bytes: int) -> int:
+    """Images per chunk so that one chunk's float32 working set fits in ``max_bytes``: the Gram, two masked copies of
+    it for SRSS, the per-row distance histogram, the tokens and their normalised copy."""
+    t, nbins = hw[0] * hw[1], hw[0] + hw[1] - 1
+    per_image = 4 * (t * t * (3 if with_masks else 1) + t * nbins + 2 * t * dim)
     return max(1, int(max_bytes // per_image))
 
 
@@ -122,10 +124,12 @@ def _chunk_metrics(x: torch.Tensor, masks: torch.Tensor | None, dist: torch.Tens
     out: dict[str, torch.Tensor] = {}
     acc = torch.float64
     if want & {"lds", "cds"}:
-        # sums of K per distance bin, all bins at once
+        # sums of K per distance bin, all bins at once: per anchor row in float32 (at most T terms each), then
+        # over rows in float64 (10x faster than converting the whole Gram to float64)
         nbins = int(dist.max()) + 1
-        flat_d = dist.reshape(1, -1).expand(b, -1)
-        sums = torch.zeros(b, nbins, dtype=acc, device=x.device).scatter_add_(1, flat_d, gram.reshape(b, -1).to(acc))
+        rows = torch.zeros(b, t, nbins, dtype=gram.dtype, device=x.device)
+        rows.scatter_add_(2, dist.expand(b, t, t), gram)
+        sums = rows.sum(dim=1, dtype=acc)
         counts = torch.bincount(dist.reshape(-1), minlength=nbins).to(acc)
         if "lds" in want:
             if nbins <= far:
@@ -170,7 +174,7 @@ def _compute(feats: torch.Tensor, masks: torch.Tensor | None, grid: tuple[int, i
         masks = _check_masks(torch.as_tensor(masks, device=feats.device), b, t, hw)
     dist = _distances(*hw).to(feats.device)
     work = torch.float64 if feats.dtype == torch.float64 else torch.float32
-    step = chunk_size or _chunk_size(t, d, masks is not None, max_bytes or _MAX_BYTES)
+    step = chunk_size or _chunk_size(hw, d, masks is not None, max_bytes or _MAX_BYTES)
     parts: dict[str, list[torch.Tensor]] = {}
     for start in range(0, b, step):
         x = feats[start:start + step].to(work)
