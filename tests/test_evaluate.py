@@ -26,8 +26,9 @@ def extractor():
 
 @pytest.fixture(autouse=True)
 def toy_data(monkeypatch):
-    """study.data.open_dataset -> a small in-memory dataset, whatever the spec."""
+    """study.data.open_dataset -> a small in-memory dataset, whatever the spec; a quicker extractor recipe."""
     monkeypatch.setattr(study.data, "open_dataset", lambda spec, split="train", **kw: ToyDataset(300, seed=7))
+    monkeypatch.setattr("study.metrics.extractor.ExtractorConfig", lambda: ExtractorConfig(n_train=256, epochs=3))
 
 
 def write_samples(folder, images, step=100, shard=64, **settings):
@@ -208,7 +209,7 @@ def test_cli_eval_fid_writes_a_generation_row(tmp_path, monkeypatch):
 
 # ------------------------------------------------------------------ end to end with the real trainer and sampler
 def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
-    monkeypatch.undo()  # the real study.data.open_dataset
+    monkeypatch.undo()  # the real study.data.open_dataset and extractor recipe
     from study.train import load_train_config, train
 
     data = "synthetic:n=64,size=32,classes=4,seed=0"
