@@ -39,7 +39,7 @@ from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
 from study.paths import cache_dir
 
-__all__ = ["FeatureSet", "extract_features", "feature_cache_dir", "open_data", "resolve_device", "FORMAT_VERSION"]
+__all__ = ["FeatureSet", "build_encoder", "extract_features", "feature_cache_dir", "open_data", "resolve_device", "FORMAT_VERSION"]
 
 log = get_logger(__name__)
 
@@ -292,9 +292,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     started = time.perf_counter()
     if pending:
         if enc is None:
-            from encoders import get_encoder
-
-            enc = get_encoder(enc_name, weights=weights, device=device)
+            enc = build_encoder(enc_name, weights, device)
         if n_chunks - len(pending):
             log.info("resuming feature extraction of %s: %d of %d chunks already done", enc_name,
                      n_chunks - len(pending), n_chunks)
@@ -313,6 +311,20 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
             raise
         log.info("another process completed %s first; using its result", directory)  # same inputs, same arrays
     return FeatureSet.load(directory)
+
+
+def build_encoder(name: str, weights: str = "pretrained", device: str | torch.device = "cpu") -> Any:
+    """``encoders.get_encoder``, with random-init weights (``tiny``, ``random``) drawn from a seed fixed by the base
+    entry's name: every process, and every variant (``@clsmix=``) of an entry, then sees the same encoder, which the
+    cache key (name + weights mode) assumes. The global RNG is left as it was."""
+    from encoders import get_encoder, parse_variant
+
+    if weights not in ("tiny", "random"):
+        return get_encoder(name, weights=weights, device=device)
+    seed = int(hashlib.sha256(f"{parse_variant(name).base}|{weights}".encode()).hexdigest()[:8], 16)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return get_encoder(name, weights=weights, device=device)
 
 
 def _cache_key(name: str, weights: str) -> str:

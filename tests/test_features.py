@@ -132,3 +132,17 @@ def test_empty_dataset_is_an_error(tmp_path):
 
     with pytest.raises(ValueError, match="no images"):
         extract_features(ENCODER, Empty(), weights="tiny", cache_root=tmp_path)
+
+
+def test_random_init_encoders_are_the_same_in_every_build():
+    from study.features import build_encoder
+
+    images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
+    torch.manual_seed(123)
+    state = torch.get_rng_state()
+    a = build_encoder(ENCODER, "tiny").encode(images)
+    assert torch.equal(torch.get_rng_state(), state)  # the caller's RNG is untouched
+    torch.manual_seed(456)
+    b = build_encoder(f"{ENCODER}@clsmix=0", "tiny").encode(images)
+    torch.testing.assert_close(a["patch"], b["patch"])
+    torch.testing.assert_close(a["cls"], b["cls"])
