@@ -95,7 +95,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=["repa", "irepa"])
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     gpu = device.type == "cuda"
     args.image_size = args.image_size or (256 if gpu else 32)

@@ -137,6 +137,7 @@ class TrainConfig(StrictModel):
     tf32: bool = True
     compile: bool = False
     device: str = "auto"
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
 
 
 # ------------------------------------------------------------------------------------------------------ loading
@@ -486,6 +487,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     import encoders as enc_registry
 
     run_dir = Path(run_dir)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     info = init_distributed(cfg.device)
     device = info.device
     if cfg.batch_size % (info.world_size * cfg.grad_accum):

@@ -8,7 +8,7 @@ import torch.multiprocessing as mp
 
 import study.train as T
 from study.sample import sample_run
-from train_support import free_port, load_samples, sample_worker, smoke_config
+from train_support import free_port, load_samples, sample_worker, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_sampler_determinism_batch_and_world_size_independence(tmp_path):

@@ -7,7 +7,7 @@ import yaml
 
 import study.train as T
 from study.config import ConfigError
-from train_support import SMOKE_DATA, params, smoke_config
+from train_support import SMOKE_DATA, params, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_presets_and_overrides():
@@ -120,3 +120,32 @@ def test_cli_train_and_sample(tmp_path):
     assert res.exit_code == 0, res.output
     out = res.output.strip().splitlines()[-1]
     assert out.endswith("step0000002-sde-steps2-cfg1-seed0") and (tmp_path / "run" / "samples").is_dir()
+
+
+def test_stored_vae_moments_are_sampled_with_the_step_noise():
+    from study.data.codecs import LatentStats
+
+    class Latent:
+        channels, downsample, stats = 4, 8, LatentStats((0.5,) * 4, (0.1,) * 4, "test")
+
+    step = T.TrainingStep(smoke_config(), None, [], Latent(), 4, (16, 16))
+    moments, post = torch.randn(2, 8, 4, 4), torch.randn(2, 4, 4, 4)
+    mean, logvar = moments.chunk(2, dim=1)
+    want = (mean + torch.exp(0.5 * logvar) * post - 0.1) * 0.5
+    torch.testing.assert_close(step.model_input(None, moments, post), want)
+    flow = smoke_config().flow
+    a = T.step_noise(0, 5, 8, (4, 4, 4), flow, 0.1, posterior=True)
+    b = T.step_noise(0, 5, 8, (4, 4, 4), flow, 0.1, posterior=True)
+    c = T.step_noise(0, 6, 8, (4, 4, 4), flow, 0.1, posterior=True)
+    assert all(torch.equal(a[k], b[k]) for k in a) and not torch.equal(a["eps"], c["eps"])
+    assert set(a) == {"eps", "t", "drop", "post"}
+
+
+def test_data_order_is_a_per_epoch_permutation():
+    steps = [T.global_batch_indices(20, 4, seed=3, step=s) for s in range(10)]  # 5 steps per epoch
+    assert sorted(torch.cat(steps[:5]).tolist()) == list(range(20))
+    assert sorted(torch.cat(steps[5:]).tolist()) == list(range(20))
+    assert not torch.equal(torch.cat(steps[:5]), torch.cat(steps[5:]))
+    assert torch.equal(T.global_batch_indices(20, 4, seed=3, step=7), steps[7])
+    with pytest.raises(ConfigError, match="larger than the dataset"):
+        T.global_batch_indices(3, 4, seed=0, step=0)

@@ -3,7 +3,7 @@ import torch
 import torch.multiprocessing as mp
 
 import study.train as T
-from train_support import ddp_worker, free_port, params, smoke_config
+from train_support import ddp_worker, free_port, params, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 OVERRIDES = ["steps=3", "ckpt_every=3", "batch_size=8", "method=irepa"]
 
