@@ -9,7 +9,7 @@
 * a dataset spec for ``study.data.open_dataset`` (``synthetic:...`` or an ImageNet-style folder): features of the
   split's images (all, or the first ``n``) give the statistics; the first ``pr_n`` (10K) are kept for P/R.
 
-Computed references are cached under ``cache_dir("reference", <key>)`` (key = source + extractor id + n + split),
+Computed references are cached under ``cache_dir("reference")/<key>`` (key = source + extractor id + n + split),
 with a ``meta.json`` recording provenance; ``meta.json`` is written last, so a half-written cache is recomputed.
 """
 from __future__ import annotations
@@ -26,8 +26,7 @@ import torch
 
 from study.log import get_logger
 from study.metrics.extractor import FeatureExtractor, extract_features, iter_features
-from study.metrics.fid import FeatureStats, StreamingStats, compute_statistics, iter_npz_images, npz_image_count, \
-    read_adm_npz
+from study.metrics.fid import FeatureStats, StreamingStats, iter_npz_images, npz_image_count, read_adm_npz
 from study.paths import cache_dir
 
 __all__ = ["Reference", "load_reference", "PR_REFERENCE_SIZE"]
@@ -66,15 +65,26 @@ def _load_cached(folder: Path, rid: str, extractor: FeatureExtractor) -> Referen
     return Reference(rid, extractor.id, stats, pr, meta)
 
 
-def _save(folder: Path, ref: Reference) -> None:
-    if folder.exists():
-        shutil.rmtree(folder)
-    folder.mkdir(parents=True)
+def _save(folder: Path, ref: Reference, replace: bool = False) -> None:
+    """Write into a private temporary folder, then rename it into place: concurrent evaluation jobs computing the
+    same reference never see (or leave) a half-written cache; the first to finish wins."""
+    import os
+
+    tmp = folder.with_name(f".{folder.name}.{os.getpid()}.tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    tmp.mkdir(parents=True)
     for name, st in ref.stats.items():
-        st.save(folder / f"{name}.npz", reference=ref.id)
+        st.save(tmp / f"{name}.npz", reference=ref.id)
     if ref.pr_features is not None:
-        np.save(folder / "pr_features.npy", ref.pr_features)
-    (folder / "meta.json").write_text(json.dumps({**ref.meta, "outputs": sorted(ref.stats)}, indent=1, default=str))
+        np.save(tmp / "pr_features.npy", ref.pr_features)
+    (tmp / "meta.json").write_text(json.dumps({**ref.meta, "outputs": sorted(ref.stats)}, indent=1, default=str))
+    if folder.exists() and (replace or not (folder / "meta.json").is_file()):
+        shutil.rmtree(folder, ignore_errors=True)  # asked to recompute, or an incomplete cache
+    try:
+        os.replace(tmp, folder) if not folder.exists() else shutil.rmtree(tmp)
+    except OSError:  # another job renamed its copy into place first
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def _stats_outputs(extractor: FeatureExtractor) -> tuple[str, ...]:
@@ -121,8 +131,8 @@ def load_reference(ref: str | Path, extractor: FeatureExtractor, *, n: int | Non
                                     "VIRTUAL_imagenet256_labeled.npz from the guided-diffusion evaluations page)")
         stat = path.stat()
         rid = f"adm:{path.stem}"
-        folder = cache_dir("reference", _key(str(path.resolve()), stat.st_size, int(stat.st_mtime), extractor.id,
-                                             n, pr_n))
+        folder = cache_dir("reference") / _key(str(path.resolve()), stat.st_size, int(stat.st_mtime), extractor.id,
+                                               n, pr_n)
         if not recompute and (cached := _load_cached(folder, rid, extractor)) is not None:
             return cached
         batch = read_adm_npz(path, load_images=False)
@@ -145,7 +155,7 @@ def load_reference(ref: str | Path, extractor: FeatureExtractor, *, n: int | Non
         else:
             out = _features_to_reference(images, limit, extractor, rid, pr_n,
                                          {**base_meta, "stats_from": f"{limit} npz images"}, "reference")
-        _save(folder, out)
+        _save(folder, out, replace=recompute)
         return out
 
     from study.data import open_dataset
@@ -155,14 +165,14 @@ def load_reference(ref: str | Path, extractor: FeatureExtractor, *, n: int | Non
     if n and n > len(dataset):
         _log.warning("reference %s has only %d images (asked for %d)", dataset.id, len(dataset), n)
     rid = f"{dataset.id}" + (f":n={total}" if n else "")
-    folder = cache_dir("reference", _key(str(dataset.id), extractor.id, total, pr_n))
+    folder = cache_dir("reference") / _key(str(dataset.id), extractor.id, total, pr_n)
     if not recompute and (cached := _load_cached(folder, rid, extractor)) is not None:
         return cached
     _log.info("computing reference statistics of %s (%d images) with %s", dataset.id, total, extractor.id)
     out = _features_to_reference(_dataset_batches(dataset, total, batch_size, num_workers), total, extractor, rid,
                                  pr_n, {**base_meta, "dataset": str(dataset.id), "split": split,
                                         "stats_from": f"{total} dataset images"}, "reference")
-    _save(folder, out)
+    _save(folder, out, replace=recompute)
     return out
 
 

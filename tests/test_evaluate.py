@@ -8,11 +8,12 @@ import yaml
 from click.testing import CliRunner
 
 import study.data
+import study.paths
 import study.sample
 from fid_toy import ToyDataset, add_noise, toy_images
 from study.evaluate import evaluate_run, evaluate_samples, find_samples, iter_sample_images, sample_shards
 from study.metrics.extractor import ExtractorConfig, SyntheticExtractor, train_small_cnn
-from study.metrics.fid import StatisticsMismatchError, write_adm_npz
+from study.metrics.fid import FeatureStats, StatisticsMismatchError, write_adm_npz
 from study.reference import load_reference
 
 SETTINGS = {"mode": "sde", "num_steps": 250, "cfg_scale": 1.0, "seed": 0, "guidance_interval": [0.0, 1.0]}
@@ -91,6 +92,15 @@ def test_reference_from_dataset_is_cached_with_provenance(extractor):
     assert again.meta["created_at"] == ref.meta["created_at"] and "git_commit" in again.meta  # read from cache
     sub = load_reference("synthetic:n=300", extractor, n=120, pr_n=50)
     assert sub.n == 120 and sub.id.endswith(":n=120") and sub.pr_features.shape == (50, 64)
+    folders = [p for p in study.paths.cache_dir("reference").iterdir()]
+    assert len(folders) == 2 and all((p / "meta.json").is_file() for p in folders)  # no temporaries left
+    # tamper with the cached statistics: a plain load reads them, recompute=True replaces them for good
+    cached = next(p for p in folders if json.loads((p / "meta.json").read_text())["stats_from"] == "300 dataset images")
+    FeatureStats(np.zeros(64), np.eye(64), 300, ref.stats["pool"].extractor).save(cached / "pool.npz")
+    assert not load_reference("synthetic:n=300", extractor).stats["pool"].mu.any()
+    fresh = load_reference("synthetic:n=300", extractor, recompute=True)
+    np.testing.assert_allclose(fresh.stats["pool"].mu, ref.stats["pool"].mu)
+    np.testing.assert_allclose(load_reference("synthetic:n=300", extractor).stats["pool"].mu, ref.stats["pool"].mu)
 
 
 def test_reference_from_adm_npz_images(tmp_path, extractor):
