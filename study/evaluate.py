@@ -22,13 +22,9 @@ from study.metrics.fid import AdmNpzError, compute_statistics, fd, iter_npz_imag
 from study.metrics.prdc import inception_score, precision_recall
 from study.reference import Reference, load_reference
 
-__all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images",
-           "SAMPLER_KEYS"]
+__all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images"]
 
 _log = get_logger(__name__)
-
-#: Sampler settings that must match for existing shards to be reused (manifest key -> evaluate_run argument).
-SAMPLER_KEYS = ("mode", "num_steps", "cfg_scale", "seed", "guidance_interval")
 
 
 # ----------------------------------------------------------------------------------------- sample shards
