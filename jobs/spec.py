@@ -220,6 +220,13 @@ def _check_resources(res: Resources, ex: ExecutorSettings, where: str, errors: l
         errors.append(f"{where}: nodes={res.nodes} with gpus=0: multi-node jobs are for distributed GPU training")
 
 
+def _training_presets() -> list[str]:
+    """Names of the training presets (study/presets/*.yaml), read without importing the training code."""
+    import study
+
+    return sorted(p.stem for p in (Path(study.__file__).resolve().parent / "presets").glob("*.yaml"))
+
+
 def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
     errors: list[str] = []
@@ -234,8 +241,15 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
         _check_resources(spec.scoring.resources, spec.executor, f"{where}: scoring.resources", errors)
     if spec.analyze.enabled:
         _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
+    presets = _training_presets()
     for method in spec.methods:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", method):
-            errors.append(f"{where}: methods: {method!r} is not a preset name (e.g. repa, irepa)")
+        if not re.match(r"^[A-Za-z0-9_.-]+$", method) or (presets and method not in presets):
+            errors.append(f"{where}: methods: {method!r} is not a training preset "
+                          f"({', '.join(presets) if presets else 'e.g. repa, irepa'})")
+    if spec.train_base is not None and presets and spec.train_base not in presets:
+        errors.append(f"{where}: train_base: {spec.train_base!r} is not a training preset ({', '.join(presets)})")
+    if spec.fid.extractor == "inception" and not spec.fid.reference:
+        errors.append(f"{where}: fid.reference is required with the inception extractor: the ADM reference batch "
+                      f"(e.g. VIRTUAL_imagenet256_labeled.npz) or a dataset folder")
     if errors:
         raise SpecError("invalid sweep spec:\n  " + "\n  ".join(errors))
