@@ -10,6 +10,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 from pathlib import Path
 from typing import Literal
@@ -179,12 +180,21 @@ POST_BUILD_FIXES = {"pe_integer_rope": _pe_integer_rope}
 _BUILDERS = {"timm": _build_timm, "timm+ckpt": _build_timm_ckpt, "hf": _build_hf}
 
 
+def init_seed(spec: EncoderSpec, weights: str) -> int:
+    """The seed of an entry's random-init weights (``tiny``/``random``): a hash of its name and the mode."""
+    return int(hashlib.sha256(f"{spec.name}|{weights}".encode()).hexdigest()[:8], 16)
+
+
 def build_model(spec: EncoderSpec, weights: Weights = "pretrained") -> nn.Module:
     """The model of ``spec`` in eval mode with frozen parameters (on the meta device for ``weights='meta'``)."""
     if weights not in WEIGHTS_MODES:
         raise ValueError(f"weights must be one of {WEIGHTS_MODES}, got {weights!r}")
     builder = _BUILDERS[spec.source]
-    with torch.device("meta") if weights == "meta" else contextlib.nullcontext():
+    with torch.device("meta") if weights == "meta" else contextlib.nullcontext(), \
+            torch.random.fork_rng(devices=[]):
+        # Random-init weights come from a seed fixed by the entry: every process and every variant of an entry
+        # sees the same stand-in (feature caches and training targets rely on it); the global RNG is untouched.
+        torch.manual_seed(init_seed(spec, weights))
         model = builder(spec, "random" if weights == "meta" else weights)
         for fix in spec.post_build:
             POST_BUILD_FIXES[fix](model)

@@ -38,6 +38,22 @@ def get_spec(name: str) -> EncoderSpec:
     return catalog[base]
 
 
+def _resolve(name: str) -> tuple[EncoderSpec, Variant]:
+    """The entry and the validated variant of ``name``."""
+    variant = parse_variant(name)
+    spec = get_spec(name)
+    if variant.clsmix is not None and spec.cls_index is None:
+        raise ValueError(f"{name!r}: {spec.name} has no CLS token, so CLS mixing is undefined; choose an entry "
+                         "with a CLS token (cls_index set), e.g. dinov2-vit-b@clsmix=0.5")
+    return spec, variant
+
+
+def cache_key(name: str, weights: str) -> str:
+    """The feature-cache key of ``get_encoder(name, weights)``, without building the model."""
+    spec, variant = _resolve(name)
+    return f"{spec.name}{variant.suffix}|{weights}|{spec.fingerprint()}"
+
+
 class Encoder:
     """A frozen encoder: resizes and normalises per its entry, runs in eval mode without grad."""
 
@@ -134,10 +150,6 @@ def get_encoder(name: str, weights: Literal["pretrained", "random", "tiny"] = "p
     """Build the encoder ``name`` (a catalog entry, optionally ``NAME@clsmix=ALPHA``) ready for ``encode``."""
     if weights not in WEIGHTS_MODES or weights == "meta":
         raise ValueError(f"weights must be 'pretrained', 'random' or 'tiny', got {weights!r}")
-    variant = parse_variant(name)
-    spec = get_spec(name)
-    if variant.clsmix is not None and spec.cls_index is None:
-        raise ValueError(f"{name!r}: {spec.name} has no CLS token, so CLS mixing is undefined; choose an entry "
-                         "with a CLS token (cls_index set), e.g. dinov2-vit-b@clsmix=0.5")
+    spec, variant = _resolve(name)
     model = build_model(spec, weights).to(device)
     return Encoder(spec, model, weights, device=device, variant=variant, bf16=bf16)

@@ -35,11 +35,13 @@ from typing import Any, Iterator, Mapping, Sequence
 import numpy as np
 import torch
 
+import encoders
+
 from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
 from study.paths import cache_dir
 
-__all__ = ["FeatureSet", "build_encoder", "extract_features", "feature_cache_dir", "open_data", "resolve_device", "FORMAT_VERSION"]
+__all__ = ["FeatureSet", "extract_features", "feature_cache_dir", "open_data", "resolve_device", "FORMAT_VERSION"]
 
 log = get_logger(__name__)
 
@@ -263,10 +265,8 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     mask_source = _mask_source(dataset)
     device = resolve_device(device)
     if isinstance(encoder, str):
-        from encoders import get_spec
-
-        enc, enc_name, cache_key = None, encoder, _cache_key(encoder, weights)
-        num_tokens = get_spec(encoder).num_tokens
+        enc, enc_name, cache_key = None, encoder, encoders.cache_key(encoder, weights)
+        num_tokens = encoders.get_spec(encoder).num_tokens
     else:
         enc, enc_name, cache_key = encoder, encoder.name, encoder.cache_key
         weights, num_tokens = encoder.weights, encoder.spec.num_tokens
@@ -292,7 +292,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     started = time.perf_counter()
     if pending:
         if enc is None:
-            enc = build_encoder(enc_name, weights, device)
+            enc = encoders.get_encoder(enc_name, weights=weights, device=device)
         if n_chunks - len(pending):
             log.info("resuming feature extraction of %s: %d of %d chunks already done", enc_name,
                      n_chunks - len(pending), n_chunks)
@@ -311,27 +311,6 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
             raise
         log.info("another process completed %s first; using its result", directory)  # same inputs, same arrays
     return FeatureSet.load(directory)
-
-
-def build_encoder(name: str, weights: str = "pretrained", device: str | torch.device = "cpu") -> Any:
-    """``encoders.get_encoder``, with random-init weights (``tiny``, ``random``) drawn from a seed fixed by the base
-    entry's name: every process, and every variant (``@clsmix=``) of an entry, then sees the same encoder, which the
-    cache key (name + weights mode) assumes. The global RNG is left as it was."""
-    from encoders import get_encoder, parse_variant
-
-    if weights not in ("tiny", "random"):
-        return get_encoder(name, weights=weights, device=device)
-    seed = int(hashlib.sha256(f"{parse_variant(name).base}|{weights}".encode()).hexdigest()[:8], 16)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return get_encoder(name, weights=weights, device=device)
-
-
-def _cache_key(name: str, weights: str) -> str:
-    """``Encoder.cache_key`` without building the model (a cache hit should not load weights)."""
-    from encoders import Encoder, get_spec, parse_variant
-
-    return Encoder(get_spec(name), None, weights, variant=parse_variant(name)).cache_key
 
 
 def _extract_chunks(enc: Any, dataset: Any, use_masks: bool, indices: np.ndarray,

@@ -220,3 +220,16 @@ def test_cli_list_show_check():
     out = {r["name"]: r for r in json.loads(res.output)}
     assert out["dino-vit-b"]["ok"] and out["dino-vit-b"]["grid"] == 16
     assert not out["siglip-vit-b@clsmix=0.5"]["ok"] and "CLS" in out["siglip-vit-b@clsmix=0.5"]["reason"]
+
+
+def test_random_init_is_seeded_per_entry_and_leaves_global_rng_alone():
+    torch.manual_seed(123)
+    expected_next = torch.rand(1)
+    torch.manual_seed(123)
+    a = get_encoder("dinov2-vit-b", weights="tiny")
+    assert torch.equal(torch.rand(1), expected_next)  # global RNG untouched
+    b = get_encoder("dinov2-vit-b@clsmix=0.3", weights="tiny")
+    c = get_encoder("dinov2-vit-l", weights="tiny")
+    wa, wb, wc = (e.model.patch_embed.proj.weight for e in (a, b, c))
+    assert torch.equal(wa, wb) and not torch.equal(wa, wc)
+    assert encoders.cache_key("dinov2-vit-b@clsmix=0.3", "tiny") == b.cache_key != a.cache_key

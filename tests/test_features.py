@@ -95,23 +95,26 @@ def test_cache_hit_and_keys(encoder, tmp_path, monkeypatch):
 
 
 def test_changed_encoder_entry_never_reuses_features(tmp_path):
+    import encoders
     from encoders import Encoder, get_spec
 
     spec = get_spec(ENCODER)
-    key = features._cache_key(ENCODER, "tiny")
+    key = encoders.cache_key(ENCODER, "tiny")
     assert key == Encoder(spec, None, "tiny").cache_key
-    assert features._cache_key(f"{ENCODER}@clsmix=0.5", "tiny") != key
-    assert features._cache_key(ENCODER, "pretrained") != key
+    assert encoders.cache_key(f"{ENCODER}@clsmix=0.5", "tiny") != key
+    assert encoders.cache_key(ENCODER, "pretrained") != key
     base = {"encoder": ENCODER, "dataset": "d", "split": "val", "limit": None}
     assert features.feature_cache_dir({**base, "cache_key": key}, tmp_path) != features.feature_cache_dir(
         {**base, "cache_key": key.replace(spec.fingerprint(), "0" * 12)}, tmp_path)
 
 
 def test_bad_inputs_are_clear(tmp_path):
+    import encoders
+
     with pytest.raises(TypeError, match="dataset spec"):
         extract_features(ENCODER, 3, weights="tiny", cache_root=tmp_path)
     with pytest.raises(ValueError, match="no CLS token|CLS mixing"):
-        features._cache_key(_no_cls_entry() + "@clsmix=0.5", "tiny")
+        encoders.cache_key(_no_cls_entry() + "@clsmix=0.5", "tiny")
 
 
 def _no_cls_entry() -> str:
@@ -135,7 +138,10 @@ def test_empty_dataset_is_an_error(tmp_path):
 
 
 def test_random_init_encoders_are_the_same_in_every_build():
-    from study.features import build_encoder
+    from encoders import get_encoder
+
+    def build_encoder(name, weights):
+        return get_encoder(name, weights=weights)
 
     images = torch.randint(0, 256, (2, 3, 32, 32), dtype=torch.uint8)
     torch.manual_seed(123)
