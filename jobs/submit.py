@@ -183,7 +183,9 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
             log.info("local driver started in the background (pid %d); follow it with "
                      "`repa-study sweep status %s`", pid, spec.name)
     elif kind == "slurm":
-        sub.submitted = _submit_slurm(spec, root, todo, slurm or {})
+        subs = _submissions(root, spec.name)
+        queued = {j: subs[j]["scheduler_id"] for j in active if j in subs}
+        sub.submitted = _submit_slurm(spec, root, todo, slurm or {}, queued)
         if wait:
             final = _wait_slurm(root, spec.name, {**sub.submitted, **{j: "" for j in active}}, poll_s)
             sub.final = {**{j: "done" for j in done}, **final}
@@ -212,7 +214,10 @@ def _slurm_parameters(spec: SweepSpec, job: Job, overrides: dict[str, Any]) -> d
     return params
 
 
-def _submit_slurm(spec: SweepSpec, root: Path, todo: list[Job], overrides: dict[str, Any]) -> dict[str, str]:
+def _submit_slurm(spec: SweepSpec, root: Path, todo: list[Job], overrides: dict[str, Any],
+                  queued: dict[str, str] | None = None) -> dict[str, str]:
+    """Submit ``todo`` as arrays; ``queued`` maps jobs still queued from an earlier submission to their SLURM ids
+    (their dependents wait for exactly those tasks)."""
     import submitit
 
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
@@ -223,7 +228,7 @@ def _submit_slurm(spec: SweepSpec, root: Path, todo: list[Job], overrides: dict[
         groups[(job.stage, job.model if job.stage in ("train", "eval") else None)].append(job)
     order = {"train": 0, "eval": 1, "score": 2, "analyze": 3}
     submitted: dict[str, str] = {}
-    array_of: dict[str, str] = {}  # job id -> SLURM array (or job) id, for dependencies
+    array_of: dict[str, str] = dict(queued or {})  # job id -> SLURM id to wait for (array, job or task)
     for (stage, model), group in sorted(groups.items(), key=lambda kv: (order[kv[0][0]], str(kv[0][1]))):
         deps = sorted({array_of[d] for j in group for d in j.depends_on if d in array_of})
         params = _slurm_parameters(spec, group[0], overrides)

@@ -140,3 +140,24 @@ def test_interrupted_training_is_requeued_resumes_and_writes_rows_once(cluster, 
     invocations = [json.loads(line) for line in (root / "invocations.jsonl").read_text().splitlines()]
     assert [i["job_id"] for i in invocations].count(train_id) == 2
     assert len(ResultStore(root).read("generation")) == 1
+
+
+def test_resubmitting_while_queued_submits_nothing_and_cancel_stops_all(cluster, monkeypatch):
+    from jobs.submit import cancel_sweep
+
+    root = cluster / "root"
+    monkeypatch.setenv("FAKE_STEP_S", "0.2")  # 40 s of "training": still running when we resubmit and cancel
+    spec = load_spec("smoke", ["encoders=[dinov2-vit-b]", "eval_steps=[200]", "scoring.enabled=false",
+                               "analyze.enabled=false", "models.smoke.train.mem_gb=1", "models.smoke.eval.mem_gb=1"])
+    first = submit_sweep(spec, root, executor="slurm")
+    assert len(first.submitted) == 4
+    again = submit_sweep(spec, root, executor="slurm")
+    assert not again.submitted and sorted(again.skipped_active) == sorted(first.submitted)
+    assert sorted(cancel_sweep(spec, root)) == sorted(first.submitted)
+    states = {r["job_id"]: r["state"] for r in sweep_status(spec, root)}
+    assert set(states.values()) == {"cancelled"}, states
+    deadline = time.time() + 60
+    while jobs.submit._slurm_queue().keys() & set(first.submitted.values()):
+        assert time.time() < deadline, "cancelled jobs still in the queue"
+        time.sleep(0.5)
+    assert ResultStore(root).read("runs").empty
