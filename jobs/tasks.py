@@ -237,6 +237,9 @@ class SweepTask(submitit.helpers.Checkpointable):
         self.sweep = sweep
 
     def __call__(self) -> dict:
+        from study.log import setup_logging
+
+        setup_logging()  # the job process starts bare: send our INFO logs to its stderr (the submitit log)
         res = self.job.get("resources", {})
         if res.get("gpus", 0) * res.get("nodes", 1) > 1:
             submitit.helpers.TorchDistributedEnvironment().export()

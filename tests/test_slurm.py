@@ -105,6 +105,8 @@ def test_smoke_sweep_through_slurm_arrays_and_dependencies(cluster):
     assert sorted(runs["job_id"]) == sorted(j.job_id for j in jobs) and set(runs["status"]) == {"done"}
     slurm_ids = {read_state(root, j.job_id)["slurm_job_id"] for j in jobs}
     assert None not in slurm_ids
+    log = Path(read_state(root, jobs[0].job_id)["log"])
+    assert f"job {jobs[0].job_id}" in log.read_text()  # the job's own log lines reach the submitit log
     # resubmission: everything is done, nothing is submitted
     again = submit_sweep(spec, root, executor="slurm", wait=True, poll_s=1)
     assert again.ok and not again.submitted
