@@ -157,3 +157,29 @@ def test_compact_writes_one_deduplicated_file(tmp_path):
     assert sorted(df["job_id"]) == ["a", "b"] and set(df["status"]) == {"done"}
     assert len(store.files("runs")) == 2
     assert store.compact("encoders") is None
+
+
+def test_results_show_cli(tmp_path):
+    from click.testing import CliRunner
+
+    from jobs.cli import cli
+
+    store = ResultStore(tmp_path)
+    store.write("generation", [{"job_id": "j1", "encoder": "enc-a", "step": 5, "fid": 12.5}])
+    run = CliRunner().invoke
+    listing = run(cli, ["results", "show", "--root", str(tmp_path)])
+    assert listing.exit_code == 0 and "generation" in listing.output
+    table = run(cli, ["results", "show", "--root", str(tmp_path), "--table", "generation", "--json"])
+    assert table.exit_code == 0
+    import json
+
+    assert json.loads(table.output)[0]["fid"] == 12.5
+    (tmp_path / "tables" / "generation" / "bad.parquet").write_bytes(b"junk")
+    failed = run(cli, ["results", "show", "--root", str(tmp_path), "--table", "generation"])
+    assert failed.exit_code != 0 and "bad.parquet" in failed.output
+    lenient = run(cli, ["results", "show", "--root", str(tmp_path), "--table", "generation", "--no-strict",
+                        "--columns", "encoder,fid"])
+    assert lenient.exit_code == 0 and "enc-a" in lenient.output and "12.5" in lenient.output
+    missing = run(cli, ["results", "show", "--root", str(tmp_path), "--table", "generation", "--no-strict",
+                        "--columns", "nope"])
+    assert missing.exit_code != 0 and "no column(s) ['nope']" in missing.output
