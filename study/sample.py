@@ -167,6 +167,13 @@ def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num
                                                                               guidance_interval)
     out.mkdir(parents=True, exist_ok=True)
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    planned = {f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks}
+    if info.is_main:  # shards of an earlier call with another n or batch size would double-count images
+        for stale in sorted(p for p in out.glob("samples_*.npz") if p.name not in planned):
+            log.warning("removing %s: not a shard of this request (n=%d, batch_size=%d)", stale, n, batch_size)
+            stale.unlink()
+        (out / "manifest.json").unlink(missing_ok=True)  # rewritten once every shard is there
+    barrier()
     mine = [c for j, c in enumerate(chunks) if j % info.world_size == info.rank]
     num_classes = meta["num_classes"]
     for start, end in progress(mine, desc=f"sample {run_dir.name}", unit="batch"):

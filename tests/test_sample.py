@@ -27,6 +27,10 @@ def test_sampler_determinism_batch_and_world_size_independence(tmp_path):
 
     b, lb = load_samples(sample_run(run, 3, batch_size=6, out_dir=tmp_path / "b", **kw))
     np.testing.assert_array_equal(a, b)  # batch size does not matter
+    more, _ = load_samples(sample_run(run, 3, batch_size=4, out_dir=tmp_path / "b", **{**kw, "n": 8}))
+    assert more.shape[0] == 8 and sorted(p.name for p in (tmp_path / "b").glob("*.npz")) == \
+        ["samples_0000000_0000004.npz", "samples_0000004_0000008.npz"]  # the batch-6 shard was replaced
+    np.testing.assert_array_equal(more[:6], a)
     c, _ = load_samples(sample_run(run, 3, batch_size=4, out_dir=tmp_path / "c", n=6, mode="sde", num_steps=4,
                                    seed=1))
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1  # another seed, other samples

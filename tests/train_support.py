@@ -85,3 +85,10 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def log_rows(run_dir) -> list[dict]:
+    import json
+    from pathlib import Path
+
+    return [json.loads(line) for line in (Path(run_dir) / "log.jsonl").read_text().splitlines()]
