@@ -79,6 +79,7 @@ class MethodSection(StrictModel):
 class EncoderSection(StrictModel):
     name: str | list[str] = "dinov2-vit-b"  # one name or a list (losses averaged); NAME@clsmix=A variants allowed
     weights: Literal["pretrained", "random", "tiny"] = "pretrained"
+    bf16: bool = False              # run the frozen encoder under bf16 autocast (faster on GPU; targets in fp32)
 
     @property
     def names(self) -> list[str]:
@@ -504,7 +505,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     num_classes = int(dataset.num_classes)
     codec = build_codec(cfg.data.codec, device, stats=cfg.data.latent_stats or getattr(dataset, "latent_stats", None))
     torch.manual_seed(cfg.seed)  # model init is identical on every rank
-    encoders = ([enc_registry.get_encoder(n, weights=cfg.encoder.weights, device=device) for n in cfg.encoder.names]
+    encoders = ([enc_registry.get_encoder(n, weights=cfg.encoder.weights, device=device,
+                                         bf16=cfg.encoder.bf16 and device.type == "cuda") for n in cfg.encoder.names]
                 if cfg.method.align else [])
     patch = cfg.model.patch_size or parse_size(cfg.model.size)[1] or 2
     dims = _encoder_dims_and_check(encoders, codec, image_size, patch, device)
@@ -528,7 +530,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
-        state = torch.load(ckpt, map_location=device, weights_only=False)
+        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
         if state.get("config_hash") != h:
             raise ConfigError(f"checkpoint {ckpt} was written by config {state.get('config_hash')}, not {h}")
         model.load_state_dict(state["model"])
