@@ -84,18 +84,23 @@ def correlation_panel(points: pd.DataFrame, x_cols: Sequence[str], y: str, path:
 
 
 def method_comparison(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Path:
-    """Quality per encoder, REPA next to iREPA (``method`` column), one facet per model size."""
+    """Quality per encoder, REPA next to iREPA (``method`` column, dodged markers), one facet per model size."""
     sns.set_theme(style="whitegrid", context="paper")
     models = sorted(df["model"].astype(str).unique())
     n_enc = max(df.groupby("model")["encoder"].nunique().max(), 1)
     fig, axes = plt.subplots(len(models), 1, figsize=(max(4.5, 0.42 * n_enc + 2.0), 3.0 * len(models)), squeeze=False)
     for ax, model in zip(axes[:, 0], models):
         part = df[df["model"].astype(str) == model]
-        sns.barplot(data=part, x="encoder", y=y, hue="method", ax=ax, errorbar=None, palette="deep")
+        # points, not bars: FIDs of close encoders differ by little compared with their size, and a bar's
+        # zero baseline would hide exactly the differences this figure is for
+        order = sorted(part["method"].astype(str).unique(), key=lambda m: (m != "repa", m))
+        sns.pointplot(data=part, x="encoder", y=y, hue="method", hue_order=order, ax=ax, errorbar=None, palette="deep",
+                      dodge=0.3, linestyle="none", markers=["o", "D", "s", "^"][:part["method"].nunique()])
         ax.set_title(str(model), fontsize=9)
         ax.set_xlabel("")
         ax.set_ylabel(_label(y))
         ax.tick_params(axis="x", labelrotation=45, labelsize=7)
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         for lbl in ax.get_xticklabels():
             lbl.set_horizontalalignment("right")
         ax.legend(title="method", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
@@ -117,6 +122,7 @@ def convergence(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Pat
         ax.set_title(str(model), fontsize=9)
         ax.set_ylabel(_label(y))
         ax.set_xlabel("training step")
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title, fontsize=10)
