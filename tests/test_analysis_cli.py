@@ -8,7 +8,18 @@ from click.testing import CliRunner
 from jobs.cli import cli
 from results import ResultStore
 
-from test_analysis_report import _rows
+
+
+def _rows():
+    """The synthetic study rows of test_analysis_report.py (loaded by path: tests/ is not a package)."""
+    import importlib.util
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("_analysis_report_rows",
+                                                  Path(__file__).with_name("test_analysis_report.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module._rows()
 
 
 def test_analyze_reference_only(tmp_path):
