@@ -29,7 +29,11 @@ $(STAMP): pyproject.toml
 run: venv
 	$(VENV)/bin/repa-study run
 
+# The SLURM tests need a local single-node cluster: brought up when possible (root + apt), always taken down.
 test: venv
+	@if tests/slurm/cluster.sh install && tests/slurm/cluster.sh up; then \
+	  trap 'tests/slurm/cluster.sh down' EXIT; \
+	else echo "make test: no local SLURM cluster (needs root and apt): the slurm tests will skip"; fi; \
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 clean-venv:
