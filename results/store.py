@@ -42,7 +42,10 @@ SCHEMA_VERSION = 1
 
 #: Known tables and the columns that identify a row (latest write wins per key on read).
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    "generation": ("job_id", "step"),
+    # an FID-10K and an FID-50K (or Inception and synthetic scores, other references or samplers) of one
+    # job and step are different results, not re-runs of one another
+    "generation": ("job_id", "step", "n_samples", "extractor", "reference", "sampler_mode", "sampler_steps",
+                   "cfg_scale", "sample_seed"),
     "encoders": ("job_id", "encoder", "dataset"),
     "runs": ("job_id",),
 }

@@ -183,3 +183,16 @@ def test_results_show_cli(tmp_path):
     missing = run(cli, ["results", "show", "--root", str(tmp_path), "--table", "generation", "--no-strict",
                         "--columns", "nope"])
     assert missing.exit_code != 0 and "no column(s) ['nope']" in missing.output
+
+
+def test_generation_rows_of_other_sample_counts_or_extractors_are_kept(tmp_path):
+    from results import ResultStore
+
+    store = ResultStore(tmp_path)
+    base = {"job_id": "train-1", "step": 100, "extractor": "inception", "reference": "adm", "sampler_mode": "sde",
+            "sampler_steps": 250, "cfg_scale": 1.0, "sample_seed": 0}
+    store.write("generation", [{**base, "n_samples": 10000, "fid": 20.0}])
+    store.write("generation", [{**base, "n_samples": 50000, "fid": 19.0}])
+    store.write("generation", [{**base, "n_samples": 50000, "fid": 18.5}])  # a re-run replaces its twin
+    df = store.read("generation").sort_values("n_samples")
+    assert df["fid"].tolist() == [20.0, 18.5]
