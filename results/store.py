@@ -45,7 +45,7 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     # an FID-10K and an FID-50K (or Inception and synthetic scores, other references or samplers) of one
     # job and step are different results, not re-runs of one another
     "generation": ("job_id", "step", "n_samples", "extractor", "reference", "sampler_mode", "sampler_steps",
-                   "cfg_scale", "sample_seed"),
+                   "cfg_scale", "guidance_interval", "sample_seed"),
     "encoders": ("job_id", "encoder", "dataset"),
     "runs": ("job_id",),
 }
