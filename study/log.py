@@ -16,6 +16,21 @@ T = TypeVar("T")
 _CONFIGURED = False
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at emit time (test runners and CLIs swap it after set-up)."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):  # type: ignore[override]
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it
+        pass
+
+
 def setup_logging(level: str | int | None = None) -> None:
     """Configure the root ``repa_study`` logger once (idempotent); ``level`` overrides the environment."""
     global _CONFIGURED
@@ -25,7 +40,7 @@ def setup_logging(level: str | int | None = None) -> None:
     root = logging.getLogger("repa_study")
     root.setLevel(level)
     if not _CONFIGURED:
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S"))
         root.addHandler(handler)
         root.propagate = False
