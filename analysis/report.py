@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import figures
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
 from analysis.correlate import correlate
-from analysis.reference import CITATION, ReferenceData, load_reference
+from analysis.reference import ReferenceData, load_reference
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",

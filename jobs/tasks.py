@@ -26,6 +26,7 @@ from jobs.plan import Job
 from results import ResultStore
 from results.provenance import now_iso
 from study.config import config_hash
+from study.io import atomic_write_json
 from study.log import get_logger
 
 __all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "JobBusyError",
@@ -45,10 +46,7 @@ def job_dir(root: str | Path, job_id: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, indent=1, default=str))
-    os.replace(tmp, path)
+    atomic_write_json(path, data)
 
 
 def read_state(root: str | Path, job_id: str) -> dict[str, Any]:

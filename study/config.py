@@ -126,9 +126,6 @@ def config_hash(cfg: BaseModel | Mapping[str, Any], length: int = 12) -> str:
 
 def dump_config(cfg: BaseModel, path: str | Path) -> Path:
     """Write a resolved config as YAML (atomically), so a run directory records exactly what ran."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
-    tmp.replace(path)
-    return path
+    from study.io import atomic_write_text
+
+    return atomic_write_text(path, yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))

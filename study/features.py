@@ -26,17 +26,17 @@ import hashlib
 import json
 import os
 import re
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Mapping, Sequence
+from typing import Any, Iterator, Mapping
 
 import numpy as np
 import torch
 
 import encoders
 
+from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
 from study.paths import cache_dir
@@ -151,27 +151,13 @@ def feature_cache_dir(key: dict[str, Any], root: str | os.PathLike | None = None
     return base / _SAFE.sub("_", str(key["encoder"]))[:80] / digest
 
 
-def _atomic_write_bytes(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def _atomic_json(path: Path, data: dict[str, Any]) -> None:
-    _atomic_write_bytes(path, lambda fh: fh.write(json.dumps(data, indent=1, sort_keys=True).encode()))
+    atomic_write_json(path, data, sort_keys=True)
 
 
 def _save_chunk(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """Publish one finished chunk atomically (a reader sees the whole chunk or nothing)."""
-    _atomic_write_bytes(path, lambda fh: np.savez(fh, **arrays))
+    atomic_savez(path, **arrays)
 
 
 def _chunk_path(directory: Path, index: int) -> Path:
@@ -199,10 +185,7 @@ def _consolidate(directory: Path, n_chunks: int, meta: dict[str, Any]) -> None:
         dtypes = {k: first[k].dtype for k in names}
     n = meta["n_images"]
     for name in names:
-        final = directory / f"{name}.npy"
-        fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".npy", dir=directory)
-        os.close(fd)
-        try:
+        with atomic_path(directory / f"{name}.npy") as tmp:
             out = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtypes[name], shape=(n, *shapes[name]))
             pos = 0
             for i in range(n_chunks):
@@ -214,10 +197,6 @@ def _consolidate(directory: Path, n_chunks: int, meta: dict[str, Any]) -> None:
                 raise RuntimeError(f"feature chunks in {directory} hold {pos} images, expected {n}")
             out.flush()
             del out
-            os.replace(tmp, final)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
     _atomic_json(directory / "meta.json", {**meta, "arrays": names})
     for i in range(n_chunks):
         _chunk_path(directory, i).unlink(missing_ok=True)

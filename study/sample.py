@@ -11,8 +11,6 @@ drift ``v - w/2 * score``, then a last deterministic step to 0.
 """
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -22,6 +20,7 @@ from torch import nn
 
 from study.distributed import barrier, init_distributed
 from study.flow import score_from_velocity
+from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 
 __all__ = ["sample_images", "sample_run", "save_grid", "sample_dir_name", "sample_seed"]
@@ -115,10 +114,8 @@ def save_grid(images: torch.Tensor, path: str | Path) -> Path:
         r, col = divmod(i, cols)
         canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = arr[i]
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp.png")
-    Image.fromarray(canvas).save(tmp)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp)
     return path
 
 
@@ -185,9 +182,7 @@ def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num
         images = sample_images(sit, labels, seeds=idx, base_seed=seed, codec=codec, path=cfg.flow.path, mode=mode,
                                num_steps=num_steps, cfg_scale=cfg_scale, guidance_interval=guidance_interval,
                                device=info.device)
-        tmp = shard.with_name(shard.stem + ".tmp.npz")
-        np.savez(tmp, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
-        os.replace(tmp, shard)
+        atomic_savez(shard, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
     barrier()
     if info.is_main:
         manifest: dict[str, Any] = {
@@ -196,8 +191,6 @@ def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num
             "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
             "path": cfg.flow.path, "weights": "ema", "config_hash": h, "world_size": info.world_size,
             "shards": [f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks], "created": now_iso(), **provenance()}
-        tmp = out / "manifest.json.tmp"
-        tmp.write_text(json.dumps(manifest, indent=2))
-        os.replace(tmp, out / "manifest.json")
+        atomic_write_json(out / "manifest.json", manifest, indent=2)
     barrier()
     return out

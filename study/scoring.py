@@ -14,6 +14,7 @@ from typing import Any, Iterable, Mapping
 import numpy as np
 
 from study.features import FeatureSet, extract_features, open_data, resolve_device
+from study.io import atomic_path
 from study.log import get_logger
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, METRICS, summarize
 
@@ -123,12 +124,6 @@ def write_rows(rows: Iterable[Mapping[str, Any]], out: str | os.PathLike | None 
     path = Path(out)
     if path.suffix != ".parquet":
         raise ValueError(f"--out must name a .parquet file, got {path}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_path(path) as tmp:
         frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
     return path

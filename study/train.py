@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import time
 from contextlib import nullcontext
@@ -35,6 +34,7 @@ from study.config import ConfigError, StrictModel, apply_overrides, config_hash,
     load_yaml, parse_overrides
 from study.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
 from study.flow import interpolate, sample_time
+from study.io import atomic_torch_save, atomic_write_json, atomic_write_text
 from study.log import get_logger, progress
 from study.data import collate, open_dataset
 from study.data.codecs import GridMismatchError, check_token_grid
@@ -422,13 +422,6 @@ def _stats_dict(codec) -> dict[str, Any] | None:
     return None if stats is None else {"scale": list(stats.scale), "bias": list(stats.bias), "source": stats.source}
 
 
-def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
 def _unwrap(model: nn.Module) -> nn.Module:
     model = getattr(model, "module", model)
     return getattr(model, "_orig_mod", model)
@@ -451,9 +444,7 @@ def _truncate_log(path: Path, step: int) -> None:
     if not path.is_file():
         return
     keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("".join(line + "\n" for line in keep))
-    os.replace(tmp, path)
+    atomic_write_text(path, "".join(line + "\n" for line in keep))
 
 
 def _write_run_header(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> str:
@@ -467,16 +458,14 @@ def _write_run_header(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> str:
             raise ConfigError(f"{run_dir} already holds a run with a different config (hash {config_hash(old)} vs "
                               f"{h}); use a new run directory, or the same config to resume")
     dump_config(cfg, existing)
-    (run_dir / "config_hash").write_text(h + "\n")
+    atomic_write_text(run_dir / "config_hash", h + "\n")
     prov = {**provenance(), "config_hash": h, "seed": cfg.seed, "world_size": info.world_size,
             "device": str(info.device), "torch": torch.__version__, "started_at": now_iso()}
     prov_path = run_dir / "provenance.json"
     history = json.loads(prov_path.read_text()).get("sessions", []) if prov_path.is_file() else []
     prov["sessions"] = history + [{"started_at": prov["started_at"], "git_commit": prov["git_commit"],
                                    "world_size": info.world_size, "host": prov["host"]}]
-    tmp = prov_path.with_name("provenance.json.tmp")
-    tmp.write_text(json.dumps(prov, indent=2))
-    os.replace(tmp, prov_path)
+    atomic_write_json(prov_path, prov, indent=2)
     return h
 
 
@@ -623,7 +612,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
 def _save_checkpoint(model: Denoiser, ema: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, run_dir: Path,
                      step: int, h: str, info: DistInfo, meta: dict[str, Any]) -> None:
     if info.is_main:
-        _atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
+        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
                             "step": step, "data_position": step * cfg.batch_size, "rng": _rng_state(),
                             "config_hash": h, "world_size": info.world_size, "meta": meta},
                            checkpoint_path(run_dir, step))

@@ -3,7 +3,6 @@ import json
 
 import numpy as np
 import pytest
-import torch
 import torch.multiprocessing as mp
 
 import study.train as T

@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from results.provenance import now_iso, provenance
+from study.io import atomic_write_text
 from study.log import get_logger, progress
 
 from .codecs import SDVAECodec
@@ -54,13 +55,6 @@ def shards_of_task(num_shards: int, task: int, num_tasks: int) -> list[int]:
     return list(range(task, num_shards, num_tasks))
 
 
-def _atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as fh:
-        fh.write(text)
-    os.replace(tmp, path)
-
-
 def _write_manifest(split_dir: Path, manifest: dict[str, Any]) -> None:
     path = split_dir / "manifest.json"
     if path.is_file():
@@ -70,7 +64,7 @@ def _write_manifest(split_dir: Path, manifest: dict[str, Any]) -> None:
             raise DatasetError(f"{split_dir} was prepared with different settings ({', '.join(diff)} differ); use "
                                f"another --out or delete {split_dir} to start over")
         return
-    _atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+    atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
 def _write_shard(split_dir: Path, k: int, arrays: dict[str, np.ndarray]) -> None:
@@ -173,7 +167,7 @@ def compute_latent_stats(out: str | Path, split: str = "train") -> Path:
     var = s_mu2 / count - mean ** 2 + s_var / count
     std = var.clamp_min(1e-12).sqrt()
     path = split_dir / "latent_stats.json"
-    _atomic_write_text(path, json.dumps({
+    atomic_write_text(path, json.dumps({
         "latents_scale": (1 / std).tolist(), "latents_bias": mean.tolist(), "latents_mean": mean.tolist(),
         "latents_std": std.tolist(), "num_images": m["num_images"], "codec": m["codec"]["id"],
         "note": "normalise as (z - latents_bias) * latents_scale; moments over posterior samples",

@@ -17,14 +17,12 @@ set equal the ``m``-image set, and the same seed at two sizes draws the same sce
 from __future__ import annotations
 
 import math
-import os
-import tempfile
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
+from study.io import atomic_savez
 from study.log import get_logger
 from study.paths import cache_dir
 
@@ -207,18 +205,7 @@ def make_synthetic(n: int, size: int = 64, num_classes: int = 10, seed: int = 0,
                 log.warning("synthetic cache %s unreadable (%s); regenerating", path, exc)
     images, labels, masks = _generate(n, size, num_classes, seed)
     if path is not None:
-        _atomic_savez(path, images=images.numpy(), labels=labels.numpy(),
-                      masks=np.packbits(masks.numpy(), axis=-1))
+        atomic_savez(path, images=images.numpy(), labels=labels.numpy(),
+                     masks=np.packbits(masks.numpy(), axis=-1))
         log.debug("cached %d synthetic images at %s", n, path)
     return images, labels, masks
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            np.savez(fh, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise

@@ -14,7 +14,6 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
-import os
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
@@ -24,6 +23,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from study.config import StrictModel
+from study.io import atomic_torch_save
 from study.log import get_logger, progress
 from study.paths import cache_dir
 
@@ -192,9 +192,7 @@ def load_synthetic_extractor(dataset: str | Any = "synthetic", cfg: ExtractorCon
         acc = float((model(images).argmax(1) == labels).float().mean())
     meta = {"dataset": str(dataset.id), "config": cfg.model_dump(), "train_accuracy": acc,
             "created_at": now_iso(), **provenance()}
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # concurrent jobs never share a temporary
-    torch.save({"state_dict": model.state_dict(), "num_classes": num_classes, "meta": meta}, tmp)
-    tmp.replace(path)
+    atomic_torch_save({"state_dict": model.state_dict(), "num_classes": num_classes, "meta": meta}, path)
     return SyntheticExtractor(model, key, meta)
 
 

@@ -12,13 +12,14 @@ from __future__ import annotations
 
 import io
 import json
-import os
 import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
 import numpy as np
+
+from study.io import atomic_savez
 
 __all__ = [
     "StatisticsMismatchError", "AdmNpzError", "FeatureStats", "StreamingStats",
@@ -112,7 +113,7 @@ class FeatureStats:
     def save(self, path: str | Path, **meta: Any) -> Path:
         """Write ``mu``, ``sigma`` and a JSON ``meta`` entry (n, extractor, plus ``meta``) atomically."""
         info = {"n": self.n, "extractor": self.extractor, **meta}
-        return _atomic_savez(Path(path), mu=self.mu, sigma=self.sigma, meta=np.array(json.dumps(info, default=str)))
+        return atomic_savez(path, mu=self.mu, sigma=self.sigma, meta=np.array(json.dumps(info, default=str)))
 
     @classmethod
     def load(cls, path: str | Path) -> "FeatureStats":
@@ -267,16 +268,7 @@ def write_adm_npz(path: str | Path, *, images: np.ndarray | None = None, labels:
             arrays[a], arrays[b] = _check_float_stats(np.asarray(va), np.asarray(vb), f"{a}/{b}", where)
     if not arrays:
         raise AdmNpzError(f"{where}: nothing to write (give images and/or statistics)")
-    return _atomic_savez(Path(path), **arrays)
-
-
-def _atomic_savez(path: Path, **arrays: np.ndarray) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **arrays)
-    tmp.replace(path)
-    return path
+    return atomic_savez(path, **arrays)
 
 
 def _npy_header(fp) -> tuple[tuple[int, ...], bool, np.dtype]:
