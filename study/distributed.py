@@ -36,8 +36,9 @@ class DistInfo:
         return self.world_size > 1
 
 
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    """``auto``: the local rank's GPU when CUDA is available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:
+    """``auto``/None: the local rank's GPU when CUDA is available, else CPU; ``cpu``/``cuda``/``cuda:N`` as given."""
+    name = "auto" if name is None else str(name)
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name == "cuda":

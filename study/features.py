@@ -36,6 +36,7 @@ import torch
 
 import encoders
 
+from study.distributed import resolve_device
 from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
@@ -49,13 +50,6 @@ log = get_logger(__name__)
 FORMAT_VERSION = 1
 _ARRAYS = ("mean", "cls", "labels", "fg_tokens", "lds", "cds", "rmsc", "srss")
 _SAFE = re.compile(r"[^A-Za-z0-9_.=-]+")
-
-
-def resolve_device(device: str | torch.device | None = "auto") -> torch.device:
-    """``"auto"``/None -> CUDA when available, else CPU; anything else as given."""
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 # ---------------------------------------------------------------------------------------------- data and masks

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from study.distributed import resolve_device
 from study.log import get_logger
 
 __all__ = ["ProbeResult", "linear_probe", "DEFAULT_L2"]
@@ -45,12 +46,6 @@ class ProbeResult:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def _device(device: str | torch.device | None) -> torch.device:
-    if device is None or str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(device)
 
 
 class _Problem:
@@ -147,7 +142,7 @@ def linear_probe(train_x, train_y, val_x, val_y, *, num_classes: int | None = No
     when given in fp16. ``max_iter`` bounds the L-BFGS iterations per L2 value.
     """
     started = time.perf_counter()
-    dev = _device(device)
+    dev = resolve_device(device)
     if not l2_values:
         raise ValueError("l2_values must name at least one L2 strength")
     if not 0.0 < holdout < 1.0:
