@@ -69,6 +69,7 @@ def plan(spec: SweepSpec) -> list[Job]:
                         "model_overrides": list(size.train_overrides), "method": method,
                         "base": spec.train_base or ("tiny" if spec.dataset.startswith("synthetic") else "imagenet"),
                         "seed": seed, "steps": spec.steps, "train_overrides": list(spec.train_overrides),
+                        "ckpt_keep": sorted(spec.eval_steps),
                     }
                     train = _job("train", identity, size.train, encoder=encoder, model=model_name,
                                  method=method, seed=seed, steps=spec.steps)

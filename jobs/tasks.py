@@ -109,7 +109,8 @@ def train_overrides(job: Job) -> list[str]:
     p = job.params
     return [f"method={p['method']}", f"model.size={p['model_size']}", f"encoder.name={p['encoder']}",
             f"encoder.weights={p['encoder_weights']}", f"data.spec={p['dataset']}", f"seed={p['seed']}",
-            f"steps={p['steps']}", *p["train_overrides"], *p["model_overrides"]]
+            f"steps={p['steps']}", f"ckpt_keep={json.dumps(p.get('ckpt_keep', []))}",
+            *p["train_overrides"], *p["model_overrides"]]
 
 
 def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:

@@ -131,7 +131,9 @@ class TrainConfig(StrictModel):
     grad_accum: int = Field(1, ge=1)
     ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
     seed: int = 0
-    ckpt_every: int = Field(50_000, ge=1)
+    ckpt_every: int = Field(50_000, ge=1)  # resume points (see _prune_checkpoints for which are kept)
+    ckpt_keep_every: int | None = Field(None, ge=1)  # also keep multiples of this; None with no ckpt_keep: keep all
+    ckpt_keep: list[int] = Field(default_factory=list)  # steps always written and kept (e.g. the evaluated ones)
     log_every: int = Field(100, ge=1)
     sample_every: int = Field(0, ge=0)  # 0: no sample grids
     precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
@@ -599,14 +601,35 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
                 log.info("step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", step, *values, last["images_per_s"])
         if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
             _save_grid(cfg, ema, codec, num_classes, run_dir, step, device)
-        if step % cfg.ckpt_every == 0 or step == stop:
+        if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep:
             _save_checkpoint(model, ema, opt, cfg, run_dir, step, h, info, meta)
+            if info.is_main:
+                _prune_checkpoints(cfg, run_dir)
 
     if start >= stop:
         log.info("%s is already at step %d (target %d): nothing to do", run_dir, start, stop)
     barrier()
     return {"run_dir": str(run_dir), "step": step, "checkpoint": str(latest_checkpoint(run_dir)),
             "config_hash": h, **{k: last[k] for k in ("loss", "loss_v", "loss_align") if k in last}}
+
+
+def kept_checkpoint(cfg: TrainConfig, step: int) -> bool:
+    """Whether the checkpoint of ``step`` is kept for good (else it is a resume point, removed once a newer
+    checkpoint exists): the final step, the ``ckpt_keep`` steps and multiples of ``ckpt_keep_every``; every
+    checkpoint when neither is set."""
+    if cfg.ckpt_keep_every is None and not cfg.ckpt_keep:
+        return True
+    return (step == cfg.steps or step in cfg.ckpt_keep
+            or (cfg.ckpt_keep_every is not None and step % cfg.ckpt_keep_every == 0))
+
+
+def _prune_checkpoints(cfg: TrainConfig, run_dir: Path) -> None:
+    """Remove resume-only checkpoints older than the newest one (a SiT-XL/2 checkpoint is about 11 GB)."""
+    ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    for path in ckpts[:-1]:
+        step = int(path.stem.split("_")[1])
+        if not kept_checkpoint(cfg, step):
+            path.unlink(missing_ok=True)
 
 
 def _save_checkpoint(model: Denoiser, ema: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, run_dir: Path,

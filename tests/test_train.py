@@ -163,3 +163,16 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
         assert (rb["loss"], rb["grad_norm"]) == pytest.approx((ra["loss"], ra["grad_norm"]), rel=1e-5)
     with pytest.raises(ConfigError, match="divisible"):
         T.train(smoke_config(*base, "grad_accum=3"), tmp_path / "bad")
+
+
+def test_resume_points_are_pruned_and_kept_steps_stay(tmp_path):
+    """Only the newest resume checkpoint survives; ckpt_keep steps and the final step are written and kept."""
+    from study.train import load_train_config, train
+
+    cfg = load_train_config("smoke", ["steps=12", "ckpt_every=5", "ckpt_keep=[3, 7]", "threads=1"])
+    train(cfg, tmp_path / "run", max_steps=11)
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step_0000003.pt", "step_0000007.pt", "step_0000011.pt"]  # 5 and 10 were resume points
+    train(cfg, tmp_path / "run")  # resumes from 11 and finishes
+    assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
+        "step_0000003.pt", "step_0000007.pt", "step_0000012.pt"]
