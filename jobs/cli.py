@@ -4,6 +4,7 @@ Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -36,12 +37,26 @@ def _register_all() -> None:
 _register_all()
 
 
+_OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) carry actionable messages;
+    anything else is a bug and keeps its traceback."""
+    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+
+
 def main() -> None:
     try:
         cli(standalone_mode=True)
     except KeyboardInterrupt:  # pragma: no cover - interactive
         click.echo("interrupted", err=True)
         sys.exit(130)
+    except Exception as exc:
+        if not _is_user_error(exc) or os.environ.get("REPA_STUDY_LOG", "").upper() == "DEBUG":
+            raise
+        click.echo(f"Error: {exc}", err=True)
+        sys.exit(1)
 
 
 if __name__ == "__main__":  # pragma: no cover
