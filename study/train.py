@@ -17,6 +17,8 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from copy import deepcopy
@@ -555,62 +557,117 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     tick, images_seen = time.perf_counter(), 0
     step = start
     model.train()
-    for batch in progress(loader, desc=f"train {run_dir.name}", total=stop - start, unit="step"):
-        sl = slice(info.rank * local, (info.rank + 1) * local)
-        draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
-                                                             cfg.model.class_dropout, posterior=latent).items()}
-        images = batch["image"].to(device, non_blocking=True)
-        labels = batch["label"].to(device, non_blocking=True)
-        moments = batch["moments"].to(device, non_blocking=True) if "moments" in batch else None
-        lr = cfg.optim.lr * min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else cfg.optim.lr
-        for group in opt.param_groups:
-            group["lr"] = lr
-        sums = torch.zeros(3, device=device)
-        for i in range(cfg.grad_accum):
-            mb = slice(i * micro, (i + 1) * micro)
-            sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else ddp.no_sync()
-            with sync:
-                loss, loss_v, loss_a = stepper.losses(
-                    images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], autocast,
-                    moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None)
-                (loss / cfg.grad_accum).backward()
-            sums += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
-        sums = all_reduce_mean(sums)
-        values = sums.tolist()
-        if not all(math.isfinite(v) for v in values):
-            good = latest_checkpoint(run_dir)
-            raise NonFiniteLossError(
-                f"non-finite loss at step {step + 1} (loss {values[0]}, loss_v {values[1]}, loss_align "
-                f"{values[2]}); the run stopped without updating the model. Last good checkpoint: "
-                f"{good or 'none'}. Lower optim.lr, check the data/codec, or use precision=fp32.")
-        grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                   cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        _update_ema(ema, model.sit, cfg.ema_decay)
-        step += 1
-        images_seen += cfg.batch_size
-        if step % cfg.log_every == 0 or step == stop:
-            now = time.perf_counter()
-            last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
-                    "grad_norm": float(grad_norm), "images_per_s": images_seen / max(now - tick, 1e-9), "lr": lr}
-            tick, images_seen = now, 0
-            if info.is_main:
-                with open(run_dir / "log.jsonl", "a") as fh:
-                    fh.write(json.dumps(last) + "\n")
-                log.info("step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", step, *values, last["images_per_s"])
-        if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
-            _save_grid(cfg, ema, codec, num_classes, run_dir, step, device)
-        if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep:
-            _save_checkpoint(model, ema, opt, cfg, run_dir, step, h, info, meta)
-            if info.is_main:
-                _prune_checkpoints(cfg, run_dir)
+    with PreemptionSave() as preempt:
+        for batch in progress(loader, desc=f"train {run_dir.name}", total=stop - start, unit="step"):
+            sl = slice(info.rank * local, (info.rank + 1) * local)
+            draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
+                                                                 cfg.model.class_dropout, posterior=latent).items()}
+            images = batch["image"].to(device, non_blocking=True)
+            labels = batch["label"].to(device, non_blocking=True)
+            moments = batch["moments"].to(device, non_blocking=True) if "moments" in batch else None
+            warm = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
+            lr = cfg.optim.lr * warm
+            for group in opt.param_groups:
+                group["lr"] = lr
+            sums = torch.zeros(4, device=device)
+            for i in range(cfg.grad_accum):
+                mb = slice(i * micro, (i + 1) * micro)
+                sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else ddp.no_sync()
+                with sync:
+                    loss, loss_v, loss_a = stepper.losses(
+                        images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], autocast,
+                        moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None)
+                    (loss / cfg.grad_accum).backward()
+                sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
+            sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step
+            sums = all_reduce_mean(sums)
+            values = sums.tolist()
+            if not all(math.isfinite(v) for v in values):
+                good = latest_checkpoint(run_dir)
+                raise NonFiniteLossError(
+                    f"non-finite loss at step {step + 1} (loss {values[0]}, loss_v {values[1]}, loss_align "
+                    f"{values[2]}); the run stopped without updating the model. Last good checkpoint: "
+                    f"{good or 'none'}. Lower optim.lr, check the data/codec, or use precision=fp32.")
+            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
+                                                       cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            _update_ema(ema, model.sit, cfg.ema_decay)
+            step += 1
+            images_seen += cfg.batch_size
+            if step % cfg.log_every == 0 or step == stop:
+                now = time.perf_counter()
+                last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
+                        "grad_norm": float(grad_norm), "images_per_s": images_seen / max(now - tick, 1e-9), "lr": lr}
+                tick, images_seen = now, 0
+                if info.is_main:
+                    with open(run_dir / "log.jsonl", "a") as fh:
+                        fh.write(json.dumps(last) + "\n")
+                    log.info("step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", step, *values[:3],
+                             last["images_per_s"])
+            if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
+                _save_grid(cfg, ema, codec, num_classes, run_dir, step, device)
+            preempted = values[3] > 0
+            if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or preempted:
+                _save_checkpoint(model, ema, opt, cfg, run_dir, step, h, info, meta)
+                if info.is_main:
+                    _prune_checkpoints(cfg, run_dir)
+            if preempted:
+                preempt.hand_over()
 
     if start >= stop:
         log.info("%s is already at step %d (target %d): nothing to do", run_dir, start, stop)
     barrier()
     return {"run_dir": str(run_dir), "step": step, "checkpoint": str(latest_checkpoint(run_dir)),
             "config_hash": h, **{k: last[k] for k in ("loss", "loss_v", "loss_align") if k in last}}
+
+
+class PreemptionSave:
+    """Turns SIGUSR2 (submitit's preemption / time-out signal) and SIGTERM into a checkpoint at the end of the
+    current step, then hands the signal to the handler installed before (submitit's requeue, or the default:
+    terminate). Without it a preempted job loses up to ``ckpt_every`` steps."""
+
+    SIGNALS = ("SIGUSR2", "SIGTERM")
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    def __enter__(self) -> "PreemptionSave":
+        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
+            for name in self.SIGNALS:
+                sig = getattr(signal, name, None)
+                if sig is not None:
+                    self._previous[sig] = signal.signal(sig, self._note)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self._restore()
+
+    def _note(self, signum: int, frame: Any) -> None:
+        self.signum = signum
+        log.warning("received %s: saving a checkpoint at the end of this step", signal.Signals(signum).name)
+
+    def _restore(self) -> None:
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    @property
+    def requested(self) -> float:
+        return 0.0 if self.signum is None else 1.0
+
+    def hand_over(self) -> None:
+        """Deliver the noted signal to the previous handler; if that returns, keep watching."""
+        signum, self.signum = self.signum, None
+        if signum is None:  # another rank was signalled: it hands over, this one saved with it
+            return
+        previous = self._previous.get(signum)
+        self._restore()
+        if callable(previous):
+            previous(signum, None)
+        elif previous == signal.SIG_DFL:
+            signal.raise_signal(signum)
+        self.__enter__()
 
 
 def kept_checkpoint(cfg: TrainConfig, step: int) -> bool:

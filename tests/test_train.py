@@ -176,3 +176,41 @@ def test_resume_points_are_pruned_and_kept_steps_stay(tmp_path):
     train(cfg, tmp_path / "run")  # resumes from 11 and finishes
     assert sorted(p.name for p in (tmp_path / "run" / "checkpoints").iterdir()) == [
         "step_0000003.pt", "step_0000007.pt", "step_0000012.pt"]
+
+
+def test_preemption_signal_saves_at_the_step_boundary_then_hands_over(tmp_path, monkeypatch):
+    """SIGUSR2 mid-run (submitit's preemption signal): a checkpoint of the finished step, then the previous
+    handler (submitit's requeue; here one that stops the run) gets the signal."""
+    import signal
+
+    class Requeued(Exception):
+        pass
+
+    calls = []
+
+    def previous_handler(signum, frame):
+        calls.append(signum)
+        raise Requeued
+
+    real_noise, seen = T.step_noise, []
+
+    def noise_then_signal(seed, step, *args, **kwargs):
+        seen.append(step)
+        if step == 4:  # during the 5th step
+            signal.raise_signal(signal.SIGUSR2)
+        return real_noise(seed, step, *args, **kwargs)
+
+    monkeypatch.setattr(T, "step_noise", noise_then_signal)
+    old = signal.signal(signal.SIGUSR2, previous_handler)
+    try:
+        cfg = smoke_config("steps=50", "ckpt_every=100")
+        with pytest.raises(Requeued):
+            T.train(cfg, tmp_path / "run")
+        assert calls == [signal.SIGUSR2] and seen[-1] == 4
+        assert [p.name for p in (tmp_path / "run" / "checkpoints").iterdir()] == ["step_0000005.pt"]
+        assert signal.getsignal(signal.SIGUSR2) is previous_handler  # ours is removed again
+        monkeypatch.setattr(T, "step_noise", real_noise)
+        out = T.train(cfg, tmp_path / "run", max_steps=6)  # the requeued job resumes at step 5
+        assert out["step"] == 6
+    finally:
+        signal.signal(signal.SIGUSR2, old)
