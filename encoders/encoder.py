@@ -48,10 +48,10 @@ def _resolve(name: str) -> tuple[EncoderSpec, Variant]:
     return spec, variant
 
 
-def cache_key(name: str, weights: str) -> str:
-    """The feature-cache key of ``get_encoder(name, weights)``, without building the model."""
+def cache_key(name: str, weights: str, bf16: bool = False) -> str:
+    """The feature-cache key of ``get_encoder(name, weights, bf16=bf16)``, without building the model."""
     spec, variant = _resolve(name)
-    return f"{spec.name}{variant.suffix}|{weights}|{spec.fingerprint()}"
+    return f"{spec.name}{variant.suffix}|{weights}|{spec.fingerprint()}" + ("|bf16" if bf16 else "")
 
 
 class Encoder:
@@ -90,8 +90,8 @@ class Encoder:
 
     @property
     def cache_key(self) -> str:
-        """Encoder + variant + weights + entry fingerprint (preprocessing included): keys feature caches."""
-        return f"{self.name}|{self.weights}|{self.spec.fingerprint()}"
+        """Encoder + variant + weights + entry fingerprint (preprocessing included) + bf16: keys feature caches."""
+        return f"{self.name}|{self.weights}|{self.spec.fingerprint()}" + ("|bf16" if self.bf16 else "")
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 ``[B, 3, H, W]`` -> resized to ``input_res`` and normalised float32."""

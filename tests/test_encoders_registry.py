@@ -233,3 +233,5 @@ def test_random_init_is_seeded_per_entry_and_leaves_global_rng_alone():
     wa, wb, wc = (e.model.patch_embed.proj.weight for e in (a, b, c))
     assert torch.equal(wa, wb) and not torch.equal(wa, wc)
     assert encoders.cache_key("dinov2-vit-b@clsmix=0.3", "tiny") == b.cache_key != a.cache_key
+    bf16 = get_encoder("dinov2-vit-b", weights="tiny", bf16=True)
+    assert bf16.cache_key == encoders.cache_key("dinov2-vit-b", "tiny", bf16=True) != a.cache_key
