@@ -223,7 +223,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
                      weights: str = "pretrained", device: str | torch.device | None = "auto", batch_size: int = 64,
                      chunk_size: int = 2048, num_workers: int | None = None, masks: str | os.PathLike | None = None,
                      far: int = DEFAULT_FAR, dmax: int = DEFAULT_DMAX, near: int = DEFAULT_NEAR,
-                     cache_root: str | os.PathLike | None = None) -> FeatureSet:
+                     cache_root: str | os.PathLike | None = None, bf16: bool = False) -> FeatureSet:
     """Extract (or load from the cache, or resume) the features of ``encoder`` on ``data``/``split``.
 
     ``encoder`` is a name (``NAME`` or ``NAME@clsmix=ALPHA``, built with ``weights`` on ``device``) or an
@@ -238,7 +238,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     mask_source = _mask_source(dataset)
     device = resolve_device(device)
     if isinstance(encoder, str):
-        enc, enc_name, cache_key = None, encoder, encoders.cache_key(encoder, weights)
+        enc, enc_name, cache_key = None, encoder, encoders.cache_key(encoder, weights, bf16=bf16)
         num_tokens = encoders.get_spec(encoder).num_tokens
     else:
         enc, enc_name, cache_key = encoder, encoder.name, encoder.cache_key
@@ -265,7 +265,7 @@ def extract_features(encoder: Any, data: Any, split: str = "train", limit: int |
     started = time.perf_counter()
     if pending:
         if enc is None:
-            enc = encoders.get_encoder(enc_name, weights=weights, device=device)
+            enc = encoders.get_encoder(enc_name, weights=weights, device=device, bf16=bf16)
         if n_chunks - len(pending):
             log.info("resuming feature extraction of %s: %d of %d chunks already done", enc_name,
                      n_chunks - len(pending), n_chunks)

@@ -47,7 +47,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
                   batch_size: int = 64, num_workers: int | None = None, seed: int = 0,
                   srss_min_fraction: float = 0.0, far: int = DEFAULT_FAR, dmax: int = DEFAULT_DMAX,
                   near: int = DEFAULT_NEAR, cache_root: str | os.PathLike | None = None,
-                  job_id: str | None = None) -> dict[str, Any]:
+                  job_id: str | None = None, bf16: bool = False) -> dict[str, Any]:
     """One ``encoders``-table row for encoder ``name`` (``NAME`` or ``NAME@clsmix=ALPHA``) on ``data``.
 
     Spatial metrics come from ``split`` (``limit`` images, default all); the probe trains on ``train_split``
@@ -60,7 +60,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
     started = time.perf_counter()
     dev = resolve_device(device)
     common = dict(weights=weights, device=dev, batch_size=batch_size, num_workers=num_workers, far=far, dmax=dmax,
-                  near=near, cache_root=cache_root)
+                  near=near, cache_root=cache_root, bf16=bf16)
     dataset = open_data(data, split, masks)
     t0 = time.perf_counter()
     evalset = extract_features(name, dataset, split, limit, **common)

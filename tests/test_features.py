@@ -152,3 +152,12 @@ def test_random_init_encoders_are_the_same_in_every_build():
     b = build_encoder(f"{ENCODER}@clsmix=0", "tiny").encode(images)
     torch.testing.assert_close(a["patch"], b["patch"])
     torch.testing.assert_close(a["cls"], b["cls"])
+
+
+def test_bf16_features_are_cached_apart_from_fp32(tmp_path):
+    fp32 = extract_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
+                            batch_size=8, cache_root=tmp_path)
+    bf16 = extract_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
+                            batch_size=8, cache_root=tmp_path, bf16=True)
+    assert fp32.path != bf16.path and bf16.meta["cache_key"].endswith("|bf16")
+    assert np.allclose(np.asarray(fp32.mean, dtype=np.float32), np.asarray(bf16.mean, dtype=np.float32), atol=0.1)

@@ -22,6 +22,7 @@ def _user_errors():
 
 
 def _common(fn):
+    fn = click.option("--bf16", is_flag=True, help="Run the encoder under bf16 autocast (cached apart from fp32).")(fn)
     fn = click.option("--weights", type=WEIGHTS, default="pretrained", show_default=True,
                       help="Encoder weights; 'tiny' = offline random-init stand-ins (tests, embedded study).")(fn)
     fn = click.option("--device", default="auto", show_default=True, help="cuda, cpu, cuda:1, or auto.")(fn)
@@ -42,13 +43,13 @@ def _common(fn):
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None,
               help="Folder of foreground masks aligned with the images by file name (for SRSS).")
 def features_cmd(name: str, data: str, split: str, limit: int | None, weights: str, device: str, batch_size: int,
-                 num_workers: int | None, masks: str | None) -> None:
+                 num_workers: int | None, masks: str | None, bf16: bool) -> None:
     """Extract NAME's pooled features and per-image spatial metrics on DATA/SPLIT into the cache (resumable)."""
     from study.features import extract_features
 
     with _user_errors():
         fs = extract_features(name, data, split, limit, weights=weights, device=device, batch_size=batch_size,
-                              num_workers=num_workers, masks=masks)
+                              num_workers=num_workers, masks=masks, bf16=bf16)
     click.echo(f"{fs.meta['encoder']} on {fs.meta['dataset']} ({split}): {fs.n} images, dim {fs.meta['embed_dim']}, "
                f"cls {'yes' if fs.cls is not None else 'no'}, masks {fs.meta['masks']}")
     click.echo(f"cache: {fs.path}")
@@ -72,7 +73,7 @@ def features_cmd(name: str, data: str, split: str, limit: int | None, weights: s
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
 def score_cmd(names: tuple[str, ...], data: str, split: str, limit: int | None, weights: str, device: str,
               batch_size: int, num_workers: int | None, masks: str | None, train_limit: int | None, no_probe: bool,
-              srss_min_fraction: float, seed: int, out: str | None, as_json: bool) -> None:
+              srss_min_fraction: float, seed: int, out: str | None, as_json: bool, bf16: bool) -> None:
     """Score encoders: LDS, CDS, SRSS, RMSC and linear-probe top-1, one row per NAME (or NAME@clsmix=ALPHA)."""
     from study.scoring import score_encoder, write_rows
 
@@ -81,7 +82,7 @@ def score_cmd(names: tuple[str, ...], data: str, split: str, limit: int | None, 
         with _user_errors():
             row = score_encoder(name, data, split=split, limit=limit, masks=masks, probe=not no_probe,
                                 weights=weights, train_limit=train_limit, device=device, batch_size=batch_size,
-                                num_workers=num_workers, seed=seed, srss_min_fraction=srss_min_fraction)
+                                num_workers=num_workers, seed=seed, srss_min_fraction=srss_min_fraction, bf16=bf16)
         rows.append(row)
         if not as_json:
             click.echo(_line(row))
