@@ -23,7 +23,11 @@ def _label(col: str) -> str:
     return AXIS_LABELS.get(col, col)
 
 
-def _save(fig: plt.Figure, path: Path) -> Path:
+def _save(fig: plt.Figure, path: Path, title: str = "") -> Path:
+    """Title, lay out, write and close a figure."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=DPI, bbox_inches="tight")
@@ -77,10 +81,7 @@ def correlation_panel(points: pd.DataFrame, x_cols: Sequence[str], y: str, path:
                               annotate=annotate, r_pos=(0.97, 0.95 - 0.09 * i))
         ax.set_xlabel(_label(x))
     axes[0][0].set_ylabel(_label(y))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def method_comparison(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Path:
@@ -104,10 +105,7 @@ def method_comparison(df: pd.DataFrame, y: str, path: Path, *, title: str = "") 
         for lbl in ax.get_xticklabels():
             lbl.set_horizontalalignment("right")
         ax.legend(title="method", fontsize=7, title_fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, title)
 
 
 def convergence(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Path:
@@ -124,7 +122,4 @@ def convergence(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Pat
         ax.set_xlabel("training step")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return _save(fig, path)
+    return _save(fig, path, title)
