@@ -5,12 +5,12 @@
 """
 from .build import MissingWeightsError, build_model, trunk_params, weights_dir
 from .check import check_encoder
-from .encoder import Encoder, UnknownEncoderError, cache_key, get_encoder, get_spec, list_encoders
+from .encoder import Encoder, UnknownEncoderError, cache_key, get_encoder, get_spec, list_encoders, resolve_name
 from .spec import CatalogError, EncoderSpec, load_catalog, parse_catalog
 from .variants import parse_variant
 
 __all__ = [
     "Encoder", "EncoderSpec", "cache_key", "CatalogError", "MissingWeightsError", "UnknownEncoderError", "build_model",
-    "check_encoder", "get_encoder", "get_spec", "list_encoders", "load_catalog", "parse_catalog", "parse_variant",
+    "check_encoder", "get_encoder", "get_spec", "list_encoders", "load_catalog", "parse_catalog", "parse_variant", "resolve_name",
     "trunk_params", "weights_dir",
 ]

@@ -38,8 +38,9 @@ def get_spec(name: str) -> EncoderSpec:
     return catalog[base]
 
 
-def _resolve(name: str) -> tuple[EncoderSpec, Variant]:
-    """The entry and the validated variant of ``name``."""
+def resolve_name(name: str) -> tuple[EncoderSpec, Variant]:
+    """The entry and the validated variant of ``name``: raises UnknownEncoderError (with the closest names) or
+    ValueError (a malformed variant, or CLS mixing on an entry without a CLS token)."""
     variant = parse_variant(name)
     spec = get_spec(name)
     if variant.clsmix is not None and spec.cls_index is None:
@@ -50,7 +51,7 @@ def _resolve(name: str) -> tuple[EncoderSpec, Variant]:
 
 def cache_key(name: str, weights: str, bf16: bool = False) -> str:
     """The feature-cache key of ``get_encoder(name, weights, bf16=bf16)``, without building the model."""
-    spec, variant = _resolve(name)
+    spec, variant = resolve_name(name)
     return f"{spec.name}{variant.suffix}|{weights}|{spec.fingerprint()}" + ("|bf16" if bf16 else "")
 
 
@@ -150,6 +151,6 @@ def get_encoder(name: str, weights: Literal["pretrained", "random", "tiny"] = "p
     """Build the encoder ``name`` (a catalog entry, optionally ``NAME@clsmix=ALPHA``) ready for ``encode``."""
     if weights not in WEIGHTS_MODES or weights == "meta":
         raise ValueError(f"weights must be 'pretrained', 'random' or 'tiny', got {weights!r}")
-    spec, variant = _resolve(name)
+    spec, variant = resolve_name(name)
     model = build_model(spec, weights).to(device)
     return Encoder(spec, model, weights, device=device, variant=variant, bf16=bf16)

@@ -41,5 +41,5 @@ def parse_variant(name: str) -> Variant:
     except ValueError:
         raise ValueError(f"{name!r}: ALPHA must be a number, got {raw!r}") from None
     if not 0.0 <= alpha <= 1.0:
-        raise ValueError(f"{name!r}: ALPHA must lie in [0, 1] (the paper uses 0 to 0.5), got {alpha}")
+        raise ValueError(f"{name!r}: ALPHA must be within [0, 1] (the paper uses 0 to 0.5), got {alpha}")
     return Variant(base, clsmix=alpha, clsmix_form=VARIANT_KEYS[key])

@@ -10,7 +10,8 @@ from typing import Any, Literal
 
 from pydantic import Field
 
-from jobs.spec import Resources, SweepSpec, known_encoders
+import encoders
+from jobs.spec import Resources, SweepSpec
 from study.config import StrictModel, config_hash
 
 __all__ = ["Job", "plan", "STAGES", "plan_table"]
@@ -47,9 +48,7 @@ def _scoring_encoders(spec: SweepSpec) -> list[str]:
     if chosen == "trained":
         return list(spec.encoders)
     if chosen == "all":
-        known = known_encoders()
-        if known is None:
-            raise RuntimeError("scoring.encoders: 'all' needs the encoder registry (`encoders` package)")
+        known = encoders.list_encoders()
         # the catalog's entries plus any trained variants (e.g. NAME@clsmix=A) not already listed
         return list(known) + [e for e in spec.encoders if e not in known]
     return list(chosen)

@@ -6,7 +6,6 @@ rejected before anything is submitted. See docs/cluster.md for the format.
 """
 from __future__ import annotations
 
-import difflib
 import os
 import re
 from pathlib import Path
@@ -14,14 +13,13 @@ from typing import Iterable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
+import encoders
 from study.config import ConfigError, StrictModel, load_config
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
-           "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path", "SWEEPS_DIR",
-           "parse_encoder_name"]
+           "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path", "SWEEPS_DIR"]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
-_CLSMIX = re.compile(r"^clsmix=(?P<alpha>[0-9]*\.?[0-9]+)$")
 
 
 class SpecError(ConfigError):
@@ -159,40 +157,13 @@ def load_spec(spec: str | Path, overrides: Iterable[str] = ()) -> SweepSpec:
     return cfg
 
 
-def parse_encoder_name(name: str) -> tuple[str, float | None]:
-    """``'dinov2-vit-b@clsmix=0.5'`` -> ``('dinov2-vit-b', 0.5)``; a plain name -> ``(name, None)``."""
-    base, _, variant = name.partition("@")
-    if not variant:
-        return base, None
-    match = _CLSMIX.match(variant)
-    if not match:
-        raise SpecError(f"encoder {name!r}: unknown variant {variant!r} (supported: NAME@clsmix=ALPHA, 0<=ALPHA<=1)")
-    alpha = float(match["alpha"])
-    if not 0.0 <= alpha <= 1.0:
-        raise SpecError(f"encoder {name!r}: clsmix alpha must be within [0, 1], got {alpha}")
-    return base, alpha
-
-
-def known_encoders() -> list[str] | None:
-    """The catalog's names, or None when the encoder registry cannot be imported (checked later then)."""
-    try:
-        import encoders
-        return list(encoders.list_encoders())
-    except (ImportError, AttributeError):
-        return None
-
-
-def _check_names(names: Iterable[str], known: list[str] | None, where: str, errors: list[str]) -> None:
+def _check_names(names: Iterable[str], where: str, errors: list[str]) -> None:
+    """Every name must resolve exactly as ``encoders.get_encoder`` will resolve it at run time."""
     for name in names:
         try:
-            base, _ = parse_encoder_name(name)
-        except SpecError as exc:
+            encoders.resolve_name(name)
+        except (encoders.UnknownEncoderError, ValueError) as exc:
             errors.append(f"{where}: {exc}")
-            continue
-        if known is not None and base not in known:
-            close = difflib.get_close_matches(base, known, n=3)
-            hint = f" (did you mean {', '.join(close)}?)" if close else " (see `repa-study encoders list`)"
-            errors.append(f"{where}: unknown encoder {base!r}{hint}")
 
 
 def _local_gpus() -> int:
@@ -230,10 +201,9 @@ def _training_presets() -> list[str]:
 def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
     errors: list[str] = []
-    known = known_encoders()
-    _check_names(spec.encoders, known, f"{where}: encoders", errors)
+    _check_names(spec.encoders, f"{where}: encoders", errors)
     if isinstance(spec.scoring.encoders, list):
-        _check_names(spec.scoring.encoders, known, f"{where}: scoring.encoders", errors)
+        _check_names(spec.scoring.encoders, f"{where}: scoring.encoders", errors)
     for name, size in spec.models.items():
         _check_resources(size.train, spec.executor, f"{where}: models.{name}.train", errors)
         _check_resources(size.eval, spec.executor, f"{where}: models.{name}.eval", errors)

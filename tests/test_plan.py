@@ -8,7 +8,7 @@ import yaml
 from click.testing import CliRunner
 
 from jobs.plan import plan, plan_table
-from jobs.spec import SWEEPS_DIR, SpecError, load_spec, parse_encoder_name
+from jobs.spec import SWEEPS_DIR, SpecError, load_spec
 
 
 def _smoke_dict() -> dict:
@@ -112,9 +112,12 @@ def test_unknown_spec_name_lists_shipped_sweeps():
         load_spec("no-such-sweep")
 
 
-def test_parse_encoder_name():
-    assert parse_encoder_name("dinov2-vit-b") == ("dinov2-vit-b", None)
-    assert parse_encoder_name("dinov2-vit-b@clsmix=0.25") == ("dinov2-vit-b", 0.25)
+def test_encoder_names_resolve_as_the_registry_does():
+    """Both CLS-mix forms are accepted; CLS mixing on an entry without a CLS token is rejected before submitting."""
+    spec = load_spec("smoke", ["encoders=[dinov2-vit-b, dinov2-vit-b@clsmix=0.25, dinov2-vit-b@clsmixc=0.2]"])
+    assert spec.encoders[2] == "dinov2-vit-b@clsmixc=0.2"
+    with pytest.raises(SpecError, match="siglip-vit-b has no CLS token"):
+        load_spec("smoke", ["encoders=[siglip-vit-b@clsmix=0.5]"])
 
 
 def test_slurm_spec_checks_node_limits():
