@@ -66,12 +66,9 @@ def open_data(data: Any, split: str, masks: str | os.PathLike | None = None) -> 
             raise KeyError(f"no {split!r} split among the given datasets {sorted(data)}")
         data = data[split]
     if isinstance(data, (str, os.PathLike)):
-        try:
-            from study.data import open_dataset
-        except ImportError as exc:  # the data stage has not landed
-            raise RuntimeError(f"cannot open dataset {str(data)!r}: study.data.open_dataset is unavailable "
-                               f"({exc})") from exc
-        return open_dataset(str(data), split, masks=masks) if masks is not None else open_dataset(str(data), split)
+        from study.data import open_dataset
+
+        return open_dataset(str(data), split, masks=masks)
     if masks is not None:
         raise ValueError("masks= works with a dataset spec (a folder); a dataset object brings its own masks")
     if not hasattr(data, "__getitem__") or not hasattr(data, "__len__"):
