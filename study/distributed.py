@@ -7,15 +7,17 @@ The backend is nccl on GPU and gloo on CPU; each rank uses the GPU of its local 
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from dataclasses import dataclass
+from typing import Iterator
 
 import torch
 import torch.distributed as dist
 
 from study.log import get_logger
 
-__all__ = ["DistInfo", "init_distributed", "all_reduce_mean", "barrier", "resolve_device"]
+__all__ = ["DistInfo", "init_distributed", "all_reduce_mean", "barrier", "resolve_device", "cpu_threads"]
 
 log = get_logger(__name__)
 
@@ -34,6 +36,17 @@ class DistInfo:
     @property
     def distributed(self) -> bool:
         return self.world_size > 1
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int) -> Iterator[None]:
+    """Run the block with ``n`` torch CPU threads, then restore the previous count."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0) -> torch.device:

@@ -22,7 +22,6 @@ never visible.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import re
@@ -36,6 +35,7 @@ import torch
 
 import encoders
 
+from study.config import config_hash
 from study.distributed import resolve_device
 from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
@@ -136,8 +136,7 @@ class FeatureSet:
 
 def feature_cache_dir(key: dict[str, Any], root: str | os.PathLike | None = None) -> Path:
     """The cache folder of an extraction described by ``key`` (a JSON-able dict)."""
-    blob = json.dumps({**key, "format": FORMAT_VERSION}, sort_keys=True, default=str)
-    digest = hashlib.sha256(blob.encode()).hexdigest()[:20]
+    digest = config_hash({**key, "format": FORMAT_VERSION}, length=20)
     base = Path(root) if root is not None else cache_dir("features")
     return base / _SAFE.sub("_", str(key["encoder"]))[:80] / digest
 

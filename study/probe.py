@@ -22,7 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.distributed import resolve_device
+from study.distributed import cpu_threads, resolve_device
 from study.log import get_logger
 
 __all__ = ["ProbeResult", "linear_probe", "DEFAULT_L2"]
@@ -124,12 +124,8 @@ def _threads_for(work: float, device: torch.device):
     if device.type != "cpu" or work > 5e7 or torch.get_num_threads() == 1:
         yield
         return
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with cpu_threads(1):
         yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def linear_probe(train_x, train_y, val_x, val_y, *, num_classes: int | None = None,

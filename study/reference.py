@@ -14,7 +14,6 @@ with a ``meta.json`` recording provenance; ``meta.json`` is written last, so a h
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 from dataclasses import dataclass, field
@@ -24,6 +23,7 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from study.config import config_hash
 from study.log import get_logger
 from study.metrics.extractor import FeatureExtractor, extract_features, iter_features
 from study.metrics.fid import FeatureStats, StreamingStats, iter_npz_images, npz_image_count, read_adm_npz
@@ -52,7 +52,7 @@ class Reference:
 
 
 def _key(*parts: Any) -> str:
-    return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return config_hash({"parts": parts}, length=16)
 
 
 def _load_cached(folder: Path, rid: str, extractor: FeatureExtractor) -> Reference | None:

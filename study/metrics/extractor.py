@@ -11,9 +11,6 @@ under ``cache_dir("extractors")``. Its Fréchet distance is reported as ``fd_syn
 """
 from __future__ import annotations
 
-import contextlib
-import hashlib
-import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
@@ -22,7 +19,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from study.config import StrictModel
+from study.config import StrictModel, config_hash
+from study.distributed import cpu_threads
 from study.io import atomic_torch_save
 from study.log import get_logger, progress
 from study.paths import cache_dir
@@ -92,16 +90,6 @@ class SmallCNN(nn.Module):
         return self.head(self.features(images))
 
 
-@contextlib.contextmanager
-def _single_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(n)
-
-
 def train_small_cnn(images: torch.Tensor, labels: torch.Tensor, num_classes: int,
                     cfg: ExtractorConfig | None = None) -> SmallCNN:
     """Train :class:`SmallCNN` on uint8 images ``[N,3,H,W]``; bit-identical for identical inputs and config."""
@@ -109,7 +97,7 @@ def train_small_cnn(images: torch.Tensor, labels: torch.Tensor, num_classes: int
     if images.dtype != torch.uint8 or images.ndim != 4:
         raise ValueError(f"expected uint8 images [N,3,H,W], got {images.dtype} {tuple(images.shape)}")
     labels = torch.as_tensor(labels, dtype=torch.long)
-    with _single_thread(), torch.random.fork_rng(devices=[]):
+    with cpu_threads(1), torch.random.fork_rng(devices=[]):
         torch.manual_seed(cfg.seed)
         model = SmallCNN(num_classes, cfg.width, cfg.dim, cfg.input_size)
         x = model.preprocess(images)  # once: resizing every epoch would dominate
@@ -154,8 +142,7 @@ class SyntheticExtractor:
 
 
 def _cache_key(dataset_id: str, cfg: ExtractorConfig) -> str:
-    blob = json.dumps({"dataset": dataset_id, "cfg": cfg.model_dump(), "v": _CODE_VERSION}, sort_keys=True)
-    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+    return config_hash({"dataset": dataset_id, "cfg": cfg.model_dump(), "v": _CODE_VERSION})
 
 
 def _dataset_tensors(dataset: Any, limit: int) -> tuple[torch.Tensor, torch.Tensor, int]:
