@@ -4,8 +4,7 @@ Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves
 """
 from __future__ import annotations
 
-import os
-import sys
+import logging
 
 import click
 
@@ -15,7 +14,28 @@ from study.log import setup_logging
 COMMAND_MODULES = ("encoders", "scoring", "data", "train", "evaluate", "sweep", "analyze", "predict", "run")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
+_OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
+
+
+def _is_user_error(exc: BaseException) -> bool:
+    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) carry actionable messages;
+    anything else is a bug and keeps its traceback."""
+    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+
+
+class _Root(click.Group):
+    """Every sub-command's own errors become one ``Error:`` line (exit 1); DEBUG logging keeps the traceback."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except Exception as exc:
+            if _is_user_error(exc) and not logging.getLogger("repa_study").isEnabledFor(logging.DEBUG):
+                raise click.ClickException(str(exc)) from exc
+            raise
+
+
+@click.group(cls=_Root, context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 110})
 @click.option("--log-level", default=None, help="DEBUG, INFO (default) or WARNING; also REPA_STUDY_LOG.")
 @click.version_option(package_name="repa-study")
 def cli(log_level: str | None) -> None:
@@ -37,26 +57,8 @@ def _register_all() -> None:
 _register_all()
 
 
-_OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
-
-
-def _is_user_error(exc: BaseException) -> bool:
-    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) carry actionable messages;
-    anything else is a bug and keeps its traceback."""
-    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
-
-
 def main() -> None:
-    try:
-        cli(standalone_mode=True)
-    except KeyboardInterrupt:  # pragma: no cover - interactive
-        click.echo("interrupted", err=True)
-        sys.exit(130)
-    except Exception as exc:
-        if not _is_user_error(exc) or os.environ.get("REPA_STUDY_LOG", "").upper() == "DEBUG":
-            raise
-        click.echo(f"Error: {exc}", err=True)
-        sys.exit(1)
+    cli(standalone_mode=True)
 
 
 if __name__ == "__main__":  # pragma: no cover

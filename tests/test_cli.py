@@ -25,3 +25,10 @@ def test_bugs_keep_their_traceback(monkeypatch):
     monkeypatch.setattr("sys.argv", ["repa-study"])
     with pytest.raises(TypeError, match="a bug"):
         cli.main()
+
+
+def test_user_errors_inside_any_sub_command_runner(tmp_path):
+    from click.testing import CliRunner
+
+    result = CliRunner().invoke(cli.cli, ["train", "smoke", f"data.spec={tmp_path / 'missing'}", "--max-steps", "1"])
+    assert result.exit_code == 1 and "Error: dataset folder" in result.output
