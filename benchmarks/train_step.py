@@ -18,7 +18,9 @@ import torch
 
 from study.data.codecs import IdentityCodec, LatentStats
 from study.distributed import resolve_device
-from study.train import TrainingStep, _autocast, _update_ema, build_model, load_train_config
+from study.denoiser import build_denoiser
+from study.train import TrainingStep, _autocast, _update_ema
+from study.train_config import load_train_config
 
 
 class _LatentShape:
@@ -41,7 +43,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[s
                            device=device)
     dim = enc.encode(images[:1])["patch"].shape[-1]
     torch.manual_seed(0)
-    model = build_model(cfg, image_size=args.image_size, num_classes=1000, codec=codec, encoder_dims=[dim]).to(device)
+    model = build_denoiser(cfg, image_size=args.image_size, num_classes=1000, codec=codec, encoder_dims=[dim]).to(device)
     ema = deepcopy(model.sit).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0)
     fwd = torch.compile(model) if args.compile else model

@@ -8,15 +8,68 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 import encoders
-from jobs.spec import Resources, SweepSpec
+from jobs.spec import FidSettings, Resources, SweepSpec
 from study.config import StrictModel, config_hash
+from study.train_config import TrainConfig, build_train_config, default_base
 
-__all__ = ["Job", "plan", "STAGES", "plan_table"]
+__all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "EvalParams", "ScoreParams", "AnalyzeParams"]
 
 STAGES = ("train", "eval", "score", "analyze")
+
+
+# ---------------------------------------------------------------------------------------------- stage inputs
+class TrainParams(StrictModel):
+    """What determines a training run (hashed into its job id); :meth:`config` is its typed training config."""
+
+    dataset: str
+    encoder: str
+    encoder_weights: Literal["pretrained", "random", "tiny"]
+    model: str
+    model_size: str
+    model_overrides: list[str]
+    method: str
+    base: str
+    seed: int
+    steps: int
+    train_overrides: list[str]
+    ckpt_keep: list[int]
+
+    def config(self) -> TrainConfig:
+        """The sweep point's training config: the base preset, the method, this point's values, the sweep's
+        overrides, then the model size's (``study.train_config.build_train_config``)."""
+        return build_train_config(
+            self.method, self.model_size, self.encoder, steps=self.steps, seed=self.seed, data=self.dataset,
+            base=self.base, overrides=[f"encoder.weights={self.encoder_weights}", f"ckpt_keep={self.ckpt_keep}",
+                                       *self.train_overrides, *self.model_overrides])
+
+
+class EvalParams(StrictModel):
+    train_job: str
+    step: int
+    dataset: str
+    fid: FidSettings
+
+
+class ScoreParams(StrictModel):
+    encoder: str
+    encoder_weights: Literal["pretrained", "random", "tiny"]
+    dataset: str
+    split: str
+    limit: int | None
+    probe: bool
+
+
+class AnalyzeParams(StrictModel):
+    sweep: str
+    inputs: list[str]
+    reference: str | None
+
+
+PARAMS: dict[str, type[StrictModel]] = {"train": TrainParams, "eval": EvalParams, "score": ScoreParams,
+                                        "analyze": AnalyzeParams}
 
 
 class Job(StrictModel):
@@ -28,8 +81,17 @@ class Job(StrictModel):
     seed: int | None = None
     steps: int | None = Field(None, description="training steps (train) or the evaluated step (eval)")
     depends_on: list[str] = Field(default_factory=list)
-    params: dict[str, Any] = Field(default_factory=dict, description="stage inputs (what the id hashes)")
+    params: TrainParams | EvalParams | ScoreParams | AnalyzeParams = Field(
+        ..., description="the stage's inputs (what the id hashes)")
     resources: Resources = Field(default_factory=Resources)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _params_of_stage(cls, data: Any) -> Any:
+        """Parse ``params`` as the model of this job's stage (never as another stage's)."""
+        if isinstance(data, dict) and isinstance(data.get("params"), dict) and data.get("stage") in PARAMS:
+            data = {**data, "params": PARAMS[data["stage"]].model_validate(data["params"])}
+        return data
 
     @property
     def label(self) -> str:
@@ -38,9 +100,9 @@ class Job(StrictModel):
         return " ".join(str(p) for p in parts if p is not None)
 
 
-def _job(stage: str, identity: dict[str, Any], resources: Resources, **fields: Any) -> Job:
-    job_id = f"{stage}-{config_hash({'stage': stage, **identity})}"
-    return Job(job_id=job_id, stage=stage, params=identity, resources=resources, **fields)
+def _job(stage: str, params: StrictModel, resources: Resources, **fields: Any) -> Job:
+    job_id = f"{stage}-{config_hash({'stage': stage, **params.model_dump(mode='json')})}"
+    return Job(job_id=job_id, stage=stage, params=params, resources=resources, **fields)
 
 
 def _scoring_encoders(spec: SweepSpec) -> list[str]:
@@ -62,33 +124,30 @@ def plan(spec: SweepSpec) -> list[Job]:
         for encoder in spec.encoders:
             for method in spec.methods:
                 for seed in spec.seeds:
-                    identity = {
-                        "dataset": spec.dataset, "encoder": encoder, "encoder_weights": spec.encoder_weights,
-                        "model": model_name, "model_size": size.size or model_name,
-                        "model_overrides": list(size.train_overrides), "method": method,
-                        "base": spec.train_base or ("tiny" if spec.dataset.startswith("synthetic") else "imagenet"),
-                        "seed": seed, "steps": spec.steps, "train_overrides": list(spec.train_overrides),
-                        "ckpt_keep": sorted(spec.eval_steps),
-                    }
-                    train = _job("train", identity, size.train, encoder=encoder, model=model_name,
+                    params = TrainParams(
+                        dataset=spec.dataset, encoder=encoder, encoder_weights=spec.encoder_weights,
+                        model=model_name, model_size=size.size or model_name,
+                        model_overrides=list(size.train_overrides), method=method,
+                        base=spec.train_base or default_base(spec.dataset), seed=seed, steps=spec.steps,
+                        train_overrides=list(spec.train_overrides), ckpt_keep=sorted(spec.eval_steps))
+                    train = _job("train", params, size.train, encoder=encoder, model=model_name,
                                  method=method, seed=seed, steps=spec.steps)
                     trains.append(train)
                     for step in spec.eval_steps:
-                        ident = {"train_job": train.job_id, "step": step, "dataset": spec.dataset,
-                                 "fid": spec.fid.model_dump(mode="json")}
+                        ident = EvalParams(train_job=train.job_id, step=step, dataset=spec.dataset, fid=spec.fid)
                         evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
                                           method=method, seed=seed, steps=step, depends_on=[train.job_id]))
     scores: list[Job] = []
     if spec.scoring.enabled:
         for encoder in _scoring_encoders(spec):
-            ident = {"encoder": encoder, "encoder_weights": spec.encoder_weights,
-                     "dataset": spec.scoring.dataset or spec.dataset, "split": spec.scoring.split,
-                     "limit": spec.scoring.limit, "probe": spec.scoring.probe}
+            ident = ScoreParams(encoder=encoder, encoder_weights=spec.encoder_weights,
+                                dataset=spec.scoring.dataset or spec.dataset, split=spec.scoring.split,
+                                limit=spec.scoring.limit, probe=spec.scoring.probe)
             scores.append(_job("score", ident, spec.scoring.resources, encoder=encoder))
     jobs = trains + evals + scores
     if spec.analyze.enabled:
         upstream = sorted(j.job_id for j in evals + scores)
-        ident = {"sweep": spec.name, "inputs": upstream, "reference": spec.analyze.reference}
+        ident = AnalyzeParams(sweep=spec.name, inputs=upstream, reference=spec.analyze.reference)
         jobs.append(_job("analyze", ident, spec.analyze.resources, depends_on=upstream))
     ids = [j.job_id for j in jobs]
     if len(set(ids)) != len(ids):  # pragma: no cover - would mean two identical jobs in one spec

@@ -7,7 +7,6 @@ rejected before anything is submitted. See docs/cluster.md for the format.
 from __future__ import annotations
 
 import os
-import re
 from pathlib import Path
 from typing import Iterable, Literal
 
@@ -15,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 import encoders
 from study.config import ConfigError, StrictModel, load_config
+from study.train_config import list_presets, method_presets
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
            "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path", "SWEEPS_DIR"]
@@ -191,13 +191,6 @@ def _check_resources(res: Resources, ex: ExecutorSettings, where: str, errors: l
         errors.append(f"{where}: nodes={res.nodes} with gpus=0: multi-node jobs are for distributed GPU training")
 
 
-def _training_presets() -> list[str]:
-    """Names of the training presets (study/presets/*.yaml), read without importing the training code."""
-    import study
-
-    return sorted(p.stem for p in (Path(study.__file__).resolve().parent / "presets").glob("*.yaml"))
-
-
 def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
     errors: list[str] = []
@@ -211,12 +204,11 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
         _check_resources(spec.scoring.resources, spec.executor, f"{where}: scoring.resources", errors)
     if spec.analyze.enabled:
         _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
-    presets = _training_presets()
+    methods, presets = method_presets(), list_presets()
     for method in spec.methods:
-        if not re.match(r"^[A-Za-z0-9_.-]+$", method) or (presets and method not in presets):
-            errors.append(f"{where}: methods: {method!r} is not a training preset "
-                          f"({', '.join(presets) if presets else 'e.g. repa, irepa'})")
-    if spec.train_base is not None and presets and spec.train_base not in presets:
+        if method not in methods:
+            errors.append(f"{where}: methods: {method!r} is not a method preset ({', '.join(methods)})")
+    if spec.train_base is not None and spec.train_base not in presets:
         errors.append(f"{where}: train_base: {spec.train_base!r} is not a training preset ({', '.join(presets)})")
     if spec.fid.extractor == "inception" and not spec.fid.reference:
         errors.append(f"{where}: fid.reference is required with the inception extractor: the ADM reference batch "

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
-import inspect
 import json
 import os
 import traceback
@@ -29,8 +28,7 @@ from study.config import config_hash
 from study.io import atomic_write_json
 from study.log import get_logger
 
-__all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "JobBusyError",
-           "train_overrides", "STATE_FILE"]
+__all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "JobBusyError", "STATE_FILE"]
 
 log = get_logger(__name__)
 STATE_FILE = "state.json"
@@ -92,46 +90,29 @@ def _global_rank() -> int:
 
 
 # ---------------------------------------------------------------------------------------------- stages
-def _call(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with the keyword arguments it accepts (the stage APIs grow options over time)."""
-    params = inspect.signature(fn).parameters
-    if not any(p.kind is p.VAR_KEYWORD for p in params.values()):
-        kwargs = {k: v for k, v in kwargs.items() if k in params}
-    return fn(*args, **kwargs)
-
-
 def _scalars(d: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in d.items() if isinstance(v, (str, int, float, bool)) or v is None}
 
 
-def train_overrides(job: Job) -> list[str]:
-    """Training-config overrides for a train job: this job's values, then the sweep's and the size's extras."""
-    p = job.params
-    return [f"method={p['method']}", f"model.size={p['model_size']}", f"encoder.name={p['encoder']}",
-            f"encoder.weights={p['encoder_weights']}", f"data.spec={p['dataset']}", f"seed={p['seed']}",
-            f"steps={p['steps']}", f"ckpt_keep={json.dumps(p.get('ckpt_keep', []))}",
-            *p["train_overrides"], *p["model_overrides"]]
-
-
 def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
-    from study.train import load_train_config, train
+    from study.train import train
 
-    cfg = load_train_config(job.params["base"], train_overrides(job))
-    summary = train(cfg, run_dir) or {}
+    cfg = job.params.config()
+    summary = train(cfg, run_dir)
     return [("runs", [{**_scalars(summary), "train_config_hash": config_hash(cfg)}])]
 
 
 def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     from study.evaluate import evaluate_run
 
-    train_id = job.params["train_job"]
-    if not is_done(root, train_id):
-        raise RuntimeError(f"training job {train_id} has not finished (state: "
-                           f"{read_state(root, train_id).get('state')}); its evaluation cannot run")
-    fid = job.params["fid"]
-    row = _call(evaluate_run, job_dir(root, train_id), job.steps, n=fid["n_samples"], extractor=fid["extractor"],
-                ref=fid["reference"], mode=fid["mode"], num_steps=fid["num_steps"], cfg_scale=fid["cfg_scale"],
-                seed=fid["seed"], batch_size=fid["batch_size"], job_id=job.job_id)
+    p = job.params
+    if not is_done(root, p.train_job):
+        raise RuntimeError(f"training job {p.train_job} has not finished (state: "
+                           f"{read_state(root, p.train_job).get('state')}); its evaluation cannot run")
+    fid = p.fid
+    row = evaluate_run(job_dir(root, p.train_job), p.step, n=fid.n_samples, extractor=fid.extractor,
+                       ref=fid.reference, mode=fid.mode, num_steps=fid.num_steps, cfg_scale=fid.cfg_scale,
+                       seed=fid.seed, batch_size=fid.batch_size, job_id=job.job_id)
     return [("generation", [dict(row)])]
 
 
@@ -139,23 +120,23 @@ def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
     from study.scoring import score_encoder
 
     p = job.params
-    row = _call(score_encoder, job.encoder, p["dataset"], split=p["split"], limit=p["limit"], probe=p["probe"],
-                weights=p["encoder_weights"], job_id=job.job_id)
-    return [("encoders", [{**dict(row), "dataset": p["dataset"]}])]
+    row = score_encoder(p.encoder, p.dataset, split=p.split, limit=p.limit, probe=p.probe,
+                        weights=p.encoder_weights, job_id=job.job_id)
+    return [("encoders", [{**dict(row), "dataset": p.dataset}])]
 
 
 def _stage_analyze(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     from analysis.report import analyze
 
+    p = job.params
     store = ResultStore(root)
-    inputs = set(job.params["inputs"])
+    inputs = set(p.inputs)
     gen, enc = store.read("generation"), store.read("encoders")
     gen = gen[gen["job_id"].isin(inputs)] if "job_id" in gen.columns else gen
     enc = enc[enc["job_id"].isin(inputs)] if "job_id" in enc.columns else enc
     if gen.empty and enc.empty:
         raise RuntimeError("nothing to analyze: no generation or encoder rows from this sweep's jobs")
-    out = root / "reports" / job.params["sweep"]
-    report = _call(analyze, gen, enc, out, reference=job.params["reference"])
+    report = analyze(gen, enc, root / "reports" / p.sweep, reference=p.reference)
     return [("runs", [{"report": str(report)}])]
 
 
@@ -169,7 +150,7 @@ def _identity_columns(job: Job, sweep: str) -> dict[str, Any]:
     ident = {"job_id": job.job_id, "stage": job.stage, "sweep": sweep, "encoder": job.encoder, "model": job.model,
              "method": job.method, "seed": job.seed, "config_hash": job.job_id.split("-", 1)[-1]}
     if job.stage == "eval":
-        ident.update(train_job_id=job.params["train_job"], step=job.steps)
+        ident.update(train_job_id=job.params.train_job, step=job.steps)
     return ident
 
 

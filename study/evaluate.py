@@ -21,6 +21,7 @@ from study.metrics.extractor import FeatureExtractor, extract_features, get_extr
 from study.metrics.fid import AdmNpzError, compute_statistics, fd, iter_npz_images, npz_image_count
 from study.metrics.prdc import inception_score, precision_recall
 from study.reference import Reference, load_reference
+from study.run_dir import read_config
 
 __all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images"]
 
@@ -132,27 +133,6 @@ def evaluate_samples(samples: str | Path, extractor: FeatureExtractor, reference
     return out
 
 
-def _run_config(run_dir: Path) -> dict[str, Any]:
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return {}
-    import yaml
-
-    return yaml.safe_load(path.read_text()) or {}
-
-
-def _dataset_spec(cfg: Mapping[str, Any]) -> str | None:
-    """The training dataset spec recorded in a run's config, if any (``data.dataset``/``data.spec``/``dataset``)."""
-    data = cfg.get("data")
-    if isinstance(data, Mapping):
-        for key in ("spec", "dataset"):
-            if isinstance(data.get(key), str):
-                return data[key]
-    if isinstance(data, str):
-        return data
-    return cfg.get("dataset") if isinstance(cfg.get("dataset"), str) else None
-
-
 def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | FeatureExtractor = "inception",
                  ref: str | Path | None = None, mode: str = "sde", num_steps: int = 250, cfg_scale: float = 1.0,
                  seed: int = 0, guidance_interval: tuple[float, float] = (0.0, 1.0), batch_size: int = 64,
@@ -171,10 +151,10 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
-    cfg = _run_config(run_dir)
+    cfg = read_config(run_dir)
     if n < 2:
         raise ValueError(f"n must be at least 2 (got {n})")
-    dataset_spec = _dataset_spec(cfg) or "synthetic"
+    dataset_spec = cfg.data.spec
     if isinstance(extractor, str):
         extractor = get_extractor(extractor, dataset=dataset_spec, weights_path=inception_weights, device=device)
     if ref is None:
@@ -182,8 +162,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         if extractor.name == "inception":
             _log.warning("no --ref: computing Inception reference statistics from the training data %s; numbers "
                          "comparable with the literature need ADM's VIRTUAL_imagenet256_labeled.npz", ref)
-    split = (cfg.get("data") or {}).get("split", "train") if isinstance(cfg.get("data"), Mapping) else "train"
-    reference = load_reference(ref, extractor, n=ref_n, split=split, batch_size=batch_size)
+    reference = load_reference(ref, extractor, n=ref_n, split=cfg.data.split, batch_size=batch_size)
 
     settings = {"mode": mode, "num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed,
                 "guidance_interval": [float(g) for g in guidance_interval]}
@@ -211,7 +190,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         "job_id": job_id or os.environ.get("REPA_STUDY_JOB_ID") or run_dir.name,
         "run_dir": str(run_dir),
         "step": int(step),
-        "config_hash": manifest.get("config_hash") or (config_hash(cfg) if cfg else None),
+        "config_hash": manifest.get("config_hash") or config_hash(cfg),
         "fid": None, "sfid": None, "inception_score": None, "precision": None, "recall": None,
         **metrics,
         "fd_metric": metric_name(extractor.name),

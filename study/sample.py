@@ -22,8 +22,9 @@ from study.distributed import barrier, init_distributed
 from study.flow import score_from_velocity
 from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
+from study.run_dir import load_sampling_model
 
-__all__ = ["sample_images", "sample_run", "save_grid", "sample_dir_name", "sample_seed"]
+__all__ = ["sample_images", "sample_run", "save_image_sheet", "sample_dir_name", "sample_seed"]
 
 log = get_logger(__name__)
 
@@ -48,8 +49,8 @@ def _velocity(sit: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: 
               interval: tuple[float, float]) -> torch.Tensor:
     tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
     if cfg_scale == 1.0 or not (interval[0] <= t <= interval[1]):
-        return sit(x, tt, y)[0].float()
-    v = sit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)]))[0].float()
+        return sit(x, tt, y).float()
+    v = sit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
     v_c, v_u = v.chunk(2)
     return v_u + cfg_scale * (v_c - v_u)
 
@@ -101,7 +102,7 @@ def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int],
     return codec.decode(x).cpu()
 
 
-def save_grid(images: torch.Tensor, path: str | Path) -> Path:
+def save_image_sheet(images: torch.Tensor, path: str | Path) -> Path:
     """Tile uint8 ``[B, 3, H, W]`` images into a near-square PNG."""
     from PIL import Image
 
@@ -125,32 +126,6 @@ def sample_dir_name(step: int, mode: str, num_steps: int, cfg_scale: float, seed
     return f"step{step:07d}-{mode}-steps{num_steps}-cfg{cfg_scale:g}{gi}-seed{seed}"
 
 
-def _load_ema(run_dir: Path, step: int, device: torch.device):
-    from study.models.sit import build_sit
-    from study.train import TrainConfig, build_codec, checkpoint_path
-    from study.config import load_config, load_yaml
-
-    cfg = load_config(TrainConfig, load_yaml(run_dir / "config.yaml"))
-    ckpt = checkpoint_path(run_dir, step)
-    if not ckpt.is_file():
-        have = sorted(p.stem for p in (run_dir / "checkpoints").glob("step_*.pt"))
-        raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir}; available: {', '.join(have) or 'none'}")
-    state = torch.load(ckpt, map_location="cpu", weights_only=False)
-    meta = state["meta"]
-    stats = None
-    if meta.get("latent_stats"):
-        from study.data.codecs import LatentStats
-
-        st = meta["latent_stats"]
-        stats = LatentStats(tuple(st["scale"]), tuple(st["bias"]), st["source"])
-    codec = build_codec(cfg.data.codec, device, stats=stats)
-    sit = build_sit(cfg.model.size, input_size=meta["image_size"] // codec.downsample, in_channels=codec.channels,
-                    num_classes=meta["num_classes"], patch_size=cfg.model.patch_size, align_depth=cfg.method.depth,
-                    qk_norm=cfg.model.qk_norm)
-    sit.load_state_dict(state["ema"])
-    return cfg, sit.to(device).eval(), codec, meta, state.get("config_hash")
-
-
 def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num_steps: int = 250,
                cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 64, device: str | None = None,
                guidance_interval: tuple[float, float] = (0.0, 1.0), out_dir: str | Path | None = None) -> Path:
@@ -159,7 +134,7 @@ def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num
 
     run_dir = Path(run_dir)
     info = init_distributed(device or "auto")
-    cfg, sit, codec, meta, h = _load_ema(run_dir, step, info.device)
+    cfg, sit, codec, meta, h = load_sampling_model(run_dir, step, info.device)
     out = Path(out_dir) if out_dir else run_dir / "samples" / sample_dir_name(step, mode, num_steps, cfg_scale, seed,
                                                                               guidance_interval)
     out.mkdir(parents=True, exist_ok=True)

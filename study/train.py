@@ -1,12 +1,8 @@
-"""REPA / iREPA training of a SiT: typed config, the training loop, checkpoint/resume, data parallel.
+"""REPA / iREPA training of a SiT: the loop, read top to bottom like DiT's ``train.py``.
 
-``train(cfg, run_dir)`` runs (or resumes) one training run. The run directory holds:
-
-- ``config.yaml`` (resolved) and ``config_hash``; ``provenance.json`` (git commit, versions, seeds, world size);
-- ``log.jsonl``: one line per ``log_every`` steps (step, loss, loss_v, loss_align, grad_norm, images_per_s, lr);
-- ``checkpoints/step_XXXXXXX.pt`` every ``ckpt_every`` steps and at the end, written atomically: model, EMA,
-  optimizer, step, RNG states, data position;
-- ``samples/grid_step_XXXXXXX.png`` every ``sample_every`` steps (EMA model, fixed noise, Euler ODE).
+``train(cfg, run_dir)`` runs (or resumes) one training run. The config is ``study.train_config``; the run directory
+and what a checkpoint holds are ``study.run_dir``'s; the model is built by ``study.denoiser``; preemption (SIGUSR2 /
+SIGTERM -> a checkpoint, then submitit's requeue) is ``study.preemption``.
 
 Determinism: the data order is a permutation drawn from (seed, epoch); each step's noise, times and label dropout
 come from a generator seeded by (seed, step) over the *global* batch and each rank takes its slice. So a resumed run
@@ -16,284 +12,38 @@ from __future__ import annotations
 
 import json
 import math
-import random
-import signal
-import threading
 import time
 from contextlib import nullcontext
 from copy import deepcopy
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal, Mapping
+from typing import Any, Iterator
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
 from torch import nn
 
-from study.align import alignment_loss, build_projector, spatial_normalize
-from study.config import ConfigError, StrictModel, apply_overrides, config_hash, dump_config, load_config, \
-    load_yaml, parse_overrides
-from study.distributed import DistInfo, all_reduce_mean, barrier, init_distributed
-from study.flow import interpolate, sample_time
-from study.io import atomic_torch_save, atomic_write_json, atomic_write_text
-from study.log import get_logger, progress
+from study.align import alignment_loss, spatial_normalize
+from study.config import ConfigError, config_hash
 from study.data import collate, open_dataset
 from study.data.codecs import GridMismatchError, check_token_grid
-from study.models.sit import SiT, build_sit, parse_size
+from study.denoiser import build_codec, build_denoiser, patch_size
+from study.distributed import all_reduce_mean, barrier, init_distributed
+from study.flow import interpolate, sample_time
+from study.log import get_logger, progress
+from study.preemption import PreemptionSave
+from study.run_dir import (latent_stats_dict, latest_checkpoint, prune_checkpoints, restore_checkpoint,
+                           save_checkpoint, truncate_log, write_run_header)
+from study.sample import sample_images, save_image_sheet
+from study.train_config import FlowSection, TrainConfig
 
-__all__ = [
-    "TrainConfig", "load_train_config", "build_train_config", "train", "PRESETS_DIR", "list_presets",
-    "GridMismatchError", "NonFiniteLossError", "build_model", "build_codec", "latest_checkpoint",
-    "checkpoint_path", "Denoiser", "TrainingStep",
-]
+__all__ = ["train", "TrainingStep", "NonFiniteLossError", "GridMismatchError", "global_batch_indices",
+           "step_noise", "open_train_dataset"]
 
 log = get_logger(__name__)
-PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 
-# ------------------------------------------------------------------------------------------------------ config
-class ModelSection(StrictModel):
-    size: str = "SiT-XL/2"          # SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, smoke (a /P suffix sets the patch)
-    patch_size: int | None = None   # overrides the size's /P (default 2); the token grid must match the encoder's
-    qk_norm: bool = False
-    class_dropout: float = Field(0.1, ge=0.0, le=1.0)  # label dropout for classifier-free guidance
-
-    @field_validator("size")
-    @classmethod
-    def _known_size(cls, v: str) -> str:
-        parse_size(v)
-        return v
-
-
-class MethodSection(StrictModel):
-    name: str = "repa"              # a label recorded with results; the values below define the method
-    align: bool = True              # False: vanilla SiT (no encoder, no alignment loss)
-    projector: Literal["mlp", "linear", "conv"] = "mlp"
-    kernel_size: int = Field(3, ge=1)
-    hidden_dim: int = Field(2048, ge=1)  # MLP projector width
-    spatial_norm: bool = False      # iREPA's spatial z-score of the encoder target
-    gamma: float = 0.6
-    lam: float = Field(0.5, ge=0.0)  # weight of the alignment loss (lambda)
-    depth: int | None = None        # align after this block; None: the size's default (4 for S/B, 8 for L/XL)
-
-
-class EncoderSection(StrictModel):
-    name: str | list[str] = "dinov2-vit-b"  # one name or a list (losses averaged); NAME@clsmix=A variants allowed
-    weights: Literal["pretrained", "random", "tiny"] = "pretrained"
-    bf16: bool = False              # run the frozen encoder under bf16 autocast (faster on GPU; targets in fp32)
-
-    @property
-    def names(self) -> list[str]:
-        return [self.name] if isinstance(self.name, str) else list(self.name)
-
-
-class DataSection(StrictModel):
-    spec: str = "synthetic:n=512,size=32,classes=10,seed=0"  # see study.data.open_dataset
-    split: str = "train"
-    image_size: int | None = None   # resize to this (None: the dataset's own size)
-    codec: str = "identity"         # identity (pixel space) or sd-vae (latent space)
-    latent_stats: str | None = None  # SD-VAE per-channel scale/bias file (None: the prepared dataset's, else 0.18215)
-    num_workers: int = Field(0, ge=0)
-
-
-class OptimSection(StrictModel):
-    lr: float = Field(1e-4, gt=0)
-    betas: tuple[float, float] = (0.9, 0.999)
-    weight_decay: float = Field(0.0, ge=0)
-    eps: float = 1e-8
-    grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
-    warmup_steps: int = Field(0, ge=0)
-
-
-class FlowSection(StrictModel):
-    path: Literal["linear", "cosine"] = "linear"
-    time: Literal["uniform", "lognormal"] = "uniform"
-    time_mean: float = 0.0
-    time_std: float = 1.0
-
-
-class GridSection(StrictModel):
-    n: int = Field(16, ge=1)        # images in the periodic sample grid
-    num_steps: int = Field(50, ge=1)
-    mode: Literal["ode", "sde"] = "ode"
-    cfg_scale: float = 1.0
-
-
-class TrainConfig(StrictModel):
-    model: ModelSection = ModelSection()
-    method: MethodSection = MethodSection()
-    encoder: EncoderSection = EncoderSection()
-    data: DataSection = DataSection()
-    optim: OptimSection = OptimSection()
-    flow: FlowSection = FlowSection()
-    grid: GridSection = GridSection()
-    steps: int = Field(400_000, ge=1)
-    batch_size: int = Field(256, ge=1)  # global batch (all ranks, all accumulation micro-batches)
-    grad_accum: int = Field(1, ge=1)
-    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
-    seed: int = 0
-    ckpt_every: int = Field(50_000, ge=1)  # resume points (see _prune_checkpoints for which are kept)
-    ckpt_keep_every: int | None = Field(None, ge=1)  # also keep multiples of this; None with no ckpt_keep: keep all
-    ckpt_keep: list[int] = Field(default_factory=list)  # steps always written and kept (e.g. the evaluated ones)
-    log_every: int = Field(100, ge=1)
-    sample_every: int = Field(0, ge=0)  # 0: no sample grids
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
-    tf32: bool = True
-    compile: bool = False
-    device: str = "auto"
-    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
-
-
-# ------------------------------------------------------------------------------------------------------ loading
-def list_presets() -> list[str]:
-    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
-
-
-def _preset_path(name_or_path: str | Path) -> Path:
-    p = Path(name_or_path)
-    if p.suffix in (".yaml", ".yml") or p.is_file():
-        if not p.is_file():
-            raise ConfigError(f"config file not found: {p}")
-        return p
-    preset = PRESETS_DIR / f"{name_or_path}.yaml"
-    if not preset.is_file():
-        raise ConfigError(f"{name_or_path!r} is neither a config file nor a preset; presets: "
-                          f"{', '.join(list_presets())}")
-    return preset
-
-
-def _load_raw(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A config file's mapping with its ``base:`` chain merged in and ``method: NAME`` resolved."""
-    path = _preset_path(name_or_path)
-    key = str(path.resolve())
-    if key in seen:
-        raise ConfigError(f"config base cycle: {' -> '.join(seen + (key,))}")
-    data = load_yaml(path)
-    base = data.pop("base", None)
-    if base is not None:
-        data = apply_overrides(_load_raw(base, seen + (key,)), data)
-    if isinstance(data.get("method"), str):
-        data["method"] = _method_of(data["method"], seen + (key,))
-    return data
-
-
-def _method_of(preset: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The ``method`` section of a preset, so ``method=irepa`` swaps in the whole method."""
-    method = _load_raw(preset, seen).get("method")
-    if not isinstance(method, Mapping):
-        raise ConfigError(f"preset {preset!r} has no method section; method presets: repa, irepa, irepa-released")
-    return dict(method)
-
-
-def _merge_overrides(data: dict[str, Any], overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
-    if isinstance(overrides, Mapping):
-        extra = dict(overrides)
-    else:
-        items = list(overrides)
-        for item in items:  # method=NAME first, so method.gamma=... may refine it
-            if item.split("=", 1)[0].strip() == "method":
-                data["method"] = _method_of(item.split("=", 1)[1].strip())
-        extra = parse_overrides([i for i in items if i.split("=", 1)[0].strip() != "method"])
-    if isinstance(extra.get("method"), str):
-        data["method"] = _method_of(extra.pop("method"))
-    return apply_overrides(data, extra)
-
-
-def load_train_config(preset_or_path: str | Path | Mapping[str, Any],
-                      overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
-    """A preset name (``study/presets/NAME.yaml``), a YAML path or a mapping, with ``key=value`` overrides.
-
-    A config may name ``base: PRESET`` (merged underneath), and ``method: repa|irepa|irepa-released`` (a string)
-    takes the method section of that preset.
-    """
-    if isinstance(preset_or_path, Mapping):
-        data = dict(preset_or_path)
-        base = data.pop("base", None)
-        if base is not None:
-            data = apply_overrides(_load_raw(base), data)
-        if isinstance(data.get("method"), str):
-            data["method"] = _method_of(data["method"])
-        where = "<mapping>"
-    else:
-        data = _load_raw(preset_or_path)
-        where = str(_preset_path(preset_or_path))
-    data = _merge_overrides(data, overrides)
-    try:
-        return load_config(TrainConfig, data)
-    except ConfigError as exc:
-        raise ConfigError(f"{where}: {exc}") from None
-
-
-def build_train_config(method: str, model: str, encoder: str | list[str], *, steps: int, seed: int, data: str,
-                       base: str | None = None,
-                       overrides: Iterable[str] | Mapping[str, Any] = {}) -> TrainConfig:  # noqa: B006
-    """The config of one sweep point: ``base`` preset (default ``tiny`` for synthetic data, else ``imagenet``),
-    the ``method`` preset's method section, then model size, encoder, steps, seed, dataset, then ``overrides``."""
-    base = base or ("tiny" if data.startswith("synthetic") else "imagenet")
-    raw = _load_raw(base)
-    raw["method"] = _method_of(method)
-    raw = apply_overrides(raw, {"model": {"size": model}, "encoder": {"name": encoder}, "steps": steps,
-                                "seed": seed, "data": {"spec": data}})
-    raw = _merge_overrides(raw, overrides)
-    return load_config(TrainConfig, raw)
-
-
-# ------------------------------------------------------------------------------------------------------ errors
 class NonFiniteLossError(RuntimeError):
     """The loss became NaN or infinite; the run stopped and kept its last good checkpoint."""
-
-
-# ------------------------------------------------------------------------------------------------------ codec
-def build_codec(name: str, device: torch.device | str = "cpu", *, stats: Any = None):
-    """The codec named by ``data.codec`` (``study.data.codecs``): ``identity`` or ``sd-vae`` (with latent stats)."""
-    from study.data.codecs import get_codec
-
-    if name in ("identity", "pixel"):
-        return get_codec(name)
-    return get_codec(name, device=device, stats=stats)
-
-
-# ------------------------------------------------------------------------------------------------------ model
-class Denoiser(nn.Module):
-    """The trained module: the SiT plus one projector per encoder (what DDP wraps and the optimizer updates)."""
-
-    def __init__(self, sit: SiT, projectors: list[nn.Module]) -> None:
-        super().__init__()
-        self.sit = sit
-        self.projectors = nn.ModuleList(projectors)
-
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor):
-        v, hidden = self.sit(x_t, t, y)
-        return v, [p(hidden, self.sit.grid) for p in self.projectors]
-
-
-def build_model(cfg: TrainConfig, *, image_size: int, num_classes: int, codec,
-                encoder_dims: list[int] = ()) -> Denoiser:
-    sit = build_sit(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
-                    num_classes=num_classes, patch_size=cfg.model.patch_size, align_depth=cfg.method.depth,
-                    qk_norm=cfg.model.qk_norm)
-    m = cfg.method
-    projectors = [build_projector(m.projector, sit.hidden, d, hidden_dim=m.hidden_dim, kernel_size=m.kernel_size)
-                  for d in encoder_dims] if m.align else []
-    return Denoiser(sit, projectors)
-
-
-def _encoder_dims_and_check(encoders: list, codec, image_size: int, patch_size: int,
-                            device: torch.device) -> list[int]:
-    """Each encoder's feature width, probed on a dummy batch; a token-grid mismatch is a clear error."""
-    dims = []
-    for enc in encoders:
-        try:
-            grid = check_token_grid(codec, image_size, patch_size, enc.spec.grid)
-        except GridMismatchError as exc:
-            raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
-        out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
-        if out.shape[1] != grid[0] * grid[1]:
-            raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
-                                    "grid its catalog entry promises")
-        dims.append(out.shape[-1])
-    return dims
 
 
 # ------------------------------------------------------------------------------------------------------ data
@@ -345,7 +95,6 @@ def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: F
         out["post"] = torch.randn((batch, *shape), generator=g)
     return out
 
-
 # ------------------------------------------------------------------------------------------------------ the step
 class TrainingStep:
     """Loss of one micro-batch: flow-matching MSE on the velocity plus ``lam`` x the alignment loss."""
@@ -395,40 +144,22 @@ class TrainingStep:
         return loss_v + self.cfg.method.lam * loss_a, loss_v, loss_a
 
 
-# ------------------------------------------------------------------------------------------------------ checkpoints
-def checkpoint_path(run_dir: str | Path, step: int) -> Path:
-    return Path(run_dir) / "checkpoints" / f"step_{step:07d}.pt"
 
-
-def latest_checkpoint(run_dir: str | Path) -> Path | None:
-    ckpts = sorted((Path(run_dir) / "checkpoints").glob("step_*.pt"))
-    return ckpts[-1] if ckpts else None
-
-
-def _rng_state() -> dict[str, Any]:
-    return {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
-
-
-def _set_rng_state(state: Mapping[str, Any]) -> None:
-    torch.set_rng_state(state["torch"])
-    np.random.set_state(state["numpy"])
-    random.setstate(state["python"])
-    if state.get("cuda") is not None and torch.cuda.is_available():
+# ------------------------------------------------------------------------------------------------------ helpers
+def _encoder_dims(encoders: list, codec, image_size: int, patch: int, device: torch.device) -> list[int]:
+    """Each encoder's feature width, probed on a dummy batch; a token-grid mismatch is a clear error."""
+    dims = []
+    for enc in encoders:
         try:
-            torch.cuda.set_rng_state_all(state["cuda"])
-        except (RuntimeError, IndexError):  # fewer GPUs than when saved
-            log.warning("could not restore CUDA RNG states (different GPU count); data/noise order is unaffected")
-
-
-def _stats_dict(codec) -> dict[str, Any] | None:
-    stats = getattr(codec, "stats", None)
-    return None if stats is None else {"scale": list(stats.scale), "bias": list(stats.bias), "source": stats.source}
-
-
-def _unwrap(model: nn.Module) -> nn.Module:
-    model = getattr(model, "module", model)
-    return getattr(model, "_orig_mod", model)
+            grid = check_token_grid(codec, image_size, patch, enc.spec.grid)
+        except GridMismatchError as exc:
+            raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
+        out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
+        if out.shape[1] != grid[0] * grid[1]:
+            raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
+                                    "grid its catalog entry promises")
+        dims.append(out.shape[-1])
+    return dims
 
 
 @torch.no_grad()
@@ -437,42 +168,23 @@ def _update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
         e.mul_(decay).add_(p.detach(), alpha=1 - decay)
 
 
-# ------------------------------------------------------------------------------------------------------ loop
 def _autocast(cfg: TrainConfig, device: torch.device):
     use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
     return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
 
 
-def _truncate_log(path: Path, step: int) -> None:
-    """Drop log lines past ``step`` (written after the checkpoint we resume from)."""
-    if not path.is_file():
-        return
-    keep = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    atomic_write_text(path, "".join(line + "\n" for line in keep))
+def _save_preview(cfg: TrainConfig, ema: nn.Module, codec, num_classes: int, run_dir: Path, step: int,
+                  device: torch.device) -> Path:
+    """A sheet of EMA samples (fixed noise, the ``grid`` section's sampler) to eyeball progress."""
+    n = cfg.grid.n
+    labels = torch.arange(n) % num_classes
+    images = sample_images(ema, labels, seeds=list(range(n)), base_seed=cfg.seed, codec=codec, path=cfg.flow.path,
+                           mode=cfg.grid.mode, num_steps=cfg.grid.num_steps, cfg_scale=cfg.grid.cfg_scale,
+                           device=device)
+    return save_image_sheet(images, run_dir / "samples" / f"grid_step_{step:07d}.png")
 
 
-def _write_run_header(cfg: TrainConfig, run_dir: Path, info: DistInfo) -> str:
-    from results.provenance import now_iso, provenance
-
-    h = config_hash(cfg)
-    existing = run_dir / "config.yaml"
-    if existing.is_file():
-        old = load_config(TrainConfig, load_yaml(existing))
-        if config_hash(old) != h:
-            raise ConfigError(f"{run_dir} already holds a run with a different config (hash {config_hash(old)} vs "
-                              f"{h}); use a new run directory, or the same config to resume")
-    dump_config(cfg, existing)
-    atomic_write_text(run_dir / "config_hash", h + "\n")
-    prov = {**provenance(), "config_hash": h, "seed": cfg.seed, "world_size": info.world_size,
-            "device": str(info.device), "torch": torch.__version__, "started_at": now_iso()}
-    prov_path = run_dir / "provenance.json"
-    history = json.loads(prov_path.read_text()).get("sessions", []) if prov_path.is_file() else []
-    prov["sessions"] = history + [{"started_at": prov["started_at"], "git_commit": prov["git_commit"],
-                                   "world_size": info.world_size, "host": prov["host"]}]
-    atomic_write_json(prov_path, prov, indent=2)
-    return h
-
-
+# ------------------------------------------------------------------------------------------------------ the loop
 def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None) -> dict[str, Any]:
     """Train (or resume from the run dir's last checkpoint) up to ``cfg.steps`` (or ``max_steps``, if smaller).
 
@@ -480,6 +192,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     """
     import encoders as enc_registry
 
+    # --- set-up: threads, process group, precision
     run_dir = Path(run_dir)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
@@ -493,6 +206,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     stop = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
 
+    # --- data, codec, frozen encoders, model, EMA, optimizer
     dataset = open_train_dataset(cfg)
     image_size = int(dataset.image_size)
     num_classes = int(dataset.num_classes)
@@ -501,39 +215,31 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     encoders = ([enc_registry.get_encoder(n, weights=cfg.encoder.weights, device=device,
                                          bf16=cfg.encoder.bf16 and device.type == "cuda") for n in cfg.encoder.names]
                 if cfg.method.align else [])
-    patch = cfg.model.patch_size or parse_size(cfg.model.size)[1] or 2
-    dims = _encoder_dims_and_check(encoders, codec, image_size, patch, device)
+    dims = _encoder_dims(encoders, codec, image_size, patch_size(cfg), device)
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
-                        encoder_dims=dims).to(device)
+    model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
+                           encoder_dims=dims).to(device)
     meta = {"image_size": image_size, "num_classes": num_classes, "encoder_dims": dims, "grid": list(model.sit.grid),
             "dataset": getattr(dataset, "id", cfg.data.spec), "codec": getattr(codec, "id", cfg.data.codec),
-            "latent_stats": _stats_dict(codec)}
+            "latent_stats": latent_stats_dict(codec)}
     ema = deepcopy(model.sit).requires_grad_(False).eval()
     opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                             weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
 
+    # --- run directory and resume
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        h = _write_run_header(cfg, run_dir, info)
+        h = write_run_header(cfg, run_dir, world_size=info.world_size, device=str(device))
     else:
         h = config_hash(cfg)
     barrier()
-
     start = 0
     ckpt = latest_checkpoint(run_dir)
     if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
-        if state.get("config_hash") != h:
-            raise ConfigError(f"checkpoint {ckpt} was written by config {state.get('config_hash')}, not {h}")
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        opt.load_state_dict(state["optimizer"])
-        _set_rng_state(state["rng"])
-        start = int(state["step"])
+        start = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h)
         log.info("resumed %s from step %d (%s)", run_dir, start, ckpt.name)
         if info.is_main:
-            _truncate_log(run_dir / "log.jsonl", start)
+            truncate_log(run_dir / "log.jsonl", start)
     n_params = sum(p.numel() for p in model.sit.parameters())
     log.info("SiT %s: %.2fM params, grid %s, %s, world %d, device %s", cfg.model.size, n_params / 1e6,
              model.sit.grid, cfg.method.name, info.world_size, device)
@@ -548,11 +254,12 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     latent = hasattr(codec, "stats")  # a VAE codec: stored moments are sampled with seeded posterior noise
     local = cfg.batch_size // info.world_size
     micro = local // cfg.grad_accum
-
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, stop, info.rank,
                                             info.world_size),
         collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+
+    # --- the loop: one optimizer step per global batch
     last: dict[str, Any] = {}
     tick, images_seen = time.perf_counter(), 0
     step = start
@@ -580,8 +287,7 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
                     (loss / cfg.grad_accum).backward()
                 sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
             sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step
-            sums = all_reduce_mean(sums)
-            values = sums.tolist()
+            values = all_reduce_mean(sums).tolist()
             if not all(math.isfinite(v) for v in values):
                 good = latest_checkpoint(run_dir)
                 raise NonFiniteLossError(
@@ -595,6 +301,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
             _update_ema(ema, model.sit, cfg.ema_decay)
             step += 1
             images_seen += cfg.batch_size
+
+            # --- logging, previews, checkpoints, preemption
             if step % cfg.log_every == 0 or step == stop:
                 now = time.perf_counter()
                 last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
@@ -606,12 +314,14 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
                     log.info("step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", step, *values[:3],
                              last["images_per_s"])
             if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
-                _save_grid(cfg, ema, codec, num_classes, run_dir, step, device)
+                _save_preview(cfg, ema, codec, num_classes, run_dir, step, device)
             preempted = values[3] > 0
             if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or preempted:
-                _save_checkpoint(model, ema, opt, cfg, run_dir, step, h, info, meta)
                 if info.is_main:
-                    _prune_checkpoints(cfg, run_dir)
+                    save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=opt, cfg=cfg, config_hash=h,
+                                    world_size=info.world_size, meta=meta)
+                    prune_checkpoints(cfg, run_dir)
+                barrier()
             if preempted:
                 preempt.hand_over()
 
@@ -620,92 +330,3 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
     barrier()
     return {"run_dir": str(run_dir), "step": step, "checkpoint": str(latest_checkpoint(run_dir)),
             "config_hash": h, **{k: last[k] for k in ("loss", "loss_v", "loss_align") if k in last}}
-
-
-class PreemptionSave:
-    """Turns SIGUSR2 (submitit's preemption / time-out signal) and SIGTERM into a checkpoint at the end of the
-    current step, then hands the signal to the handler installed before (submitit's requeue, or the default:
-    terminate). Without it a preempted job loses up to ``ckpt_every`` steps."""
-
-    SIGNALS = ("SIGUSR2", "SIGTERM")
-
-    def __init__(self) -> None:
-        self.signum: int | None = None
-        self._previous: dict[int, Any] = {}
-
-    def __enter__(self) -> "PreemptionSave":
-        if threading.current_thread() is threading.main_thread():  # signal handlers live in the main thread
-            for name in self.SIGNALS:
-                sig = getattr(signal, name, None)
-                if sig is not None:
-                    self._previous[sig] = signal.signal(sig, self._note)
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self._restore()
-
-    def _note(self, signum: int, frame: Any) -> None:
-        self.signum = signum
-        log.warning("received %s: saving a checkpoint at the end of this step", signal.Signals(signum).name)
-
-    def _restore(self) -> None:
-        for sig, previous in self._previous.items():
-            signal.signal(sig, previous)
-
-    @property
-    def requested(self) -> float:
-        return 0.0 if self.signum is None else 1.0
-
-    def hand_over(self) -> None:
-        """Deliver the noted signal to the previous handler; if that returns, keep watching."""
-        signum, self.signum = self.signum, None
-        if signum is None:  # another rank was signalled: it hands over, this one saved with it
-            return
-        previous = self._previous.get(signum)
-        self._restore()
-        if callable(previous):
-            previous(signum, None)
-        elif previous == signal.SIG_DFL:
-            signal.raise_signal(signum)
-        self.__enter__()
-
-
-def kept_checkpoint(cfg: TrainConfig, step: int) -> bool:
-    """Whether the checkpoint of ``step`` is kept for good (else it is a resume point, removed once a newer
-    checkpoint exists): the final step, the ``ckpt_keep`` steps and multiples of ``ckpt_keep_every``; every
-    checkpoint when neither is set."""
-    if cfg.ckpt_keep_every is None and not cfg.ckpt_keep:
-        return True
-    return (step == cfg.steps or step in cfg.ckpt_keep
-            or (cfg.ckpt_keep_every is not None and step % cfg.ckpt_keep_every == 0))
-
-
-def _prune_checkpoints(cfg: TrainConfig, run_dir: Path) -> None:
-    """Remove resume-only checkpoints older than the newest one (a SiT-XL/2 checkpoint is about 11 GB)."""
-    ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
-    for path in ckpts[:-1]:
-        step = int(path.stem.split("_")[1])
-        if not kept_checkpoint(cfg, step):
-            path.unlink(missing_ok=True)
-
-
-def _save_checkpoint(model: Denoiser, ema: nn.Module, opt: torch.optim.Optimizer, cfg: TrainConfig, run_dir: Path,
-                     step: int, h: str, info: DistInfo, meta: dict[str, Any]) -> None:
-    if info.is_main:
-        atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": opt.state_dict(),
-                            "step": step, "data_position": step * cfg.batch_size, "rng": _rng_state(),
-                            "config_hash": h, "world_size": info.world_size, "meta": meta},
-                           checkpoint_path(run_dir, step))
-    barrier()
-
-
-def _save_grid(cfg: TrainConfig, ema: nn.Module, codec, num_classes: int, run_dir: Path, step: int,
-               device: torch.device) -> Path:
-    from study.sample import sample_images, save_grid
-
-    n = cfg.grid.n
-    labels = torch.arange(n) % num_classes
-    images = sample_images(ema, labels, seeds=list(range(n)), base_seed=cfg.seed, codec=codec, path=cfg.flow.path,
-                           mode=cfg.grid.mode, num_steps=cfg.grid.num_steps, cfg_scale=cfg.grid.cfg_scale,
-                           device=device)
-    return save_grid(images, run_dir / "samples" / f"grid_step_{step:07d}.png")

@@ -220,7 +220,8 @@ def test_cli_eval_fid_writes_a_generation_row(tmp_path, monkeypatch):
 # ------------------------------------------------------------------ end to end with the real trainer and sampler
 def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
     monkeypatch.undo()  # the real study.data.open_dataset and extractor recipe
-    from study.train import load_train_config, train
+    from study.train import train
+    from study.train_config import load_train_config
 
     data = "synthetic:n=64,size=32,classes=4,seed=0"
     cfg = load_train_config("smoke", [f"data.spec={data}", "device=cpu", "steps=4", "ckpt_every=4"])

@@ -29,27 +29,62 @@ def test_parse_size_and_depth_defaults():
 def test_forward_shapes_hidden_tokens_and_zero_init():
     torch.manual_seed(0)
     model = build_sit("smoke", input_size=64, in_channels=3, num_classes=5, patch_size=4)
-    assert model.grid == (16, 16) and model.align_depth == 1
+    assert model.grid == (16, 16) and model.depth == 2
     x = torch.randn(3, 3, 64, 64)
-    v, h = model(x, torch.rand(3), torch.tensor([0, 4, 5]))  # 5 = the null class
-    assert v.shape == x.shape and h.shape == (3, 256, 32)
+    t, y = torch.rand(3), torch.tensor([0, 4, 5])  # 5 = the null class
+    v = model(x, t, y)
+    assert v.shape == x.shape
     assert torch.count_nonzero(v) == 0  # adaLN-Zero: the output layer starts at zero
+    v2, hidden = model.forward_intermediates(x, t, y, indices=[0, 1])
+    assert torch.equal(v2, v) and [h.shape for h in hidden] == [(3, 256, 32)] * 2
     with pytest.raises(ValueError, match="expects inputs"):
         model(torch.randn(1, 3, 32, 32), torch.rand(1), torch.tensor([0]))
 
 
-def test_hidden_tokens_are_taken_after_block_k():
+def test_intermediates_are_taken_after_the_chosen_blocks():
     torch.manual_seed(0)
-    model = build_sit("tiny", input_size=16, in_channels=3, num_classes=3, align_depth=3)
+    model = build_sit("tiny", input_size=16, in_channels=3, num_classes=3)
     for p in model.parameters():  # leave adaLN-Zero so blocks are not identities
         torch.nn.init.normal_(p, std=0.05)
     x, t, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([1, 2])
-    captured = []
-    model.blocks[2].register_forward_hook(lambda m, i, o: captured.append(o))
-    _, h = model(x, t, y)
-    assert torch.equal(h, captured[0])
-    with pytest.raises(ValueError, match="align_depth"):
-        build_sit("smoke", input_size=16, in_channels=3, num_classes=3, align_depth=3)
+    captured = {}
+    for i, block in enumerate(model.blocks):
+        block.register_forward_hook(lambda m, inp, out, i=i: captured.setdefault(i, out))
+    v, hidden = model.forward_intermediates(x, t, y, indices=[2, -1])  # after block 3 and after the last block
+    assert len(hidden) == 2 and torch.equal(hidden[0], captured[2]) and torch.equal(hidden[1], captured[3])
+    captured.clear()
+    _, last_two = model.forward_intermediates(x, t, y, indices=2)  # timm: an int n is the last n blocks
+    assert torch.equal(last_two[0], captured[2]) and torch.equal(last_two[1], captured[3])
+    assert torch.equal(v, model(x, t, y))
+    for bad in ([4], [-5], 0, 5):
+        with pytest.raises(ValueError, match="out of range|between 1"):
+            model.forward_intermediates(x, t, y, indices=bad)
+
+
+def test_alignment_depth_belongs_to_the_method_and_checkpoints_do_not_record_it():
+    from study.denoiser import align_depth, build_denoiser
+    from study.data.codecs import get_codec
+    from study.train_config import load_train_config
+
+    cfg = load_train_config("smoke", ["model.size=tiny"])
+    assert align_depth(cfg) == 2  # the size's default (REPA's)
+    assert align_depth(load_train_config("smoke", ["model.size=tiny", "method.depth=4"])) == 4
+    with pytest.raises(ValueError, match="method.depth 5"):
+        align_depth(load_train_config("smoke", ["model.size=tiny", "method.depth=5"]))
+    torch.manual_seed(0)
+    shallow = build_denoiser(cfg, image_size=16, num_classes=3, codec=get_codec("identity"), encoder_dims=[8])
+    deep = build_denoiser(load_train_config("smoke", ["model.size=tiny", "method.depth=4"]), image_size=16,
+                          num_classes=3, codec=get_codec("identity"), encoder_dims=[8])
+    assert shallow.state_dict().keys() == deep.state_dict().keys()  # the depth is no parameter of the model
+    deep.load_state_dict(shallow.state_dict())
+    for p in shallow.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    deep.load_state_dict(shallow.state_dict())
+    x, t, y = torch.randn(2, 3, 16, 16), torch.rand(2), torch.tensor([0, 1])
+    (v_a, (p_a,)), (v_b, (p_b,)) = shallow(x, t, y), deep(x, t, y)
+    assert torch.equal(v_a, v_b) and not torch.allclose(p_a, p_b)  # same SiT, alignment read at another block
+    _, hidden = shallow.sit.forward_intermediates(x, t, y, indices=[1])
+    assert torch.equal(p_a, shallow.projectors[0](hidden[0], shallow.sit.grid))
 
 
 def test_sincos_positions():

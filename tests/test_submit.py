@@ -47,7 +47,7 @@ FAKE_STAGES = textwrap.dedent('''
 
     def evaluate(job, root, run_dir):
         _count(root, job)
-        train_id = job.params["train_job"]
+        train_id = job.params.train_job
         if not T.is_done(root, train_id):
             raise RuntimeError(f"training job {train_id} has not finished")
         fd = zlib.crc32(f"{job.encoder}{job.method}".encode()) % 1000 / 10 + job.steps / 100
@@ -59,7 +59,7 @@ FAKE_STAGES = textwrap.dedent('''
 
     def analyze(job, root, run_dir):
         _count(root, job)
-        out = Path(root) / "reports" / job.params["sweep"]
+        out = Path(root) / "reports" / job.params.sweep
         out.mkdir(parents=True, exist_ok=True)
         (out / "index.html").write_text("report")
         return [("runs", [{"report": str(out)}])]

@@ -6,39 +6,40 @@ import torch
 import yaml
 
 import study.train as T
+import study.train_config as C
 from study.config import ConfigError
 from train_support import SMOKE_DATA, log_rows, params, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 
 def test_presets_and_overrides():
-    assert {"repa", "irepa", "irepa-released", "imagenet", "tiny", "smoke"} <= set(T.list_presets())
-    repa, irepa, released = (T.load_train_config(p).method for p in ("repa", "irepa", "irepa-released"))
+    assert {"repa", "irepa", "irepa-released", "imagenet", "tiny", "smoke"} <= set(C.list_presets())
+    repa, irepa, released = (C.load_train_config(p).method for p in ("repa", "irepa", "irepa-released"))
     assert (repa.projector, repa.spatial_norm, repa.lam) == ("mlp", False, 0.5)
     assert (irepa.projector, irepa.kernel_size, irepa.spatial_norm, irepa.gamma, irepa.lam) == ("conv", 3, True, 0.6,
                                                                                                  0.5)
     assert (released.projector, released.kernel_size, released.lam) == ("conv", 1, 1.0)
-    cfg = T.load_train_config("tiny", ["method=irepa", "method.gamma=0.8", "model.size=smoke", "encoder.name=[a, b]"])
+    cfg = C.load_train_config("tiny", ["method=irepa", "method.gamma=0.8", "model.size=smoke", "encoder.name=[a, b]"])
     assert cfg.method.name == "irepa" and cfg.method.gamma == 0.8 and cfg.model.size == "smoke"
     assert cfg.encoder.names == ["a", "b"]
     with pytest.raises(ConfigError, match="unknown key"):
-        T.load_train_config("smoke", ["optim.learning_rate=1"])
+        C.load_train_config("smoke", ["optim.learning_rate=1"])
     with pytest.raises(ConfigError, match="neither a config file nor a preset"):
-        T.load_train_config("no-such-preset")
+        C.load_train_config("no-such-preset")
     with pytest.raises(ConfigError, match="unknown SiT size"):
-        T.load_train_config("smoke", ["model.size=SiT-H/2"])
+        C.load_train_config("smoke", ["model.size=SiT-H/2"])
 
 
 def test_build_train_config_and_config_files(tmp_path):
-    cfg = T.build_train_config("irepa", "SiT-B/2", "mocov3-vit-b", steps=123, seed=4, data=SMOKE_DATA,
+    cfg = C.build_train_config("irepa", "SiT-B/2", "mocov3-vit-b", steps=123, seed=4, data=SMOKE_DATA,
                                overrides=["batch_size=16"])
     assert (cfg.method.name, cfg.model.size, cfg.encoder.name, cfg.steps, cfg.seed, cfg.batch_size) == \
         ("irepa", "SiT-B/2", "mocov3-vit-b", 123, 4, 16)
     assert cfg.data.codec == "identity"  # synthetic data -> the tiny (pixel space) base
-    assert T.build_train_config("repa", "SiT-XL/2", "dinov2-vit-b", steps=1, seed=0, data="/data/in").data.codec \
+    assert C.build_train_config("repa", "SiT-XL/2", "dinov2-vit-b", steps=1, seed=0, data="/data/in").data.codec \
         == "sd-vae"
     path = tmp_path / "mine.yaml"
     path.write_text(yaml.safe_dump({"base": "smoke", "method": "irepa", "steps": 3}))
-    cfg = T.load_train_config(str(path))
+    cfg = C.load_train_config(str(path))
     assert cfg.steps == 3 and cfg.method.projector == "conv" and cfg.model.size == "smoke"
 
 
@@ -50,7 +51,7 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == \
         ["step_0000003.pt", "step_0000006.pt", "step_0000008.pt"]
     assert (full / "samples" / "grid_step_0000004.png").is_file()
-    assert T.load_train_config(str(full / "config.yaml")) == cfg
+    assert C.load_train_config(str(full / "config.yaml")) == cfg
     assert (full / "config_hash").read_text().strip() == out["config_hash"]
     prov = json.loads((full / "provenance.json").read_text())
     assert prov["config_hash"] == out["config_hash"] and "git_commit" in prov and prov["seed"] == cfg.seed
@@ -167,7 +168,8 @@ def test_gradient_accumulation_matches_the_full_batch(tmp_path):
 
 def test_resume_points_are_pruned_and_kept_steps_stay(tmp_path):
     """Only the newest resume checkpoint survives; ckpt_keep steps and the final step are written and kept."""
-    from study.train import load_train_config, train
+    from study.train import train
+    from study.train_config import load_train_config
 
     cfg = load_train_config("smoke", ["steps=12", "ckpt_every=5", "ckpt_keep=[3, 7]", "threads=1"])
     train(cfg, tmp_path / "run", max_steps=11)

@@ -4,6 +4,7 @@ import torch
 import torch.multiprocessing as mp
 
 import study.train as T
+from study.denoiser import build_codec, build_denoiser
 from train_support import ddp_worker, free_port, log_rows, params, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 OVERRIDES = ["steps=3", "ckpt_every=3", "batch_size=8", "method=irepa"]
@@ -21,7 +22,7 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
         assert (rb["loss"], rb["loss_align"], rb["grad_norm"]) == \
             pytest.approx((ra["loss"], ra["loss_align"], ra["grad_norm"]), rel=1e-4)
     torch.manual_seed(0)  # train() seeds the initialisation with cfg.seed
-    init = T.build_model(smoke_config(*OVERRIDES), image_size=32, num_classes=4, codec=T.build_codec("identity"),
-                         encoder_dims=[64])
+    init = build_denoiser(smoke_config(*OVERRIDES), image_size=32, num_classes=4, codec=build_codec("identity"),
+                            encoder_dims=[64])
     moved = sum(not torch.equal(v, a[f"model.{k}"]) for k, v in init.state_dict().items() if f"model.{k}" in a)
     assert moved > 0  # the comparison is between trained parameters, not two copies of the initialisation

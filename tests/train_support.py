@@ -15,13 +15,13 @@ def free_port() -> int:
 
 
 def smoke_config(*overrides: str):
-    from study.train import load_train_config
+    from study.train_config import load_train_config
 
     return load_train_config("smoke", [f"data.spec={SMOKE_DATA}", "device=cpu", *overrides])
 
 
 def params(run_dir, step: int) -> dict[str, torch.Tensor]:
-    from study.train import checkpoint_path
+    from study.run_dir import checkpoint_path
 
     state = torch.load(checkpoint_path(run_dir, step), map_location="cpu", weights_only=False)
     return {**{f"model.{k}": v for k, v in state["model"].items()}, **{f"ema.{k}": v for k, v in state["ema"].items()}}

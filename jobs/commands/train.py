@@ -28,7 +28,8 @@ def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_
     import yaml
 
     from study.config import ConfigError
-    from study.train import load_train_config, train
+    from study.train import train
+    from study.train_config import load_train_config
 
     try:
         cfg = load_train_config(config, overrides)

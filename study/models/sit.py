@@ -2,53 +2,24 @@
 
 One readable file, following the DiT/SiT design: patch embedding, fixed 2-D sin-cos positions, timestep and class
 embeddings (with a null class for classifier-free guidance), adaLN-Zero blocks, and a linear head that predicts the
-velocity. ``forward`` also returns the hidden tokens after block ``align_depth`` for the REPA/iREPA alignment.
-
-Sizes (DiT): S = 12 blocks x 384 wide x 6 heads, B = 12 x 768 x 12, L = 24 x 1024 x 16, XL = 28 x 1152 x 16; the
-alignment depth defaults are REPA's (4 for S and B, 8 for L and XL). ``tiny`` and ``smoke`` are small custom sizes for
-the embedded CPU study and the tests.
+velocity. Like timm's models, ``forward(x, t, y)`` returns the prediction and ``forward_intermediates(x, t, y,
+indices)`` also returns the hidden tokens after chosen blocks. Which block the REPA/iREPA alignment reads is the
+method's choice (``study.denoiser``), not the architecture's, so the EMA copy used for sampling knows nothing of it.
+Sizes (S/B/L/XL/tiny/smoke) are in ``study.models.sizes``.
 """
 from __future__ import annotations
 
 import math
-import re
-from dataclasses import dataclass
+from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit"]
+from study.models.sizes import SIZES, SiTSize, parse_size
 
-
-@dataclass(frozen=True)
-class SiTSize:
-    depth: int
-    hidden: int
-    heads: int
-    align_depth: int  # REPA's default block after which the hidden tokens are aligned
-
-
-SIZES: dict[str, SiTSize] = {
-    "S": SiTSize(12, 384, 6, 4),
-    "B": SiTSize(12, 768, 12, 4),
-    "L": SiTSize(24, 1024, 16, 8),
-    "XL": SiTSize(28, 1152, 16, 8),
-    "tiny": SiTSize(4, 96, 4, 2),
-    "smoke": SiTSize(2, 32, 2, 1),
-}
-
-_NAME = re.compile(r"^(?:SiT-)?(S|B|L|XL|tiny|smoke)(?:/(\d+))?$")
-
-
-def parse_size(name: str) -> tuple[SiTSize, int | None]:
-    """``"SiT-B/2"`` -> (B's dimensions, patch 2); ``"tiny"`` -> (tiny, None: the patch comes from the config)."""
-    m = _NAME.match(name.strip())
-    if not m:
-        raise ValueError(f"unknown SiT size {name!r}; use one of SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, smoke "
-                         "(a /P suffix sets the patch size)")
-    return SIZES[m.group(1)], (int(m.group(2)) if m.group(2) else None)
+__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit", "block_indices"]
 
 
 # ---------------------------------------------------------------------------------------------------- embeddings
@@ -152,22 +123,36 @@ class FinalLayer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def block_indices(indices: int | Sequence[int], depth: int) -> list[int]:
+    """timm's convention: an int ``n`` selects the last ``n`` blocks, a sequence selects those 0-based block indices
+    (negative ones count from the end). Returns sorted, unique, non-negative indices."""
+    if isinstance(indices, int):
+        if not 1 <= indices <= depth:
+            raise ValueError(f"indices={indices}: ask for between 1 and {depth} (the number of blocks) last blocks")
+        return list(range(depth - indices, depth))
+    out = []
+    for i in indices:
+        j = i + depth if i < 0 else i
+        if not 0 <= j < depth:
+            raise ValueError(f"block index {i} is out of range for {depth} blocks")
+        out.append(j)
+    return sorted(set(out))
+
+
 class SiT(nn.Module):
-    """Class-conditional SiT predicting the velocity; returns ``(v, hidden tokens after block align_depth)``."""
+    """Class-conditional SiT predicting the velocity (or, for other objectives, whatever its head is trained on)."""
 
     def __init__(self, *, input_size: int, in_channels: int, patch_size: int = 2, depth: int = 28,
-                 hidden: int = 1152, heads: int = 16, num_classes: int = 1000, align_depth: int = 8,
-                 mlp_ratio: float = 4.0, qk_norm: bool = False) -> None:
+                 hidden: int = 1152, heads: int = 16, num_classes: int = 1000, mlp_ratio: float = 4.0,
+                 qk_norm: bool = False) -> None:
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
-        if not 1 <= align_depth <= depth:
-            raise ValueError(f"align_depth {align_depth} must be between 1 and the number of blocks ({depth})")
         self.in_channels = in_channels
         self.input_size = input_size
         self.patch_size = patch_size
         self.num_classes = num_classes
-        self.align_depth = align_depth
+        self.depth = depth
         self.hidden = hidden
         self.grid = (input_size // patch_size, input_size // patch_size)
         self.x_embed = nn.Conv2d(in_channels, hidden, kernel_size=patch_size, stride=patch_size)
@@ -210,23 +195,30 @@ class SiT(nn.Module):
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, C, S, S]``, ``t [B]`` in [0, 1], ``y [B]`` (``num_classes`` = null) -> (velocity, hidden)."""
+    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                              indices: int | Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x [B, C, S, S]``, ``t [B]`` in [0, 1], ``y [B]`` (``num_classes`` = null) -> (prediction, the hidden
+        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see :func:`block_indices`)."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
+        wanted = set(block_indices(indices, self.depth))
         h = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
         c = self.t_embed(t) + self.y_embed(y)
-        aligned = h
-        for i, block in enumerate(self.blocks, start=1):
+        hidden = []
+        for i, block in enumerate(self.blocks):
             h = block(h, c)
-            if i == self.align_depth:
-                aligned = h
-        return self.unpatchify(self.final(h, c)), aligned
+            if i in wanted:
+                hidden.append(h)
+        return self.unpatchify(self.final(h, c)), hidden
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The prediction alone (what samplers call)."""
+        return self.forward_intermediates(x, t, y, indices=[])[0]
 
 
 def build_sit(size: str, *, input_size: int, in_channels: int, num_classes: int, patch_size: int | None = None,
-              align_depth: int | None = None, qk_norm: bool = False) -> SiT:
+              qk_norm: bool = False) -> SiT:
     """Build a SiT by size name (``SiT-XL/2``, ``tiny``, ...); ``patch_size`` overrides the name's ``/P``."""
     dims, name_patch = parse_size(size)
     if patch_size is not None and name_patch is not None and patch_size != name_patch:
@@ -234,5 +226,4 @@ def build_sit(size: str, *, input_size: int, in_channels: int, num_classes: int,
                          "set one of them")
     patch = patch_size or name_patch or 2
     return SiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth,
-               hidden=dims.hidden, heads=dims.heads, num_classes=num_classes,
-               align_depth=align_depth or dims.align_depth, qk_norm=qk_norm)
+               hidden=dims.hidden, heads=dims.heads, num_classes=num_classes, qk_norm=qk_norm)

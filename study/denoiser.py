@@ -1,0 +1,75 @@
+"""What a training run builds from its config: the codec, the SiT, and the trained module (SiT + projectors).
+
+One place for these calls, so training and sampling build the same model. The alignment depth is the method's
+(``method.depth``, else REPA's default for the size), read through ``SiT.forward_intermediates``: the EMA SiT that
+sampling loads is a plain SiT.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from study.align import build_projector
+from study.data.codecs import get_codec
+from study.models.sit import SiT, build_sit
+from study.models.sizes import parse_size
+from study.train_config import TrainConfig
+
+__all__ = ["Denoiser", "build_codec", "build_sit_for", "build_denoiser", "align_depth", "patch_size"]
+
+
+def build_codec(name: str, device: torch.device | str = "cpu", *, stats: Any = None):
+    """The codec named by ``data.codec``: ``identity`` (pixel space) or ``sd-vae`` (with latent stats)."""
+    if name in ("identity", "pixel"):
+        return get_codec(name)
+    return get_codec(name, device=device, stats=stats)
+
+
+def patch_size(cfg: TrainConfig) -> int:
+    """The SiT patch: ``model.patch_size``, else the size name's ``/P``, else 2."""
+    return cfg.model.patch_size or parse_size(cfg.model.size)[1] or 2
+
+
+def align_depth(cfg: TrainConfig) -> int:
+    """The block after which the hidden tokens are aligned (1-based): ``method.depth`` or the size's default."""
+    dims = parse_size(cfg.model.size)[0]
+    depth = cfg.method.depth or dims.align_depth
+    if not 1 <= depth <= dims.depth:
+        raise ValueError(f"method.depth {depth} must be between 1 and the number of blocks of {cfg.model.size} "
+                         f"({dims.depth})")
+    return depth
+
+
+def build_sit_for(cfg: TrainConfig, *, image_size: int, num_classes: int, codec) -> SiT:
+    """The run's SiT for images of ``image_size`` px through ``codec``."""
+    return build_sit(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
+                     num_classes=num_classes, patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm)
+
+
+class Denoiser(nn.Module):
+    """The trained module: the SiT plus one projector per encoder (what DDP wraps and the optimizer updates)."""
+
+    def __init__(self, sit: SiT, projectors: list[nn.Module], depth: int) -> None:
+        super().__init__()
+        self.sit = sit
+        self.projectors = nn.ModuleList(projectors)
+        self.depth = depth
+
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(prediction, each projector's output on the hidden tokens after block ``depth``)."""
+        if not len(self.projectors):
+            return self.sit(x_t, t, y), []
+        v, (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1])
+        return v, [p(hidden, self.sit.grid) for p in self.projectors]
+
+
+def build_denoiser(cfg: TrainConfig, *, image_size: int, num_classes: int, codec,
+                   encoder_dims: list[int] = ()) -> Denoiser:
+    """The SiT and, when the method aligns, one projector per encoder width in ``encoder_dims``."""
+    sit = build_sit_for(cfg, image_size=image_size, num_classes=num_classes, codec=codec)
+    m = cfg.method
+    projectors = [build_projector(m.projector, sit.hidden, d, hidden_dim=m.hidden_dim, kernel_size=m.kernel_size)
+                  for d in encoder_dims] if m.align else []
+    return Denoiser(sit, projectors, align_depth(cfg))

@@ -1,0 +1,227 @@
+"""The training configuration: typed sections, the presets in ``study/presets/`` and how configs are resolved.
+
+No torch here: the sweep planner, the CLI and the run-directory reader validate configs without loading a model.
+
+- ``load_train_config(preset_or_path, overrides)``: a preset name, a YAML path or a mapping, with ``key=value``
+  overrides. A config may name ``base: PRESET`` (merged underneath), and ``method: NAME`` (a string) takes the whole
+  method section of that preset, so ``method=irepa`` swaps the method and ``method.gamma=0.8`` then refines it.
+- ``build_train_config(method, model, encoder, ...)``: the config of one sweep point (the typed path a sweep job takes).
+- ``default_base(dataset)``: the one rule for which preset lies underneath a sweep point.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Iterable, Literal, Mapping
+
+from pydantic import Field, field_validator
+
+from study.config import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
+
+__all__ = [
+    "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
+    "PreviewSection", "TrainConfig", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
+    "load_train_config", "build_train_config",
+]
+
+PRESETS_DIR = Path(__file__).resolve().parent / "presets"
+
+
+# ------------------------------------------------------------------------------------------------------ sections
+class ModelSection(StrictModel):
+    size: str = "SiT-XL/2"          # SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, smoke (a /P suffix sets the patch)
+    patch_size: int | None = None   # overrides the size's /P (default 2); the token grid must match the encoder's
+    qk_norm: bool = False
+    class_dropout: float = Field(0.1, ge=0.0, le=1.0)  # label dropout for classifier-free guidance
+
+    @field_validator("size")
+    @classmethod
+    def _known_size(cls, v: str) -> str:
+        from study.models.sizes import parse_size  # dimensions only: no torch
+
+        parse_size(v)
+        return v
+
+
+class MethodSection(StrictModel):
+    name: str = "repa"              # a label recorded with results; the values below define the method
+    align: bool = True              # False: vanilla SiT (no encoder, no alignment loss)
+    projector: Literal["mlp", "linear", "conv"] = "mlp"
+    kernel_size: int = Field(3, ge=1)
+    hidden_dim: int = Field(2048, ge=1)  # MLP projector width
+    spatial_norm: bool = False      # iREPA's spatial z-score of the encoder target
+    gamma: float = 0.6
+    lam: float = Field(0.5, ge=0.0)  # weight of the alignment loss (lambda)
+    depth: int | None = None        # align after this block; None: the size's default (4 for S/B, 8 for L/XL)
+
+
+class EncoderSection(StrictModel):
+    name: str | list[str] = "dinov2-vit-b"  # one name or a list (losses averaged); NAME@clsmix=A variants allowed
+    weights: Literal["pretrained", "random", "tiny"] = "pretrained"
+    bf16: bool = False              # run the frozen encoder under bf16 autocast (faster on GPU; targets in fp32)
+
+    @property
+    def names(self) -> list[str]:
+        return [self.name] if isinstance(self.name, str) else list(self.name)
+
+
+class DataSection(StrictModel):
+    spec: str = "synthetic:n=512,size=32,classes=10,seed=0"  # see study.data.open_dataset
+    split: str = "train"
+    image_size: int | None = None   # resize to this (None: the dataset's own size)
+    codec: str = "identity"         # identity (pixel space) or sd-vae (latent space)
+    latent_stats: str | None = None  # SD-VAE per-channel scale/bias file (None: the prepared dataset's, else 0.18215)
+    num_workers: int = Field(0, ge=0)
+
+
+class OptimSection(StrictModel):
+    lr: float = Field(1e-4, gt=0)
+    betas: tuple[float, float] = (0.9, 0.999)
+    weight_decay: float = Field(0.0, ge=0)
+    eps: float = 1e-8
+    grad_clip: float = Field(1.0, ge=0)  # 0: no clipping
+    warmup_steps: int = Field(0, ge=0)
+
+
+class FlowSection(StrictModel):
+    path: Literal["linear", "cosine"] = "linear"
+    time: Literal["uniform", "lognormal"] = "uniform"
+    time_mean: float = 0.0
+    time_std: float = 1.0
+
+
+class PreviewSection(StrictModel):
+    """The periodic preview sheet of EMA samples (the YAML key is ``grid``, which feeds config hashes)."""
+
+    n: int = Field(16, ge=1)        # images on the sheet
+    num_steps: int = Field(50, ge=1)
+    mode: Literal["ode", "sde"] = "ode"
+    cfg_scale: float = 1.0
+
+
+class TrainConfig(StrictModel):
+    model: ModelSection = ModelSection()
+    method: MethodSection = MethodSection()
+    encoder: EncoderSection = EncoderSection()
+    data: DataSection = DataSection()
+    optim: OptimSection = OptimSection()
+    flow: FlowSection = FlowSection()
+    grid: PreviewSection = PreviewSection()
+    steps: int = Field(400_000, ge=1)
+    batch_size: int = Field(256, ge=1)  # global batch (all ranks, all accumulation micro-batches)
+    grad_accum: int = Field(1, ge=1)
+    ema_decay: float = Field(0.9999, ge=0.0, le=1.0)
+    seed: int = 0
+    ckpt_every: int = Field(50_000, ge=1)  # resume points (see study.run_dir.kept_checkpoint for which are kept)
+    ckpt_keep_every: int | None = Field(None, ge=1)  # also keep multiples of this; None with no ckpt_keep: keep all
+    ckpt_keep: list[int] = Field(default_factory=list)  # steps always written and kept (e.g. the evaluated ones)
+    log_every: int = Field(100, ge=1)
+    sample_every: int = Field(0, ge=0)  # 0: no preview sheets
+    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    tf32: bool = True
+    compile: bool = False
+    device: str = "auto"
+    threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+
+
+# ------------------------------------------------------------------------------------------------------ presets
+def list_presets() -> list[str]:
+    """Every training preset (``study/presets/*.yaml``)."""
+    return sorted(p.stem for p in PRESETS_DIR.glob("*.yaml"))
+
+
+def method_presets() -> list[str]:
+    """The presets that define a named method (what ``method: NAME`` and a sweep's ``methods`` may name)."""
+    return [name for name in list_presets() if "name" in (load_yaml(PRESETS_DIR / f"{name}.yaml").get("method") or {})]
+
+
+def default_base(dataset: str) -> str:
+    """The preset underneath a sweep point: ``tiny`` for synthetic data, else ``imagenet``."""
+    return "tiny" if dataset.startswith("synthetic") else "imagenet"
+
+
+def _preset_path(name_or_path: str | Path) -> Path:
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml") or p.is_file():
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        return p
+    preset = PRESETS_DIR / f"{name_or_path}.yaml"
+    if not preset.is_file():
+        raise ConfigError(f"{name_or_path!r} is neither a config file nor a preset; presets: "
+                          f"{', '.join(list_presets())}")
+    return preset
+
+
+def _load_raw(name_or_path: str | Path, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A config file's mapping with its ``base:`` chain merged in and ``method: NAME`` resolved."""
+    path = _preset_path(name_or_path)
+    key = str(path.resolve())
+    if key in seen:
+        raise ConfigError(f"config base cycle: {' -> '.join(seen + (key,))}")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        data = apply_overrides(_load_raw(base, seen + (key,)), data)
+    if isinstance(data.get("method"), str):
+        data["method"] = _method_of(data["method"], seen + (key,))
+    return data
+
+
+def _method_of(preset: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The ``method`` section of a preset, so ``method=irepa`` swaps in the whole method."""
+    method = _load_raw(preset, seen).get("method")
+    if not isinstance(method, Mapping):
+        raise ConfigError(f"preset {preset!r} has no method section; method presets: {', '.join(method_presets())}")
+    return dict(method)
+
+
+def _merge_overrides(data: dict[str, Any], overrides: Iterable[str] | Mapping[str, Any]) -> dict[str, Any]:
+    if isinstance(overrides, Mapping):
+        extra = dict(overrides)
+    else:
+        items = list(overrides)
+        for item in items:  # method=NAME first, so method.gamma=... may refine it
+            if item.split("=", 1)[0].strip() == "method":
+                data["method"] = _method_of(item.split("=", 1)[1].strip())
+        extra = parse_overrides([i for i in items if i.split("=", 1)[0].strip() != "method"])
+    if isinstance(extra.get("method"), str):
+        data["method"] = _method_of(extra.pop("method"))
+    return apply_overrides(data, extra)
+
+
+# ------------------------------------------------------------------------------------------------------ loading
+def load_train_config(preset_or_path: str | Path | Mapping[str, Any],
+                      overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """A preset name (``study/presets/NAME.yaml``), a YAML path or a mapping, with ``key=value`` overrides."""
+    if isinstance(preset_or_path, Mapping):
+        data = dict(preset_or_path)
+        base = data.pop("base", None)
+        if base is not None:
+            data = apply_overrides(_load_raw(base), data)
+        if isinstance(data.get("method"), str):
+            data["method"] = _method_of(data["method"])
+        where = "<mapping>"
+    else:
+        data = _load_raw(preset_or_path)
+        where = str(_preset_path(preset_or_path))
+    data = _merge_overrides(data, overrides)
+    try:
+        return load_config(TrainConfig, data)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def build_train_config(method: str, model: str, encoder: str | list[str], *, steps: int, seed: int, data: str,
+                       base: str | None = None,
+                       overrides: Iterable[str] | Mapping[str, Any] = ()) -> TrainConfig:
+    """The config of one sweep point: ``base`` preset (default :func:`default_base`), the ``method`` preset's
+    method section, then model size, encoder, steps, seed, dataset, then ``overrides``."""
+    raw = _load_raw(base or default_base(data))
+    raw["method"] = _method_of(method)
+    raw = apply_overrides(raw, {"model": {"size": model}, "encoder": {"name": encoder}, "steps": steps,
+                                "seed": seed, "data": {"spec": data}})
+    raw = _merge_overrides(raw, overrides)
+    try:
+        return load_config(TrainConfig, raw)
+    except ConfigError as exc:
+        raise ConfigError(f"sweep point ({method}, {model}, {encoder}, seed {seed}): {exc}") from None
