@@ -1,0 +1,286 @@
+"""JiT: the plain pixel-space ViT denoiser of Li & He, "Back to Basics: Let Denoising Generative Models Denoise" (2025).
+
+One readable file, following the released ``model_jit.py``: a bottleneck patch embedding (a patch-size conv down to a
+low dimension, no bias, then a 1x1 conv up to the width), fixed 2-D sin-cos positions, 2-D rotary embeddings on
+queries and keys, RMSNorm (pre-norm and on q/k), SwiGLU MLPs, adaLN-Zero conditioning on time + class, and
+``in_context_len`` class tokens prepended before block ``in_context_start``. The head predicts the clean image
+(x-prediction); ``study.xpred`` turns it into a velocity for the loss and the sampler.
+
+``forward(x, t, y)`` returns ``(x_pred, hidden)``, like ``SiT``: ``hidden`` holds the image tokens (the in-context
+tokens removed) after block ``align_depth``, for REPA/iREPA.
+
+Sizes (released code): B/16 = 12 blocks x 768 x 12 heads, bottleneck 128, in-context from block 4; L/16 = 24 x 1024 x
+16, bottleneck 128, from block 8; H/16 = 32 x 1280 x 16, bottleneck 256, from block 10; 32 in-context tokens each.
+``tiny`` and ``smoke`` are small custom sizes for the CPU tests. ``t`` uses this project's convention (t = 0 data,
+t = 1 noise); the released code runs the other way (``study.xpred`` documents the mapping).
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from study.models.sit import LabelEmbedder, TimestepEmbedder, modulate, sincos_pos_embed_2d
+
+__all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
+
+
+@dataclass(frozen=True)
+class JiTSize:
+    depth: int
+    hidden: int
+    heads: int
+    bottleneck: int
+    in_context_len: int
+    in_context_start: int
+    align_depth: int  # default block after which the image tokens are aligned (see docs/training.md, JiT)
+
+
+JIT_SIZES: dict[str, JiTSize] = {
+    "B": JiTSize(12, 768, 12, 128, 32, 4, 4),
+    "L": JiTSize(24, 1024, 16, 128, 32, 8, 8),
+    "H": JiTSize(32, 1280, 16, 256, 32, 10, 8),
+    "tiny": JiTSize(4, 96, 4, 16, 4, 1, 2),
+    "smoke": JiTSize(2, 32, 2, 8, 2, 1, 1),
+}
+
+# Parameter counts in millions as the JiT paper lists them (256 px, patch 16, 1000 classes); tests compare.
+PAPER_PARAMS_M = {"B": 131, "L": 459, "H": 953}
+
+_NAME = re.compile(r"^JiT-(B|L|H|tiny|smoke)(?:/(\d+))?$")
+
+
+def is_jit_size(name: str) -> bool:
+    """Whether ``model.size`` names a JiT (``JiT-B/16``, ``JiT-tiny``...) rather than a SiT."""
+    return bool(_NAME.match(name.strip()))
+
+
+def parse_jit_size(name: str) -> tuple[JiTSize, int | None]:
+    """``"JiT-B/16"`` -> (B's dimensions, patch 16); ``"JiT-tiny"`` -> (tiny, None: the patch comes from the config)."""
+    m = _NAME.match(name.strip())
+    if not m:
+        raise ValueError(f"unknown JiT size {name!r}; use one of JiT-B/16, JiT-L/16, JiT-H/16, JiT-tiny, JiT-smoke "
+                         "(a /P suffix sets the patch size)")
+    return JIT_SIZES[m.group(1)], (int(m.group(2)) if m.group(2) else None)
+
+
+# ---------------------------------------------------------------------------------------------------- rotary
+def rope_2d(head_dim: int, grid: int, prefix: int = 0, theta: float = 10000.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(cos, sin)`` of shape ``[prefix + grid * grid, head_dim]`` for 2-D rotary embeddings (EVA/JiT layout).
+
+    The first half of each head rotates with the row index, the second half with the column index; neighbouring
+    channel pairs share a frequency. ``prefix`` tokens (the in-context class tokens) get the identity rotation.
+    """
+    if head_dim % 4:
+        raise ValueError(f"head dimension {head_dim} must be divisible by 4 for 2-D rotary embeddings")
+    dim = head_dim // 2
+    freqs = 1.0 / theta ** (torch.arange(0, dim, 2, dtype=torch.float32)[: dim // 2] / dim)
+    pos = torch.arange(grid, dtype=torch.float32)
+    f = torch.repeat_interleave(pos[:, None] * freqs[None], 2, dim=-1)  # [grid, dim]
+    both = torch.cat([f[:, None, :].expand(grid, grid, dim), f[None, :, :].expand(grid, grid, dim)], dim=-1)
+    both = both.reshape(grid * grid, head_dim)
+    cos, sin = both.cos(), both.sin()
+    if prefix:
+        cos = torch.cat([torch.ones(prefix, head_dim), cos])
+        sin = torch.cat([torch.zeros(prefix, head_dim), sin])
+    return cos, sin
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate channel pairs ``(x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin)``; ``x [B, H, N, D]``."""
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    rotated = torch.stack([-pairs[..., 1], pairs[..., 0]], dim=-1).reshape(x.shape)
+    return x * cos.to(x.dtype) + rotated * sin.to(x.dtype)
+
+
+# ---------------------------------------------------------------------------------------------------- blocks
+class BottleneckPatchEmbed(nn.Module):
+    """Patchify to a low-dimensional bottleneck (conv, stride = patch, no bias), then a 1x1 conv to the width."""
+
+    def __init__(self, patch: int, in_channels: int, bottleneck: int, hidden: int) -> None:
+        super().__init__()
+        self.proj1 = nn.Conv2d(in_channels, bottleneck, kernel_size=patch, stride=patch, bias=False)
+        self.proj2 = nn.Conv2d(bottleneck, hidden, kernel_size=1, bias=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj2(self.proj1(x)).flatten(2).transpose(1, 2)
+
+
+class JiTAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        if dim % heads:
+            raise ValueError(f"hidden size {dim} is not divisible by {heads} heads")
+        self.heads = heads
+        self.qkv = nn.Linear(dim, dim * 3, bias=True)
+        self.q_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.k_norm = nn.RMSNorm(dim // heads, eps=1e-6)
+        self.proj = nn.Linear(dim, dim)
+        self.dropout = dropout
+        self.proj_drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        b, n, c = x.shape
+        q, k, v = self.qkv(x).reshape(b, n, 3, self.heads, c // self.heads).permute(2, 0, 3, 1, 4)
+        q = apply_rope(self.q_norm(q), *rope)
+        k = apply_rope(self.k_norm(k), *rope)
+        x = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0)
+        return self.proj_drop(self.proj(x.transpose(1, 2).reshape(b, n, c)))
+
+
+class SwiGLU(nn.Module):
+    """``w3(silu(a) * b)`` with ``[a, b] = w12(x)``; the inner width is 2/3 of ``hidden`` (parameter-matched)."""
+
+    def __init__(self, dim: int, hidden: int, dropout: float = 0.0) -> None:
+        super().__init__()
+        inner = int(hidden * 2 / 3)
+        self.w12 = nn.Linear(dim, 2 * inner)
+        self.w3 = nn.Linear(inner, dim)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        a, b = self.w12(x).chunk(2, dim=-1)
+        return self.w3(self.drop(F.silu(a) * b))
+
+
+class JiTBlock(nn.Module):
+    def __init__(self, hidden: int, heads: int, mlp_ratio: float = 4.0, dropout: float = 0.0) -> None:
+        super().__init__()
+        self.norm1 = nn.RMSNorm(hidden, eps=1e-6)
+        self.attn = JiTAttention(hidden, heads, dropout)
+        self.norm2 = nn.RMSNorm(hidden, eps=1e-6)
+        self.mlp = SwiGLU(hidden, int(hidden * mlp_ratio), dropout)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 6 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        sh_a, sc_a, g_a, sh_m, sc_m, g_m = self.ada(c).chunk(6, dim=-1)
+        x = x + g_a[:, None] * self.attn(modulate(self.norm1(x), sh_a, sc_a), rope)
+        return x + g_m[:, None] * self.mlp(modulate(self.norm2(x), sh_m, sc_m))
+
+
+class JiTFinalLayer(nn.Module):
+    def __init__(self, hidden: int, patch: int, out_channels: int) -> None:
+        super().__init__()
+        self.norm = nn.RMSNorm(hidden, eps=1e-6)
+        self.linear = nn.Linear(hidden, patch * patch * out_channels)
+        self.ada = nn.Sequential(nn.SiLU(), nn.Linear(hidden, 2 * hidden))
+
+    def forward(self, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.ada(c).chunk(2, dim=-1)
+        return self.linear(modulate(self.norm(x), shift, scale))
+
+
+# ---------------------------------------------------------------------------------------------------- model
+class JiT(nn.Module):
+    """Class-conditional JiT predicting the clean image; returns ``(x_pred, image tokens after block align_depth)``."""
+
+    def __init__(self, *, input_size: int = 256, in_channels: int = 3, patch_size: int = 16, depth: int = 12,
+                 hidden: int = 768, heads: int = 12, bottleneck: int = 128, in_context_len: int = 32,
+                 in_context_start: int = 4, num_classes: int = 1000, align_depth: int = 4, mlp_ratio: float = 4.0,
+                 dropout: float = 0.0) -> None:
+        super().__init__()
+        if input_size % patch_size:
+            raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
+        if not 1 <= align_depth <= depth:
+            raise ValueError(f"align_depth {align_depth} must be between 1 and the number of blocks ({depth})")
+        if in_context_len and not 0 <= in_context_start < depth:
+            raise ValueError(f"in_context_start {in_context_start} must be a block index below {depth}")
+        self.in_channels = in_channels
+        self.input_size = input_size
+        self.patch_size = patch_size
+        self.num_classes = num_classes
+        self.align_depth = align_depth
+        self.hidden = hidden
+        self.in_context_len = in_context_len
+        self.in_context_start = in_context_start
+        side = input_size // patch_size
+        self.grid = (side, side)
+        self.x_embed = BottleneckPatchEmbed(patch_size, in_channels, bottleneck, hidden)
+        self.t_embed = TimestepEmbedder(hidden)
+        self.y_embed = LabelEmbedder(num_classes, hidden)
+        self.register_buffer("pos_embed", torch.from_numpy(sincos_pos_embed_2d(hidden, side, side))[None],
+                             persistent=False)
+        if in_context_len:
+            self.in_context_pos = nn.Parameter(torch.zeros(1, in_context_len, hidden))
+        head_dim = hidden // heads
+        cos, sin = rope_2d(head_dim, side)
+        cos_ic, sin_ic = rope_2d(head_dim, side, prefix=in_context_len)
+        for name, value in (("rope_cos", cos), ("rope_sin", sin), ("rope_cos_ic", cos_ic), ("rope_sin_ic", sin_ic)):
+            self.register_buffer(name, value, persistent=False)
+        # the released code applies dropout only to the middle half of the blocks
+        self.blocks = nn.ModuleList(
+            JiTBlock(hidden, heads, mlp_ratio, dropout if depth // 4 <= i < depth // 4 * 3 else 0.0)
+            for i in range(depth))
+        self.final = JiTFinalLayer(hidden, patch_size, in_channels)
+        self._init_weights()
+
+    @property
+    def num_tokens(self) -> int:
+        return self.grid[0] * self.grid[1]
+
+    def _init_weights(self) -> None:
+        """The released initialisation: xavier linears and patch convs, N(0, 0.02) embeddings, zeroed adaLN/head."""
+        def basic(m: nn.Module) -> None:
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight)
+                if m.bias is not None:
+                    nn.init.zeros_(m.bias)
+        self.apply(basic)
+        for conv in (self.x_embed.proj1, self.x_embed.proj2):
+            nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
+        nn.init.zeros_(self.x_embed.proj2.bias)
+        nn.init.normal_(self.y_embed.table.weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
+        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        if self.in_context_len:
+            nn.init.normal_(self.in_context_pos, std=0.02)
+        for block in self.blocks:
+            nn.init.zeros_(block.ada[-1].weight)
+            nn.init.zeros_(block.ada[-1].bias)
+        for layer in (self.final.ada[-1], self.final.linear):
+            nn.init.zeros_(layer.weight)
+            nn.init.zeros_(layer.bias)
+
+    def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
+        p, c = self.patch_size, self.in_channels
+        h, w = self.grid
+        x = x.reshape(x.shape[0], h, w, p, p, c)
+        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``x [B, C, S, S]`` (noisy image), ``t [B]``, ``y [B]`` (``num_classes`` = null) -> (x_pred, hidden)."""
+        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
+            raise ValueError(f"JiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
+                             f"got {tuple(x.shape)}")
+        h = self.x_embed(x) + self.pos_embed.to(x.dtype)
+        y_emb = self.y_embed(y)
+        c = self.t_embed(t) + y_emb
+        rope = (self.rope_cos, self.rope_sin)
+        prefix = 0
+        aligned = h
+        for i, block in enumerate(self.blocks):
+            if self.in_context_len and i == self.in_context_start:
+                tokens = y_emb[:, None, :] + self.in_context_pos.to(h.dtype)
+                h = torch.cat([tokens, h], dim=1)
+                rope, prefix = (self.rope_cos_ic, self.rope_sin_ic), self.in_context_len
+            h = block(h, c, rope)
+            if i + 1 == self.align_depth:
+                aligned = h[:, prefix:]
+        return self.unpatchify(self.final(h[:, prefix:], c)), aligned
+
+
+def build_jit(size: str, *, input_size: int, in_channels: int = 3, num_classes: int = 1000,
+              patch_size: int | None = None, align_depth: int | None = None, dropout: float = 0.0) -> JiT:
+    """Build a JiT by size name (``JiT-B/16``, ``JiT-tiny``...); ``patch_size`` overrides the name's ``/P``."""
+    dims, name_patch = parse_jit_size(size)
+    if patch_size is not None and name_patch is not None and patch_size != name_patch:
+        raise ValueError(f"model.size {size!r} says patch {name_patch} but model.patch_size is {patch_size}; "
+                         "set one of them")
+    patch = patch_size or name_patch or 16
+    return JiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth, hidden=dims.hidden,
+               heads=dims.heads, bottleneck=dims.bottleneck, in_context_len=dims.in_context_len,
+               in_context_start=dims.in_context_start, num_classes=num_classes,
+               align_depth=align_depth or dims.align_depth, dropout=dropout)
