@@ -149,15 +149,15 @@ def meanflow_step(model: nn.Module, net: nn.Module, x: torch.Tensor, eps: torch.
                   settings: MeanFlowSettings) -> tuple[torch.Tensor, torch.Tensor, object]:
     """One micro-batch of MeanFlow: ``(loss, mse, extras)``.
 
-    ``net(z, t, y, r) -> (u, hidden)`` is the plain MeanFlow SiT (used for the guidance velocities and the JVP,
-    without grad); ``model(z, t, y, r) -> (u, extras)`` is what is trained (the SiT with its projectors, maybe
-    DDP-wrapped), run once with grad. ``y`` holds the labels after dropout (``drop`` marks the dropped ones).
+    ``net(z, t, y, r) -> u`` is the plain MeanFlow SiT (used for the guidance velocities and the JVP, without grad);
+    ``model(z, t, y, r=r) -> (u, extras)`` is what is trained (the SiT with its projectors, maybe DDP-wrapped), run
+    once with grad. ``y`` holds the labels after dropout (``drop`` marks the dropped ones).
     """
     from study.flow import interpolate
 
     z_t, v = interpolate("linear", x, eps, t)
-    v_g = guided_velocity(v, z_t, t, y, drop, lambda z, tt, yy: net(z, tt, yy)[0], net.num_classes, settings)
-    u_tgt = meanflow_target(lambda z, tt, rr: net(z, tt, y, rr)[0], z_t, r, t, v_g)
-    u, extras = model(z_t, t, y, r)
+    v_g = guided_velocity(v, z_t, t, y, drop, lambda z, tt, yy: net(z, tt, yy), net.num_classes, settings)
+    u_tgt = meanflow_target(lambda z, tt, rr: net(z, tt, y, rr), z_t, r, t, v_g)
+    u, extras = model(z_t, t, y, r=r)
     loss, mse = meanflow_loss(u, u_tgt, settings)
     return loss, mse, extras

@@ -18,7 +18,7 @@ def test_paper_parameter_counts(size):
 
 
 def test_size_names():
-    assert parse_jit_size("JiT-B/16") == (JIT_SIZES["B"], 16)
+    assert parse_jit_size("JiT-B/16") == (JIT_SIZES["B"], 16) and JIT_SIZES["B"].align_depth == 4
     assert parse_jit_size("JiT-tiny") == (JIT_SIZES["tiny"], None)
     assert is_jit_size("JiT-L/16") and not is_jit_size("SiT-B/2") and not is_jit_size("tiny")
     with pytest.raises(ValueError, match="unknown JiT size"):
@@ -39,7 +39,7 @@ def test_forward_shapes_zero_init_and_aligned_image_tokens():
     torch.manual_seed(0)
     model = build_jit("JiT-tiny", input_size=32, patch_size=2, num_classes=10)
     x = torch.randn(2, 3, 32, 32)
-    out, h = model(x, torch.rand(2), torch.tensor([3, 10]))  # 10 = null class
+    out, (h,) = model.forward_intermediates(x, torch.rand(2), torch.tensor([3, 10]), indices=[1])  # 10 = null
     assert out.shape == x.shape and torch.count_nonzero(out) == 0  # adaLN-Zero head
     assert h.shape == (2, 256, 96)  # image tokens only, in-context class tokens removed
     with pytest.raises(ValueError, match="expects inputs"):
@@ -48,15 +48,16 @@ def test_forward_shapes_zero_init_and_aligned_image_tokens():
 
 @pytest.mark.parametrize("depth", [1, 3])
 def test_hidden_tokens_come_from_the_configured_block(depth):
-    model = _random_jit(align_depth=depth)
+    model = _random_jit()
     captured = []
     model.blocks[depth - 1].register_forward_hook(lambda m, i, o: captured.append(o))
     x, t, y = torch.randn(2, 3, 32, 32), torch.rand(2), torch.tensor([1, 2])
-    _, h = model(x, t, y)
+    out, (h,) = model.forward_intermediates(x, t, y, indices=[depth - 1])
     prefix = model.in_context_len if depth - 1 >= model.in_context_start else 0
     assert torch.equal(h, captured[0][:, prefix:]) and h.shape[1] == 256
-    with pytest.raises(ValueError, match="align_depth"):
-        build_jit("JiT-tiny", input_size=32, patch_size=2, align_depth=5)
+    torch.testing.assert_close(out, model(x, t, y))
+    with pytest.raises(ValueError, match="out of range"):
+        model.forward_intermediates(x, t, y, indices=[4])
 
 
 def test_rotary_embedding_rotates_pairs_and_leaves_prefix_tokens():
@@ -96,7 +97,7 @@ def test_euler_50_sampler_and_heun():
 
     def x_fn(z, t, y):
         calls.append(float(t[0]))
-        return model(z, t, y)[0]
+        return model(z, t, y)
 
     out = xpred_sample(x_fn, labels, noise, null=10, num_steps=50)
     assert out.shape == noise.shape and torch.isfinite(out).all() and len(calls) == 50
@@ -130,7 +131,7 @@ def test_a_few_hundred_cpu_steps_lower_the_loss():
         eps = torch.randn(x.shape, generator=g)
         t = torch.sigmoid(0.8 + 0.8 * torch.randn(16, generator=g))  # JiT's P_mean -0.8, P_std 0.8, our time
         x_t, v = xpred_inputs(x, eps, t)
-        loss = xpred_loss(model(x_t, t, y)[0], x_t, v, t)
+        loss = xpred_loss(model(x_t, t, y), x_t, v, t)
         opt.zero_grad()
         loss.backward()
         opt.step()

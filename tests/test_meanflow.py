@@ -30,7 +30,7 @@ def test_jvp_target_equals_finite_difference_target():
     y = torch.tensor([0, 3, 4])
 
     def u_fn(zz, tt, rr):
-        return net(zz, tt, y, rr)[0]
+        return net(zz, tt, y, rr)
 
     target = meanflow_target(u_fn, z, r, t, v_g.float()).double()
     h = 1e-3  # the time embedding computes in float32, so a smaller step drowns in its rounding
@@ -51,10 +51,10 @@ def test_r_equal_t_reduces_to_flow_matching():
     t = torch.rand(4, generator=g)
     y = torch.tensor([0, 1, 2, 3])
     plain = MeanFlowSettings(norm_p=0.0)  # no adaptive weighting, no guidance
-    loss, mse, (u, _) = meanflow_step(lambda *a: (net(*a)[0], net(*a)), net, x, eps, t, t, y,
-                                      torch.zeros(4, dtype=torch.bool), plain)
+    loss, mse, u = meanflow_step(lambda z, tt, yy, r: (net(z, tt, yy, r), net(z, tt, yy, r)), net, x, eps, t, t,
+                                 y, torch.zeros(4, dtype=torch.bool), plain)
     x_t, v = interpolate("linear", x, eps, t)
-    u_fm = net(x_t, t, y)[0]  # the instantaneous velocity (r = t, h = 0)
+    u_fm = net(x_t, t, y)  # the instantaneous velocity (r = t, h = 0)
     torch.testing.assert_close(u, u_fm)
     fm = torch.nn.functional.mse_loss(u_fm, v)
     torch.testing.assert_close(mse, fm)
@@ -73,8 +73,8 @@ def test_loss_gradient_flows_only_through_the_prediction():
     t, r = torch.tensor([0.8, 0.7]), torch.tensor([0.1, 0.7])
     y = torch.tensor([1, 2])
     net.train()
-    loss, _, _ = meanflow_step(lambda *a: net(*a), net, x, eps, r, t, y, torch.zeros(2, dtype=torch.bool),
-                               MeanFlowSettings())
+    loss, _, _ = meanflow_step(lambda z, tt, yy, r: (net(z, tt, yy, r), []), net, x, eps, r, t, y,
+                               torch.zeros(2, dtype=torch.bool), MeanFlowSettings())
     loss.backward()
     assert net.h_embed.mlp[0].weight.grad is not None and torch.isfinite(loss)
 
@@ -119,11 +119,11 @@ def test_one_and_few_nfe_sampling():
     noise = torch.randn(2, 3, 8, 8, generator=torch.Generator().manual_seed(6))
 
     def u_fn(z, t, r):
-        return net(z, t, y, r)[0]
+        return net(z, t, y, r)
 
     one = meanflow_sample(u_fn, noise, num_steps=1)
     with torch.no_grad():
-        want = noise - net(noise, torch.ones(2), y, torch.zeros(2))[0]
+        want = noise - net(noise, torch.ones(2), y, torch.zeros(2))
     torch.testing.assert_close(one, want)
     four = meanflow_sample(u_fn, noise, num_steps=4)
     assert four.shape == noise.shape and torch.isfinite(four).all() and not torch.allclose(four, one)
@@ -141,7 +141,7 @@ def test_meanflow_sit_is_a_sit_with_a_second_time_input():
     for p in net.parameters():
         torch.nn.init.normal_(p, std=0.2)
     z, t, y = torch.randn(2, 3, 8, 8), torch.tensor([0.3, 0.7]), torch.tensor([1, 4])
-    u_inst, h = net(z, t, y)
-    torch.testing.assert_close(u_inst, net(z, t, y, t)[0])  # r omitted = r = t
-    assert not torch.allclose(u_inst, net(z, t, y, torch.zeros(2))[0])
+    u_inst, (h,) = net.forward_intermediates(z, t, y, indices=[0])
+    torch.testing.assert_close(u_inst, net(z, t, y, t))  # r omitted = r = t
+    assert not torch.allclose(u_inst, net(z, t, y, torch.zeros(2)))
     assert h.shape == (2, 16, 32)

@@ -6,65 +6,23 @@ queries and keys, RMSNorm (pre-norm and on q/k), SwiGLU MLPs, adaLN-Zero conditi
 ``in_context_len`` class tokens prepended before block ``in_context_start``. The head predicts the clean image
 (x-prediction); ``study.xpred`` turns it into a velocity for the loss and the sampler.
 
-``forward(x, t, y)`` returns ``(x_pred, hidden)``, like ``SiT``: ``hidden`` holds the image tokens (the in-context
-tokens removed) after block ``align_depth``, for REPA/iREPA.
-
-Sizes (released code): B/16 = 12 blocks x 768 x 12 heads, bottleneck 128, in-context from block 4; L/16 = 24 x 1024 x
-16, bottleneck 128, from block 8; H/16 = 32 x 1280 x 16, bottleneck 256, from block 10; 32 in-context tokens each.
-``tiny`` and ``smoke`` are small custom sizes for the CPU tests. ``t`` uses this project's convention (t = 0 data,
-t = 1 noise); the released code runs the other way (``study.xpred`` documents the mapping).
+Like ``SiT``: ``forward(x, t, y)`` returns the prediction and ``forward_intermediates(x, t, y, indices)`` also the
+image tokens (the in-context tokens removed) after the chosen blocks, which REPA/iREPA align. Sizes are in
+``study.models.jit_sizes``. ``t`` uses this project's convention (t = 0 data, t = 1 noise); the released code runs
+the other way (``study.xpred`` documents the mapping).
 """
 from __future__ import annotations
 
-import re
-from dataclasses import dataclass
+from typing import Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.models.sit import LabelEmbedder, TimestepEmbedder, modulate, sincos_pos_embed_2d
+from study.models.jit_sizes import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
+from study.models.sit import LabelEmbedder, TimestepEmbedder, block_indices, modulate, sincos_pos_embed_2d
 
 __all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
-
-
-@dataclass(frozen=True)
-class JiTSize:
-    depth: int
-    hidden: int
-    heads: int
-    bottleneck: int
-    in_context_len: int
-    in_context_start: int
-    align_depth: int  # default block after which the image tokens are aligned (see docs/training.md, JiT)
-
-
-JIT_SIZES: dict[str, JiTSize] = {
-    "B": JiTSize(12, 768, 12, 128, 32, 4, 4),
-    "L": JiTSize(24, 1024, 16, 128, 32, 8, 8),
-    "H": JiTSize(32, 1280, 16, 256, 32, 10, 8),
-    "tiny": JiTSize(4, 96, 4, 16, 4, 1, 2),
-    "smoke": JiTSize(2, 32, 2, 8, 2, 1, 1),
-}
-
-# Parameter counts in millions as the JiT paper lists them (256 px, patch 16, 1000 classes); tests compare.
-PAPER_PARAMS_M = {"B": 131, "L": 459, "H": 953}
-
-_NAME = re.compile(r"^JiT-(B|L|H|tiny|smoke)(?:/(\d+))?$")
-
-
-def is_jit_size(name: str) -> bool:
-    """Whether ``model.size`` names a JiT (``JiT-B/16``, ``JiT-tiny``...) rather than a SiT."""
-    return bool(_NAME.match(name.strip()))
-
-
-def parse_jit_size(name: str) -> tuple[JiTSize, int | None]:
-    """``"JiT-B/16"`` -> (B's dimensions, patch 16); ``"JiT-tiny"`` -> (tiny, None: the patch comes from the config)."""
-    m = _NAME.match(name.strip())
-    if not m:
-        raise ValueError(f"unknown JiT size {name!r}; use one of JiT-B/16, JiT-L/16, JiT-H/16, JiT-tiny, JiT-smoke "
-                         "(a /P suffix sets the patch size)")
-    return JIT_SIZES[m.group(1)], (int(m.group(2)) if m.group(2) else None)
 
 
 # ---------------------------------------------------------------------------------------------------- rotary
@@ -175,24 +133,22 @@ class JiTFinalLayer(nn.Module):
 
 # ---------------------------------------------------------------------------------------------------- model
 class JiT(nn.Module):
-    """Class-conditional JiT predicting the clean image; returns ``(x_pred, image tokens after block align_depth)``."""
+    """Class-conditional JiT predicting the clean image (x-prediction)."""
 
     def __init__(self, *, input_size: int = 256, in_channels: int = 3, patch_size: int = 16, depth: int = 12,
                  hidden: int = 768, heads: int = 12, bottleneck: int = 128, in_context_len: int = 32,
-                 in_context_start: int = 4, num_classes: int = 1000, align_depth: int = 4, mlp_ratio: float = 4.0,
+                 in_context_start: int = 4, num_classes: int = 1000, mlp_ratio: float = 4.0,
                  dropout: float = 0.0) -> None:
         super().__init__()
         if input_size % patch_size:
             raise ValueError(f"input size {input_size} is not divisible by patch size {patch_size}")
-        if not 1 <= align_depth <= depth:
-            raise ValueError(f"align_depth {align_depth} must be between 1 and the number of blocks ({depth})")
         if in_context_len and not 0 <= in_context_start < depth:
             raise ValueError(f"in_context_start {in_context_start} must be a block index below {depth}")
         self.in_channels = in_channels
         self.input_size = input_size
         self.patch_size = patch_size
         self.num_classes = num_classes
-        self.align_depth = align_depth
+        self.depth = depth
         self.hidden = hidden
         self.in_context_len = in_context_len
         self.in_context_start = in_context_start
@@ -250,30 +206,37 @@ class JiT(nn.Module):
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """``x [B, C, S, S]`` (noisy image), ``t [B]``, ``y [B]`` (``num_classes`` = null) -> (x_pred, hidden)."""
+    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                              indices: int | Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """``x [B, C, S, S]`` (noisy image), ``t [B]``, ``y [B]`` (``num_classes`` = null) -> (x_pred, the image
+        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see ``block_indices``)."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"JiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
+        wanted = set(block_indices(indices, self.depth))
         h = self.x_embed(x) + self.pos_embed.to(x.dtype)
         y_emb = self.y_embed(y)
         c = self.t_embed(t) + y_emb
         rope = (self.rope_cos, self.rope_sin)
         prefix = 0
-        aligned = h
+        hidden = []
         for i, block in enumerate(self.blocks):
             if self.in_context_len and i == self.in_context_start:
                 tokens = y_emb[:, None, :] + self.in_context_pos.to(h.dtype)
                 h = torch.cat([tokens, h], dim=1)
                 rope, prefix = (self.rope_cos_ic, self.rope_sin_ic), self.in_context_len
             h = block(h, c, rope)
-            if i + 1 == self.align_depth:
-                aligned = h[:, prefix:]
-        return self.unpatchify(self.final(h[:, prefix:], c)), aligned
+            if i in wanted:
+                hidden.append(h[:, prefix:])
+        return self.unpatchify(self.final(h[:, prefix:], c)), hidden
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The clean-image prediction alone (what samplers call)."""
+        return self.forward_intermediates(x, t, y, indices=[])[0]
 
 
 def build_jit(size: str, *, input_size: int, in_channels: int = 3, num_classes: int = 1000,
-              patch_size: int | None = None, align_depth: int | None = None, dropout: float = 0.0) -> JiT:
+              patch_size: int | None = None, dropout: float = 0.0) -> JiT:
     """Build a JiT by size name (``JiT-B/16``, ``JiT-tiny``...); ``patch_size`` overrides the name's ``/P``."""
     dims, name_patch = parse_jit_size(size)
     if patch_size is not None and name_patch is not None and patch_size != name_patch:
@@ -282,5 +245,4 @@ def build_jit(size: str, *, input_size: int, in_channels: int = 3, num_classes: 
     patch = patch_size or name_patch or 16
     return JiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth, hidden=dims.hidden,
                heads=dims.heads, bottleneck=dims.bottleneck, in_context_len=dims.in_context_len,
-               in_context_start=dims.in_context_start, num_classes=num_classes,
-               align_depth=align_depth or dims.align_depth, dropout=dropout)
+               in_context_start=dims.in_context_start, num_classes=num_classes, dropout=dropout)

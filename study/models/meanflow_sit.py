@@ -1,6 +1,6 @@
 """The SiT of MeanFlow: the same transformer with a second time input, predicting the average velocity u(z_t, r, t).
 
-As in the MeanFlow reference code the network is conditioned on ``(t, t - r)``: a second timestep embedder takes the
+As in the MeanFlow reference codes the network is conditioned on ``(t, t - r)``: a second timestep embedder takes the
 interval ``h = t - r`` and its embedding is added to the time and class embeddings. Called without ``r`` it gives the
 instantaneous velocity ``u(z_t, t, t) = v(z_t, t)``, so the flow-matching samplers of ``study.sample`` work on it too.
 
@@ -8,16 +8,19 @@ A plain subclass: ``SiT`` and its checkpoints are unchanged; a MeanFlow checkpoi
 """
 from __future__ import annotations
 
+from typing import Sequence
+
 import torch
 from torch import nn
 
-from study.models.sit import SiT, TimestepEmbedder, parse_size
+from study.models.sit import SiT, TimestepEmbedder, block_indices
+from study.models.sizes import parse_size
 
 __all__ = ["MeanFlowSiT", "build_meanflow_sit"]
 
 
 class MeanFlowSiT(SiT):
-    """``forward(x, t, y, r=None) -> (u, hidden after block align_depth)``; ``r=None`` means ``r = t``."""
+    """``forward(x, t, y, r=None) -> u``; ``r=None`` means ``r = t`` (the instantaneous velocity)."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -27,25 +30,30 @@ class MeanFlowSiT(SiT):
         for layer in (self.h_embed.mlp[0], self.h_embed.mlp[2]):
             nn.init.zeros_(layer.bias)
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
+                              r: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """As ``SiT.forward_intermediates``, with the interval start ``r [B]`` (``r <= t``)."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
-        h_int = torch.zeros_like(t) if r is None else t - r
-        tokens = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
-        c = self.t_embed(t) + self.h_embed(h_int) + self.y_embed(y)
-        aligned = tokens
-        for i, block in enumerate(self.blocks, start=1):
-            tokens = block(tokens, c)
-            if i == self.align_depth:
-                aligned = tokens
-        return self.unpatchify(self.final(tokens, c)), aligned
+        wanted = set(block_indices(indices, self.depth))
+        interval = torch.zeros_like(t) if r is None else t - r
+        h = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
+        c = self.t_embed(t) + self.h_embed(interval) + self.y_embed(y)
+        hidden = []
+        for i, block in enumerate(self.blocks):
+            h = block(h, c)
+            if i in wanted:
+                hidden.append(h)
+        return self.unpatchify(self.final(h, c)), hidden
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                r: torch.Tensor | None = None) -> torch.Tensor:
+        return self.forward_intermediates(x, t, y, indices=[], r=r)[0]
 
 
 def build_meanflow_sit(size: str, *, input_size: int, in_channels: int, num_classes: int,
-                       patch_size: int | None = None, align_depth: int | None = None,
-                       qk_norm: bool = False) -> MeanFlowSiT:
+                       patch_size: int | None = None, qk_norm: bool = False) -> MeanFlowSiT:
     """``build_sit``'s size names and arguments, with the MeanFlow class."""
     dims, name_patch = parse_size(size)
     if patch_size is not None and name_patch is not None and patch_size != name_patch:
@@ -53,4 +61,4 @@ def build_meanflow_sit(size: str, *, input_size: int, in_channels: int, num_clas
                          "set one of them")
     return MeanFlowSiT(input_size=input_size, in_channels=in_channels, patch_size=patch_size or name_patch or 2,
                        depth=dims.depth, hidden=dims.hidden, heads=dims.heads, num_classes=num_classes,
-                       align_depth=align_depth or dims.align_depth, qk_norm=qk_norm)
+                       qk_norm=qk_norm)
