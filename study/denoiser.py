@@ -1,5 +1,9 @@
 """What a training run builds from its config: the codec, the SiT, and the trained module (SiT + projectors).
 
+The network follows the config: a SiT; a MeanFlow SiT (two time inputs) when ``meanflow`` is set; a JiT for a
+``JiT-*`` size. An x-predicting network (``xpred`` set) carries its objective's constants as ``net.xpred`` (an
+``XPredSection``) so that the samplers convert its output to a velocity.
+
 One place for these calls, so training and sampling build the same model. The alignment depth is the method's
 (``method.depth``, else REPA's default for the size), read through ``SiT.forward_intermediates``: the EMA SiT that
 sampling loads is a plain SiT.
@@ -14,6 +18,7 @@ from torch import nn
 from study.align import build_projector
 from study.data.codecs import get_codec
 from study.models.sit import SiT, build_sit
+from study.models.jit_sizes import is_jit_size, parse_jit_size
 from study.models.sizes import parse_size
 from study.train_config import TrainConfig
 
@@ -27,14 +32,18 @@ def build_codec(name: str, device: torch.device | str = "cpu", *, stats: Any = N
     return get_codec(name, device=device, stats=stats)
 
 
+def _dims(cfg: TrainConfig):
+    return parse_jit_size(cfg.model.size) if is_jit_size(cfg.model.size) else parse_size(cfg.model.size)
+
+
 def patch_size(cfg: TrainConfig) -> int:
-    """The SiT patch: ``model.patch_size``, else the size name's ``/P``, else 2."""
-    return cfg.model.patch_size or parse_size(cfg.model.size)[1] or 2
+    """The patch: ``model.patch_size``, else the size name's ``/P``, else 2 (SiT) or 16 (JiT)."""
+    return cfg.model.patch_size or _dims(cfg)[1] or (16 if is_jit_size(cfg.model.size) else 2)
 
 
 def align_depth(cfg: TrainConfig) -> int:
     """The block after which the hidden tokens are aligned (1-based): ``method.depth`` or the size's default."""
-    dims = parse_size(cfg.model.size)[0]
+    dims = _dims(cfg)[0]
     depth = cfg.method.depth or dims.align_depth
     if not 1 <= depth <= dims.depth:
         raise ValueError(f"method.depth {depth} must be between 1 and the number of blocks of {cfg.model.size} "
@@ -42,10 +51,23 @@ def align_depth(cfg: TrainConfig) -> int:
     return depth
 
 
-def build_sit_for(cfg: TrainConfig, *, image_size: int, num_classes: int, codec) -> SiT:
-    """The run's SiT for images of ``image_size`` px through ``codec``."""
-    return build_sit(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
-                     num_classes=num_classes, patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm)
+def build_sit_for(cfg: TrainConfig, *, image_size: int, num_classes: int, codec) -> nn.Module:
+    """The run's network (SiT, MeanFlow SiT or JiT) for images of ``image_size`` px through ``codec``."""
+    size = dict(input_size=image_size // codec.downsample, in_channels=codec.channels, num_classes=num_classes,
+                patch_size=cfg.model.patch_size)
+    if is_jit_size(cfg.model.size):
+        from study.models.jit import build_jit
+
+        net = build_jit(cfg.model.size, **size)
+    elif cfg.meanflow is not None:
+        from study.models.meanflow_sit import build_meanflow_sit
+
+        net = build_meanflow_sit(cfg.model.size, qk_norm=cfg.model.qk_norm, **size)
+    else:
+        net = build_sit(cfg.model.size, qk_norm=cfg.model.qk_norm, **size)
+    if cfg.xpred is not None:
+        net.xpred = cfg.xpred
+    return net
 
 
 class Denoiser(nn.Module):
@@ -57,11 +79,13 @@ class Denoiser(nn.Module):
         self.projectors = nn.ModuleList(projectors)
         self.depth = depth
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(prediction, each projector's output on the hidden tokens after block ``depth``)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
+                **cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        """(prediction, each projector's output on the hidden tokens after block ``depth``); ``cond`` passes extra
+        network inputs (MeanFlow's ``r``)."""
         if not len(self.projectors):
-            return self.sit(x_t, t, y), []
-        v, (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1])
+            return self.sit(x_t, t, y, **cond), []
+        v, (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1], **cond)
         return v, [p(hidden, self.sit.grid) for p in self.projectors]
 
 

@@ -28,8 +28,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from study.flow import sample_time
 
-__all__ = ["MeanFlowSettings", "sample_time_pair", "guided_velocity", "meanflow_target", "adaptive_weight",
-           "meanflow_loss", "meanflow_sample", "UFn"]
+__all__ = ["MeanFlowSettings", "meanflow_settings", "sample_time_pair", "guided_velocity", "meanflow_target", "adaptive_weight",
+           "meanflow_loss", "meanflow_sample", "meanflow_step", "unwrap", "UFn"]
 
 UFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, t, r) -> u
 
@@ -56,6 +56,11 @@ class MeanFlowSettings:
     def effective_scale(self) -> float:
         """The CFG scale the folded target corresponds to, ``omega / (1 - kappa)``."""
         return self.omega / (1.0 - self.kappa)
+
+
+def meanflow_settings(section) -> MeanFlowSettings:
+    """The settings of a config's ``meanflow`` section (``study.train_config.MeanFlowSection``)."""
+    return MeanFlowSettings(**{k: getattr(section, k) for k in MeanFlowSettings.__dataclass_fields__})
 
 
 def sample_time_pair(n: int, settings: MeanFlowSettings, *,

@@ -8,6 +8,10 @@ size or the number of ranks; chunks of ``batch_size`` samples are spread over ra
 
 The SDE follows REPA's sampler: times linear from 1 to 0.04 in ``num_steps`` points, diffusion ``w(t) = 2t``,
 drift ``v - w/2 * score``, then a last deterministic step to 0.
+
+Other objectives (``SAMPLER_MODES``): ``meanflow`` takes ``num_steps`` average-velocity jumps of a MeanFlow model (1 or
+a few NFE; ``study.meanflow``); an x-prediction model (JiT, ``net.xpred`` set) is integrated by JiT's sampler
+(``study.xpred``): ``ode`` = Euler, ``heun`` = Heun with a last Euler step.
 """
 from __future__ import annotations
 
@@ -24,7 +28,9 @@ from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.run_dir import load_sampling_model
 
-__all__ = ["sample_images", "sample_run", "save_image_sheet", "sample_dir_name", "sample_seed"]
+__all__ = ["sample_images", "sample_run", "save_image_sheet", "sample_dir_name", "sample_seed", "SAMPLER_MODES"]
+
+SAMPLER_MODES = ("sde", "ode", "heun", "meanflow")
 
 log = get_logger(__name__)
 
@@ -62,6 +68,13 @@ def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path:
     """Integrate from t = 1 (noise) to t = 0 in the model's space."""
     null = sit.num_classes
     y = labels.to(noise.device)
+    if mode not in SAMPLER_MODES:
+        raise ValueError(f"unknown sampler mode {mode!r}; use one of {', '.join(SAMPLER_MODES)}")
+    xpred = getattr(sit, "xpred", None)
+    if xpred is not None or mode == "heun":
+        return _sample_xpred(sit, y, noise, xpred, mode, num_steps, cfg_scale, guidance_interval)
+    if mode == "meanflow":
+        return _sample_meanflow(sit, y, noise, num_steps, cfg_scale)
     x = noise()
     if mode == "ode":
         ts = np.linspace(1.0, 0.0, num_steps + 1)
@@ -84,6 +97,30 @@ def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path:
         x = x + drift(x, float(t_cur)) * dt + np.sqrt(2 * t_cur) * np.sqrt(abs(dt)) * noise()
     t_cur, t_next = ts[-2], ts[-1]
     return x + drift(x, float(t_cur)) * (t_next - t_cur)
+
+
+def _sample_xpred(net: nn.Module, y: torch.Tensor, noise: _Noise, xpred, mode: str, num_steps: int,
+                  cfg_scale: float, guidance_interval: tuple[float, float]) -> torch.Tensor:
+    from study.xpred import xpred_sample
+
+    if xpred is None or mode not in ("ode", "heun"):
+        raise ValueError(f"sampler mode {mode!r} does not fit this model: an x-prediction model (JiT) samples with "
+                         "'ode' (Euler) or 'heun'; 'heun' needs an x-prediction model")
+    return xpred_sample(net, y, noise(), null=net.num_classes, num_steps=num_steps,
+                        method="heun" if mode == "heun" else "euler", cfg_scale=cfg_scale,
+                        guidance_interval=guidance_interval, noise_scale=xpred.noise_scale, t_eps=xpred.t_eps)
+
+
+def _sample_meanflow(net: nn.Module, y: torch.Tensor, noise: _Noise, num_steps: int, cfg_scale: float) -> torch.Tensor:
+    from study.meanflow import meanflow_sample
+    from study.models.meanflow_sit import MeanFlowSiT
+
+    if not isinstance(net, MeanFlowSiT):
+        raise ValueError("sampler mode 'meanflow' needs a MeanFlow model (a run trained with the meanflow section)")
+    if cfg_scale != 1.0:
+        raise ValueError("MeanFlow folds guidance into training (meanflow.omega / kappa): sample it with "
+                         "cfg_scale 1.0")
+    return meanflow_sample(lambda z, t, r: net(z, t, y, r), noise(), num_steps)
 
 
 def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], base_seed: int, codec, path: str,

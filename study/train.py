@@ -34,7 +34,9 @@ from study.preemption import PreemptionSave
 from study.run_dir import (latent_stats_dict, latest_checkpoint, prune_checkpoints, restore_checkpoint,
                            save_checkpoint, truncate_log, write_run_header)
 from study.sample import sample_images, save_image_sheet
-from study.train_config import FlowSection, TrainConfig
+from study.meanflow import meanflow_settings, meanflow_step, sample_time_pair, unwrap
+from study.train_config import FlowSection, MeanFlowSection, TrainConfig
+from study.xpred import xpred_inputs, xpred_loss
 
 __all__ = ["train", "TrainingStep", "NonFiniteLossError", "GridMismatchError", "global_batch_indices",
            "step_noise", "open_train_dataset"]
@@ -84,12 +86,16 @@ def open_train_dataset(cfg: TrainConfig):
 
 
 def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: FlowSection, class_dropout: float,
-               posterior: bool = False) -> dict[str, torch.Tensor]:
+               posterior: bool = False, meanflow: MeanFlowSection | None = None) -> dict[str, torch.Tensor]:
     """The global batch's random draws for ``step`` from a generator seeded by (seed, step): ``eps`` (noise),
-    ``t`` (times), ``drop`` (label dropout) and, for stored VAE moments, ``post`` (the posterior sample's noise)."""
+    ``t`` (times), ``drop`` (label dropout) and, for stored VAE moments, ``post`` (the posterior sample's noise).
+    With ``meanflow`` the times are MeanFlow's ``(r, t)`` pairs and ``r`` is returned too."""
     g = torch.Generator().manual_seed((seed * 7_919 + step * 1_000_003 + 12_345) % (2**63))
-    out = {"eps": torch.randn((batch, *shape), generator=g),
-           "t": sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)}
+    out = {"eps": torch.randn((batch, *shape), generator=g)}
+    if meanflow is None:
+        out["t"] = sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)
+    else:
+        out["r"], out["t"] = sample_time_pair(batch, meanflow_settings(meanflow), generator=g)
     out["drop"] = torch.rand(batch, generator=g) < class_dropout
     if posterior:
         out["post"] = torch.randn((batch, *shape), generator=g)
@@ -97,7 +103,9 @@ def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: F
 
 # ------------------------------------------------------------------------------------------------------ the step
 class TrainingStep:
-    """Loss of one micro-batch: flow-matching MSE on the velocity plus ``lam`` x the alignment loss."""
+    """Loss of one micro-batch: the denoising loss plus ``lam`` x the alignment loss. The denoising loss is the
+    flow-matching MSE on the velocity; MeanFlow's adaptively weighted average-velocity loss (``cfg.meanflow``,
+    ``r`` given); or JiT's velocity loss of an x-prediction (``cfg.xpred``)."""
 
     def __init__(self, cfg: TrainConfig, model: nn.Module, encoders: list, codec, num_classes: int,
                  grid: tuple[int, int]) -> None:
@@ -129,14 +137,28 @@ class TrainingStep:
 
     def losses(self, images: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                drop: torch.Tensor, autocast, moments: torch.Tensor | None = None,
-               post: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+               post: torch.Tensor | None = None,
+               r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         x = self.model_input(images, moments, post)
-        x_t, v_target = interpolate(self.cfg.flow.path, x, eps, t)
         y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
         zs = self.targets(images) if (self.cfg.method.align and self.encoders) else []
-        with autocast:
-            v, preds = self.model(x_t, t, y)
-        loss_v = F.mse_loss(v.float(), v_target)
+        if self.cfg.meanflow is not None:
+            if r is None:
+                raise ValueError("MeanFlow needs the interval starts r (step_noise(..., meanflow=cfg.meanflow))")
+            with autocast:
+                loss_v, _, preds = meanflow_step(self.model, unwrap(self.model).sit, x, eps, r, t, y, drop,
+                                                 meanflow_settings(self.cfg.meanflow))
+        elif self.cfg.xpred is not None:
+            x_t, v_target = xpred_inputs(x, eps, t, noise_scale=self.cfg.xpred.noise_scale,
+                                         t_eps=self.cfg.xpred.t_eps)
+            with autocast:
+                x_pred, preds = self.model(x_t, t, y)
+            loss_v = xpred_loss(x_pred, x_t, v_target, t, self.cfg.xpred.t_eps)
+        else:
+            x_t, v_target = interpolate(self.cfg.flow.path, x, eps, t)
+            with autocast:
+                v, preds = self.model(x_t, t, y)
+            loss_v = F.mse_loss(v.float(), v_target)
         if zs:
             loss_a = torch.stack([alignment_loss(p, z) for p, z in zip(preds, zs)]).mean()
         else:
@@ -268,7 +290,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
         for batch in progress(loader, desc=f"train {run_dir.name}", total=stop - start, unit="step"):
             sl = slice(info.rank * local, (info.rank + 1) * local)
             draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
-                                                                 cfg.model.class_dropout, posterior=latent).items()}
+                                                                 cfg.model.class_dropout, posterior=latent,
+                                                                 meanflow=cfg.meanflow).items()}
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             moments = batch["moments"].to(device, non_blocking=True) if "moments" in batch else None
@@ -283,7 +306,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
                 with sync:
                     loss, loss_v, loss_a = stepper.losses(
                         images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], autocast,
-                        moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None)
+                        moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None,
+                        r=draws["r"][mb] if "r" in draws else None)
                     (loss / cfg.grad_accum).backward()
                 sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
             sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step

@@ -13,13 +13,13 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Iterable, Literal, Mapping
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 from study.config import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
 
 __all__ = [
     "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
-    "PreviewSection", "TrainConfig", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
+    "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
     "load_train_config", "build_train_config",
 ]
 
@@ -28,7 +28,7 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 # ------------------------------------------------------------------------------------------------------ sections
 class ModelSection(StrictModel):
-    size: str = "SiT-XL/2"          # SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, smoke (a /P suffix sets the patch)
+    size: str = "SiT-XL/2"          # SiT-S/2 ... SiT-XL/2, tiny, smoke, or JiT-B/16, JiT-L/16, JiT-H/16, JiT-tiny, JiT-smoke
     patch_size: int | None = None   # overrides the size's /P (default 2); the token grid must match the encoder's
     qk_norm: bool = False
     class_dropout: float = Field(0.1, ge=0.0, le=1.0)  # label dropout for classifier-free guidance
@@ -36,9 +36,10 @@ class ModelSection(StrictModel):
     @field_validator("size")
     @classmethod
     def _known_size(cls, v: str) -> str:
-        from study.models.sizes import parse_size  # dimensions only: no torch
+        from study.models.jit_sizes import parse_jit_size  # dimensions only: no torch
+        from study.models.sizes import parse_size
 
-        parse_size(v)
+        parse_jit_size(v) if v.strip().startswith("JiT") else parse_size(v)
         return v
 
 
@@ -94,8 +95,36 @@ class PreviewSection(StrictModel):
 
     n: int = Field(16, ge=1)        # images on the sheet
     num_steps: int = Field(50, ge=1)
-    mode: Literal["ode", "sde"] = "ode"
+    mode: Literal["ode", "sde", "heun", "meanflow"] = "ode"  # see study.sample.SAMPLER_MODES
     cfg_scale: float = 1.0
+
+
+class MeanFlowSection(StrictModel):
+    """MeanFlow's objective (``study.meanflow``): average velocity, JVP target, CFG folded into training.
+
+    Defaults: the reference code's ImageNet SiT-B/2 recipe; sources and paper/code differences: docs/training.md."""
+
+    time: Literal["uniform", "lognormal"] = "lognormal"  # t and r: two draws, sorted
+    time_mean: float = -0.4
+    time_std: float = Field(1.0, gt=0)
+    equal_fraction: float = Field(0.75, ge=0.0, le=1.0)  # share of the batch with r = t ("ratio of r != t": 25 %)
+    omega: float = Field(1.0, gt=0)                       # CFG in the target; omega 1, kappa 0: none
+    kappa: float = Field(0.0, ge=0.0, lt=1.0)             # effective CFG scale omega / (1 - kappa)
+    guidance_interval: tuple[float, float] = (0.0, 1.0)   # t range where the guided target applies
+    norm_p: float = Field(1.0, ge=0.0)                    # adaptive weight 1 / (sq + norm_eps) ** norm_p
+    norm_eps: float = Field(0.01, gt=0.0)                 # reference code 0.01; the paper writes 1e-3
+
+
+class XPredSection(StrictModel):
+    """x-prediction with the velocity loss (JiT, ``study.xpred``): the model predicts the clean image."""
+
+    noise_scale: float = Field(1.0, gt=0)  # x_t = (1 - t) x + t * noise_scale * eps (JiT: 1.0 at 256 px)
+    t_eps: float = Field(0.05, gt=0, lt=1)  # v = (x_t - x) / max(t, t_eps), in training and sampling
+
+
+#: Optional sections that are left out of a config's dump (and so of its hash) while unset, so that adding them
+#: changed no existing run's config hash.
+_HASH_NEUTRAL = ("meanflow", "xpred")
 
 
 class TrainConfig(StrictModel):
@@ -121,6 +150,36 @@ class TrainConfig(StrictModel):
     compile: bool = False
     device: str = "auto"
     threads: int | None = Field(None, ge=1)  # torch CPU threads (None: torch's default)
+    meanflow: MeanFlowSection | None = None  # None: flow matching; set: MeanFlow (a SiT with two time inputs)
+    xpred: XPredSection | None = None        # None: velocity prediction; set: x-prediction + v-loss (JiT needs it)
+
+    @model_serializer(mode="wrap")
+    def _drop_unset_sections(self, handler):
+        data = handler(self)
+        for key in _HASH_NEUTRAL:
+            if isinstance(data, dict) and data.get(key, 0) is None:
+                del data[key]
+        return data
+
+    @model_validator(mode="after")
+    def _objective_fits_model(self) -> "TrainConfig":
+        from study.models.jit_sizes import is_jit_size
+
+        jit = is_jit_size(self.model.size)
+        if self.meanflow is not None and self.xpred is not None:
+            raise ValueError("meanflow and xpred are two objectives: set one of them")
+        if self.meanflow is not None and jit:
+            raise ValueError(f"meanflow needs a SiT (model.size {self.model.size!r} is a JiT)")
+        if jit and self.xpred is None:
+            raise ValueError(f"model.size {self.model.size!r} is a JiT, which predicts the clean image: set the "
+                             "xpred section (e.g. base the config on the jit preset, or pass xpred.t_eps=0.05)")
+        if (self.meanflow is not None or self.xpred is not None) and self.flow.path != "linear":
+            raise ValueError("meanflow and xpred are defined on the linear path: set flow.path=linear")
+        modes = {"meanflow": self.meanflow is not None, "heun": self.xpred is not None, "sde": self.xpred is None}
+        if not modes.get(self.grid.mode, True):
+            raise ValueError(f"grid.mode {self.grid.mode!r} does not fit this objective (meanflow: a MeanFlow "
+                             "model; heun: an x-prediction model; sde: not for x-prediction)")
+        return self
 
 
 # ------------------------------------------------------------------------------------------------------ presets

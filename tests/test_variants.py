@@ -1,0 +1,100 @@
+"""MeanFlow and JiT as training variants: their presets train, checkpoint, resume exactly and sample at tiny size on
+CPU; their config sections leave every existing config hash unchanged and reject combinations that cannot work."""
+import pytest
+import torch
+
+import study.train as T
+import study.train_config as C
+from study.config import ConfigError, config_hash
+from study.sample import sample_run
+from train_support import SMOKE_DATA, load_samples, log_rows, one_thread, params  # noqa: F401 (autouse fixture)
+
+_COMMON = [f"data.spec={SMOKE_DATA}", "data.image_size=null", "data.codec=identity", "data.num_workers=0",
+           "encoder.weights=tiny", "method.hidden_dim=64", "steps=6", "batch_size=8", "ckpt_every=3",
+           "ckpt_keep_every=null", "log_every=1", "sample_every=0", "compile=false", "threads=1", "precision=fp32",
+           "device=cpu", "optim.warmup_steps=2", "grid.n=4"]
+
+
+def tiny(preset: str, *extra: str) -> C.TrainConfig:
+    size = "JiT-smoke" if preset.startswith("jit") else "smoke"
+    return C.load_train_config(preset, [f"model.size={size}", "model.patch_size=2", *_COMMON, *extra])
+
+
+@pytest.mark.parametrize("preset,mode,nfe", [("meanflow-repa", "meanflow", 1), ("meanflow-irepa", "meanflow", 4),
+                                             ("meanflow-cfg-irepa", "meanflow", 1), ("jit-repa", "ode", 50),
+                                             ("jit-irepa", "heun", 3)])
+def test_preset_trains_resumes_exactly_and_samples(tmp_path, preset, mode, nfe):
+    cfg = tiny(preset)
+    full = tmp_path / "full"
+    out = T.train(cfg, full)
+    assert out["step"] == 6 and all(torch.isfinite(torch.tensor(r["loss"])) for r in log_rows(full))
+    assert cfg.method.name == preset and out["loss_align"] != 0.0  # the alignment loss is on
+
+    part = tmp_path / "part"
+    T.train(cfg, part, max_steps=4)
+    (part / "checkpoints" / "step_0000004.pt").unlink()  # killed before its checkpoint: resume from step 3
+    T.train(cfg, part)
+    a, b = params(full, 6), params(part, 6)
+    assert a.keys() == b.keys()
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
+    assert [r["loss"] for r in log_rows(part)] == pytest.approx([r["loss"] for r in log_rows(full)], abs=1e-6)
+
+    samples = sample_run(full, 6, 4, mode=mode, num_steps=nfe, batch_size=2, device="cpu")
+    images, labels = load_samples(samples)
+    assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8" and list(labels) == [0, 1, 2, 3]
+    again, _ = load_samples(sample_run(full, 6, 4, mode=mode, num_steps=nfe, batch_size=4, device="cpu",
+                                       out_dir=tmp_path / "again"))
+    assert (again == images).all()  # per-sample noise: the batch size does not matter
+
+
+def test_meanflow_checkpoint_holds_the_second_time_embedding_and_previews(tmp_path):
+    cfg = tiny("meanflow-repa", "steps=2", "sample_every=2")
+    T.train(cfg, tmp_path)
+    state = torch.load(tmp_path / "checkpoints" / "step_0000002.pt", weights_only=False)
+    assert any(k.startswith("h_embed.") for k in state["ema"])
+    assert (tmp_path / "samples" / "grid_step_0000002.png").is_file()  # 1-NFE preview sheet
+    with pytest.raises(ValueError, match="cfg_scale 1.0"):
+        sample_run(tmp_path, 2, 2, mode="meanflow", num_steps=1, cfg_scale=2.0, device="cpu")
+
+
+def test_new_sections_leave_existing_config_hashes_unchanged():
+    for preset in ("repa", "irepa", "irepa-released", "imagenet", "tiny", "smoke"):
+        cfg = C.load_train_config(preset)
+        dumped = cfg.model_dump(mode="json")
+        assert "meanflow" not in dumped and "xpred" not in dumped
+        assert C.load_train_config(dumped) == cfg
+    # the hashes the presets had before these sections existed (main at the structure commit)
+    assert config_hash(C.load_train_config("repa")) == "90bbef5876aa"
+    assert config_hash(C.load_train_config("tiny")) == "347465e3ea3c"
+    mf = C.load_train_config("meanflow-cfg-repa")
+    assert mf.model_dump(mode="json")["meanflow"]["kappa"] == 0.5
+    assert C.load_train_config(mf.model_dump(mode="json")) == mf
+    assert config_hash(mf) != config_hash(C.load_train_config("meanflow-repa"))
+
+
+def test_presets_follow_the_papers():
+    mf, jit = C.load_train_config("meanflow-irepa"), C.load_train_config("jit-irepa")
+    assert (mf.model.size, mf.steps, mf.meanflow.time_mean, mf.meanflow.equal_fraction) == ("SiT-B/2", 100_000, -0.4,
+                                                                                             0.75)
+    cfg = C.load_train_config("meanflow-cfg-repa").meanflow
+    assert cfg.omega / (1 - cfg.kappa) == 2.0  # Table 3b's CFG 2.0
+    assert (jit.model.size, jit.data.codec, jit.data.image_size, jit.steps, jit.grid.num_steps) == \
+        ("JiT-B/16", "identity", 256, 200_000, 50)
+    assert (jit.method.projector, jit.method.gamma, jit.method.lam) == ("conv", 0.8, 0.5)
+    assert (jit.flow.time, jit.flow.time_mean, jit.flow.time_std) == ("lognormal", 0.8, 0.8)
+
+
+def test_incompatible_objectives_are_clear_errors():
+    with pytest.raises(ConfigError, match="set the xpred section"):
+        C.load_train_config("tiny", ["model.size=JiT-tiny"])
+    with pytest.raises(ConfigError, match="needs a SiT"):
+        C.load_train_config("tiny", ["model.size=JiT-tiny", "meanflow.omega=1.0"])
+    with pytest.raises(ConfigError, match="set one of them"):
+        C.load_train_config("meanflow", ["xpred.t_eps=0.05"])
+    with pytest.raises(ConfigError, match="grid.mode"):
+        C.load_train_config("tiny", ["grid.mode=meanflow"])
+    with pytest.raises(ConfigError, match="linear path"):
+        C.load_train_config("meanflow", ["flow.path=cosine"])
+    with pytest.raises(ConfigError, match="unknown JiT size"):
+        C.load_train_config("jit", ["model.size=JiT-G/16"])
