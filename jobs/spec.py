@@ -48,7 +48,8 @@ class ModelSize(StrictModel):
 class FidSettings(StrictModel):
     n_samples: int = Field(50_000, ge=2)
     extractor: Literal["inception", "synthetic"] = "inception"
-    mode: Literal["sde", "ode"] = "sde"
+    mode: Literal["sde", "ode", "heun", "meanflow"] = Field("sde", description="study.sample.SAMPLER_MODES: meanflow "
+                                                             "= MeanFlow's jumps (num_steps = NFE); JiT: ode/heun")
     num_steps: int = Field(250, ge=1)
     cfg_scale: float = Field(1.0, ge=0)
     seed: int = 0

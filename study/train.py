@@ -294,7 +294,8 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
                                                                  meanflow=cfg.meanflow).items()}
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
-            moments = batch["moments"].to(device, non_blocking=True) if "moments" in batch else None
+            # stored VAE moments are the input of a latent model only (a pixel-space model reads the images)
+            moments = batch["moments"].to(device, non_blocking=True) if latent and "moments" in batch else None
             warm = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
             lr = cfg.optim.lr * warm
             for group in opt.param_groups:

@@ -98,3 +98,24 @@ def test_incompatible_objectives_are_clear_errors():
         C.load_train_config("meanflow", ["flow.path=cosine"])
     with pytest.raises(ConfigError, match="unknown JiT size"):
         C.load_train_config("jit", ["model.size=JiT-G/16"])
+
+
+def test_sweep_specs_for_table_3b_and_table_10_plan():
+    from jobs.plan import plan
+    from jobs.spec import load_spec
+
+    mf4, mf1, jit = (plan(load_spec(name)) for name in ("table3b", "table3b-1nfe", "table10"))
+    trains = [j for j in mf4 if j.stage == "train"]
+    assert len(trains) == 3 * 2 * 2 and {j.method for j in trains} == {"meanflow-repa", "meanflow-irepa"}
+    assert {j.job_id for j in trains} == {j.job_id for j in mf1 if j.stage == "train"}  # trained once for both
+    assert {j.params.fid.num_steps for j in mf4 if j.stage == "eval"} == {4}
+    assert {j.params.fid.num_steps for j in mf1 if j.stage == "eval"} == {1}
+    guided = {j.model: j.params.config() for j in trains if j.encoder == "dinov2-vit-b" and j.method == "meanflow-irepa"}
+    assert guided["SiT-B/2"].meanflow.kappa == 0.0 and guided["SiT-B/2-cfg2"].meanflow.kappa == 0.5
+    assert guided["SiT-B/2"].method.projector == "conv" and guided["SiT-B/2"].steps == 100_000
+    cfgs = [j.params.config() for j in jit if j.stage == "train"]
+    assert {c.model.size for c in cfgs} == {"JiT-B/16", "JiT-L/16"} and {c.method.name for c in cfgs} == \
+        {"jit-repa", "jit-irepa"}
+    assert all(c.xpred is not None and c.data.codec == "identity" and c.steps == 200_000 for c in cfgs)
+    evals = [j for j in jit if j.stage == "eval"]
+    assert {(j.params.fid.mode, j.params.fid.num_steps) for j in evals} == {("ode", 50)}
