@@ -27,10 +27,9 @@ from study.flow import score_from_velocity
 from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.run_dir import load_sampling_model
+from study.train_config import SAMPLER_MODES
 
 __all__ = ["sample_images", "sample_run", "save_image_sheet", "sample_dir_name", "sample_seed", "SAMPLER_MODES"]
-
-SAMPLER_MODES = ("sde", "ode", "heun", "meanflow")
 
 log = get_logger(__name__)
 

@@ -5,6 +5,8 @@ import json
 
 import click
 
+from study.train_config import SAMPLER_MODES
+
 
 @click.group("eval")
 def eval_group() -> None:
@@ -25,7 +27,8 @@ def eval_group() -> None:
 @click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
               help="inception: torch-fidelity InceptionV3 (ADM protocol, column fid); synthetic: small CNN trained "
                    "on the synthetic data (offline small data, column fd_synthetic).")
-@click.option("--mode", type=click.Choice(["sde", "ode"]), default="sde", show_default=True, help="Sampler.")
+@click.option("--mode", type=click.Choice(list(SAMPLER_MODES)), default="sde", show_default=True,
+              help="Sampler: sde/ode, heun (JiT), meanflow (MeanFlow: --num-steps = NFE).")
 @click.option("--num-steps", type=click.IntRange(min=1), default=250, show_default=True, help="Sampler steps.")
 @click.option("--cfg-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance scale.")
 @click.option("--guidance-interval", type=(float, float), default=(0.0, 1.0), show_default=True,

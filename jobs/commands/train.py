@@ -6,6 +6,8 @@ from pathlib import Path
 
 import click
 
+from study.train_config import SAMPLER_MODES
+
 
 def _default_run_dir(config: str, cfg) -> Path:
     from results.store import default_root
@@ -46,7 +48,8 @@ def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--step", type=int, required=True, help="Checkpoint step (its EMA weights are used).")
 @click.option("--n", "n", type=int, required=True, help="Number of samples.")
-@click.option("--mode", type=click.Choice(["sde", "ode"]), default="sde", show_default=True)
+@click.option("--mode", type=click.Choice(list(SAMPLER_MODES)), default="sde", show_default=True,
+              help="sde/ode (flow models; JiT: ode = Euler), heun (JiT), meanflow (MeanFlow: --num-steps = NFE).")
 @click.option("--num-steps", type=int, default=250, show_default=True)
 @click.option("--cfg-scale", type=float, default=1.0, show_default=True)
 @click.option("--guidance-interval", type=float, nargs=2, default=(0.0, 1.0), show_default=True,
