@@ -7,6 +7,9 @@ models random uint8 images.
 
     .venv/bin/python benchmarks/train_step.py --model smoke --batch 16 --device cpu           # the CPU machine
     .venv/bin/python benchmarks/train_step.py --model SiT-XL/2 --batch 64 --weights random    # a GPU (bf16)
+
+``--variants flow meanflow meanflow-cfg jit`` times the training variants too: MeanFlow (its JVP pass; ``-cfg``
+adds the two guidance forwards of kappa > 0) on the same SiT, and JiT (x-prediction; ``--jit-model``, pixel space).
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ import torch
 from study.data.codecs import IdentityCodec, LatentStats
 from study.distributed import resolve_device
 from study.denoiser import build_denoiser
+from study.meanflow import meanflow_settings, sample_time_pair
 from study.train import TrainingStep, _autocast, _update_ema
 from study.train_config import load_train_config
 
@@ -30,14 +34,23 @@ class _LatentShape:
     stats = LatentStats.default(4)
 
 
-def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
-    latent = args.image_size == 256 and args.codec == "sd-vae"
-    cfg = load_train_config("tiny", [f"method={method}", f"model.size={args.model}", f"encoder.name={args.encoder}",
+VARIANTS = {"flow": [], "meanflow": ["meanflow.kappa=0.0"], "meanflow-cfg": ["meanflow.kappa=0.5"],
+            "jit": ["xpred.t_eps=0.05"]}
+
+
+def bench(method: str, args: argparse.Namespace, device: torch.device, variant: str = "flow") -> dict[str, float]:
+    jit = variant == "jit"
+    latent = args.image_size == 256 and args.codec == "sd-vae" and not jit
+    model_size = args.jit_model if jit else args.model
+    cfg = load_train_config("tiny", [f"method={method}", f"model.size={model_size}", f"encoder.name={args.encoder}",
                                      f"encoder.weights={args.weights}", f"precision={args.precision}",
-                                     f"batch_size={args.batch}"])
+                                     f"batch_size={args.batch}", *VARIANTS[variant],
+                                     *(["model.patch_size=null"] if "/" in model_size else [])])
     import encoders
 
     codec = _LatentShape() if latent else IdentityCodec()
+    if jit and args.image_size % 16:
+        raise SystemExit(f"JiT needs a 16x16 grid: --image-size {args.image_size} with --jit-model {model_size}")
     enc = encoders.get_encoder(args.encoder, weights=args.weights, device=device)
     images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
                            device=device)
@@ -56,9 +69,12 @@ def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[s
     def one() -> None:
         eps = torch.randn(args.batch, codec.channels, side, side, device=device)
         t = torch.rand(args.batch, device=device)
+        r = None
+        if cfg.meanflow is not None:
+            r, t = (v.to(device) for v in sample_time_pair(args.batch, meanflow_settings(cfg.meanflow)))
         drop = torch.rand(args.batch, device=device) < 0.1
         loss, _, _ = step.losses(images, labels, eps, t, drop, autocast, moments=moments,
-                                 post=torch.randn_like(eps) if latent else None)
+                                 post=torch.randn_like(eps) if latent else None, r=r)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -97,6 +113,10 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10, help="timed steps (median reported)")
     ap.add_argument("--warmup", type=int, default=3)
     ap.add_argument("--methods", nargs="+", default=["repa", "irepa"])
+    ap.add_argument("--variants", nargs="+", default=["flow"], choices=sorted(VARIANTS),
+                    help="objectives to time: flow (SiT), meanflow, meanflow-cfg (SiT), jit (--jit-model)")
+    ap.add_argument("--jit-model", default="JiT-smoke", help="JiT size for --variants jit (patch from the size, "
+                                                              "else 2 on 32 px: give JiT-B/16 at 256 px on a GPU)")
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's)")
     args = ap.parse_args()
     if args.threads:
@@ -112,12 +132,14 @@ def main() -> None:
     name = torch.cuda.get_device_name(device) if gpu else f"CPU ({torch.get_num_threads()} threads)"
     print(f"# {args.model}, batch {args.batch}, {args.image_size} px {args.codec}, encoder {args.encoder} "
           f"({args.weights}), {args.precision}, compile={args.compile}, on {name}; median of {args.steps} steps")
-    print(f"{'method':16s} {'params_M':>9s} {'ms/step':>9s} {'images/s':>9s} {'vs first':>9s}")
+    print(f"{'variant':13s} {'method':10s} {'params_M':>9s} {'ms/step':>9s} {'images/s':>9s} {'vs first':>9s}")
     first = None
-    for method in args.methods:
-        r = bench(method, args, device)
-        first = first or r["ms"]
-        print(f"{method:16s} {r['params_m']:9.2f} {r['ms']:9.1f} {r['img_s']:9.1f} {100 * (r['ms'] / first - 1):+8.1f}%")
+    for variant in args.variants:
+        for method in args.methods:
+            r = bench(method, args, device, variant)
+            first = first or r["ms"]
+            print(f"{variant:13s} {method:10s} {r['params_m']:9.2f} {r['ms']:9.1f} {r['img_s']:9.1f} "
+                  f"{100 * (r['ms'] / first - 1):+8.1f}%")
 
 
 if __name__ == "__main__":
