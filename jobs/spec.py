@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 import encoders
 from study.config import ConfigError, StrictModel, load_config
+from study.sampler_settings import SamplerSettings
 from study.train_config import list_presets, method_presets
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
@@ -54,6 +55,11 @@ class FidSettings(StrictModel):
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     reference: str | None = Field(None, description="reference statistics / images (default: the dataset's)")
+
+    @property
+    def sampler(self) -> SamplerSettings:
+        """The sampler these FID settings draw their samples with (the YAML keeps its flat keys)."""
+        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=self.seed)
 
 
 class ScoringSettings(StrictModel):

@@ -111,8 +111,7 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
                            f"{read_state(root, p.train_job).get('state')}); its evaluation cannot run")
     fid = p.fid
     row = evaluate_run(job_dir(root, p.train_job), p.step, n=fid.n_samples, extractor=fid.extractor,
-                       ref=fid.reference, mode=fid.mode, num_steps=fid.num_steps, cfg_scale=fid.cfg_scale,
-                       seed=fid.seed, batch_size=fid.batch_size, job_id=job.job_id)
+                       ref=fid.reference, sampler=fid.sampler, batch_size=fid.batch_size, job_id=job.job_id)
     return [("generation", [dict(row)])]
 
 

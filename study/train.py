@@ -178,9 +178,8 @@ def _save_preview(cfg: TrainConfig, ema: nn.Module, codec, num_classes: int, run
     """A sheet of EMA samples (fixed noise, the ``grid`` section's sampler) to eyeball progress."""
     n = cfg.grid.n
     labels = torch.arange(n) % num_classes
-    images = sample_images(ema, labels, seeds=list(range(n)), base_seed=cfg.seed, codec=codec, path=cfg.flow.path,
-                           mode=cfg.grid.mode, num_steps=cfg.grid.num_steps, cfg_scale=cfg.grid.cfg_scale,
-                           device=device)
+    images = sample_images(ema, labels, seeds=list(range(n)), codec=codec, path=cfg.flow.path,
+                           sampler=cfg.grid.sampler(cfg.seed), device=device)
     return save_image_sheet(images, run_dir / "samples" / f"grid_step_{step:07d}.png")
 
 

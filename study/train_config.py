@@ -16,6 +16,7 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import Field, field_validator
 
 from study.config import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
+from study.sampler_settings import SamplerSettings
 
 __all__ = [
     "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
@@ -96,6 +97,10 @@ class PreviewSection(StrictModel):
     num_steps: int = Field(50, ge=1)
     mode: Literal["ode", "sde"] = "ode"
     cfg_scale: float = 1.0
+
+    def sampler(self, seed: int) -> SamplerSettings:
+        """The sheet's sampler (its noise seeded by the run's ``seed``)."""
+        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=seed)
 
 
 class TrainConfig(StrictModel):

@@ -5,6 +5,9 @@ import json
 
 import click
 
+from jobs.commands.sampler_options import sampler_options
+from study.sampler_settings import SamplerSettings
+
 
 @click.group("eval")
 def eval_group() -> None:
@@ -25,12 +28,7 @@ def eval_group() -> None:
 @click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
               help="inception: torch-fidelity InceptionV3 (ADM protocol, column fid); synthetic: small CNN trained "
                    "on the synthetic data (offline small data, column fd_synthetic).")
-@click.option("--mode", type=click.Choice(["sde", "ode"]), default="sde", show_default=True, help="Sampler.")
-@click.option("--num-steps", type=click.IntRange(min=1), default=250, show_default=True, help="Sampler steps.")
-@click.option("--cfg-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--guidance-interval", type=(float, float), default=(0.0, 1.0), show_default=True,
-              help="Time interval where guidance applies.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@sampler_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size for sampling and feature extraction.")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
@@ -43,8 +41,8 @@ def eval_group() -> None:
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Results root (default: $REPA_STUDY_ROOT or runs/).")
 @click.option("--no-write", is_flag=True, help="Print the row only; do not write it to the results store.")
-def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None, extractor: str, mode: str,
-            num_steps: int, cfg_scale: float, guidance_interval: tuple[float, float], seed: int, batch_size: int,
+def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None, extractor: str,
+            sampler: SamplerSettings, batch_size: int,
             device: str | None, samples: str | None, inception_weights: str | None, job_id: str | None,
             root: str | None, no_write: bool) -> None:
     """Score checkpoint STEP of RUN_DIR on N samples and write one row to the `generation` table."""
@@ -53,10 +51,9 @@ def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None,
     from study.metrics.inception import InceptionWeightsMissing
 
     try:
-        row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, mode=mode, num_steps=num_steps,
-                           cfg_scale=cfg_scale, guidance_interval=guidance_interval, seed=seed,
-                           batch_size=batch_size, device=device, samples=samples, inception_weights=inception_weights,
-                           ref_n=ref_n, job_id=job_id)
+        row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, sampler=sampler, batch_size=batch_size,
+                           device=device, samples=samples, inception_weights=inception_weights, ref_n=ref_n,
+                           job_id=job_id)
     except (InceptionWeightsMissing, StatisticsMismatchError, AdmNpzError, FileNotFoundError, ValueError,
             ImportError) as exc:
         raise click.ClickException(str(exc)) from exc
