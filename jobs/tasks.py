@@ -219,9 +219,7 @@ class SweepTask(submitit.helpers.Checkpointable):
         from study.log import setup_logging
 
         setup_logging()  # the job process starts bare: send our INFO logs to its stderr (the submitit log)
-        res = self.job.get("resources", {})
-        if res.get("gpus", 0) * res.get("nodes", 1) > 1:
-            submitit.helpers.TorchDistributedEnvironment().export()
+        # a multi-task job's torch.distributed variables are exported by study.distributed.init_distributed
         log_path = None
         with contextlib.suppress(Exception):
             env = submitit.JobEnvironment()
