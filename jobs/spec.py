@@ -83,6 +83,8 @@ class ExecutorSettings(StrictModel):
     folder: str | None = Field(None, description="submitit logs; default ROOT/submitit/<sweep name>")
     array_parallelism: int = Field(64, ge=1, description="max array tasks of one stage running at once")
     local_workers: int = Field(1, ge=1, le=256, description="jobs run at once by the local executor")
+    group_methods: bool = Field(False, description="train the methods of one (model, encoder, seed) in one job: "
+                                                   "one data pipeline and one encoder forward per step")
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_qos: str | None = None
