@@ -54,7 +54,8 @@ def show_cmd(name: str) -> None:
 @click.option("--json", "as_json", is_flag=True, help="JSON list of {name, ok, grid, embed_dim, params_m, reason}.")
 def check_cmd(names: tuple[str, ...], check_all: bool, meta: bool, as_json: bool) -> None:
     """Build entries at full size without weights, run a 256 px forward, and compare grid, embed_dim, prefix
-    tokens and parameter count with the entry. Exit status 1 when any fails."""
+    tokens and parameter count with the entry, and timm entries' mean, std and interpolation with timm's
+    pretrained_cfg (unless timm_cfg_overrides gives a reason). Exit status 1 when any fails."""
     from encoders import check_encoder, list_encoders
 
     if check_all == bool(names):
