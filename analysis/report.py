@@ -19,7 +19,7 @@ import pandas as pd
 from analysis import figures
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
 from analysis.correlate import correlate
-from analysis.reference import ReferenceData, load_reference
+from analysis.reference import ReferenceData, load_reference_data
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
@@ -194,7 +194,7 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sel_map = parse_select(select)
-    ref = load_reference(reference) if isinstance(reference, str) else reference
+    ref = load_reference_data(reference) if isinstance(reference, str) else reference
     gen = generation_df if generation_df is not None else pd.DataFrame()
     if gen.empty and ref is None:
         raise IncomparableRowsError("nothing to analyze: the generation table is empty and no reference was given "

@@ -5,7 +5,7 @@ import pytest
 from scipy import stats
 
 from analysis.predict import fit_fid_regression, predict_fid
-from analysis.reference import load_reference
+from analysis.reference import load_reference_data
 
 
 def _known(n=12, seed=0, noise=0.5):
@@ -66,7 +66,7 @@ def test_rank_and_per_model_rows():
 
 
 def test_paper_reference_prediction_for_a_dinov2_like_encoder():
-    points = load_reference("paper").points
+    points = load_reference_data("paper").points
     out = predict_fid({"lds": 0.415}, points, x="lds").iloc[0]
     assert out["n_known"] == 27 and out["r"] == pytest.approx(-0.852, abs=5e-4)
     assert out["pi_low"] < 19.34 < out["pi_high"]

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 
 from analysis import correlate
-from analysis.reference import METRICS, SOURCE_TAGS, load_reference
+from analysis.reference import METRICS, SOURCE_TAGS, load_reference_data
 
 PUBLISHED = {"lp_top1": -0.260, "lds": -0.852, "cds": -0.847, "srss": -0.885, "rmsc": -0.888}
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("paper")
+    return load_reference_data("paper")
 
 
 def test_27_points_with_every_value(ref):
@@ -111,7 +111,7 @@ def test_repa_vs_irepa_tables(ref):
 
 def test_unknown_reference_is_a_clear_error():
     with pytest.raises(ValueError, match="available: paper"):
-        load_reference("nope")
+        load_reference_data("nope")
 
 
 def test_reference_as_results_tables(ref):

@@ -86,7 +86,7 @@ def _nan(v) -> bool:
 
 def _known_encoders(fit_on: str, root: str | None, method: str, select: list[str], exclude: str):
     """(known table one row per model x encoder, quality column, description) for the regression."""
-    from analysis.reference import load_reference
+    from analysis.reference import load_reference_data
 
     if fit_on in ("auto", "results"):
         from analysis.comparable import select_comparable
@@ -113,7 +113,7 @@ def _known_encoders(fit_on: str, root: str | None, method: str, select: list[str
 
             raise IncomparableRowsError(f"no {method} generation rows with encoder scores under {store.root}; run "
                                         f"the study first or use --fit-on paper")
-    ref = load_reference("paper")
+    ref = load_reference_data("paper")
     points = ref.points[ref.points["encoder"] != exclude]
     return points, "fid", "the paper's 27 encoders (SiT-XL/2, REPA, 100K)"
 

@@ -45,11 +45,11 @@ def _common(fn):
 def features_cmd(name: str, data: str, split: str, limit: int | None, weights: str, device: str, batch_size: int,
                  num_workers: int | None, masks: str | None, bf16: bool) -> None:
     """Extract NAME's pooled features and per-image spatial metrics on DATA/SPLIT into the cache (resumable)."""
-    from study.features import extract_features
+    from study.features import extract_encoder_features
 
     with _user_errors():
-        fs = extract_features(name, data, split, limit, weights=weights, device=device, batch_size=batch_size,
-                              num_workers=num_workers, masks=masks, bf16=bf16)
+        fs = extract_encoder_features(name, data, split, limit, weights=weights, device=device,
+                                      batch_size=batch_size, num_workers=num_workers, masks=masks, bf16=bf16)
     click.echo(f"{fs.meta['encoder']} on {fs.meta['dataset']} ({split}): {fs.n} images, dim {fs.meta['embed_dim']}, "
                f"cls {'yes' if fs.cls is not None else 'no'}, masks {fs.meta['masks']}")
     click.echo(f"cache: {fs.path}")
