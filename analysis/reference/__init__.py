@@ -29,7 +29,7 @@ class ReferenceData:
 
     ``generation`` and ``encoders`` have the columns of the results tables (``encoder, model, method, step,
     n_samples, fid`` / ``encoder, lds, cds, srss, rmsc, lp_top1``) so that they go through the same analysis as a
-    user's rows. ``lp_top1`` is in percent, as published.
+    user's rows. ``lp_top1`` is a fraction in [0, 1], as everywhere (the paper prints percent).
     """
 
     name: str

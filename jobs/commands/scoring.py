@@ -98,9 +98,12 @@ def _fmt(value, spec: str = ".4f") -> str:
 
 
 def _line(row: dict) -> str:
+    from analysis.display import display_value
+
+    lp, lp_cls = (_fmt(display_value(k, row[k]), ".1f") for k in ("lp_top1", "lp_top1_cls"))
     return (f"{row['encoder']:28s} n={row['n_images']:<6d} lds={_fmt(row['lds'])} cds={_fmt(row['cds'])} "
-            f"srss={_fmt(row['srss'])} rmsc={_fmt(row['rmsc'])} lp={_fmt(row['lp_top1'], '.3f')} "
-            f"lp_cls={_fmt(row['lp_top1_cls'], '.3f')} ({row['total_seconds']:.1f}s)")
+            f"srss={_fmt(row['srss'])} rmsc={_fmt(row['rmsc'])} lp%={lp} lp_cls%={lp_cls} "
+            f"({row['total_seconds']:.1f}s)")
 
 
 def register(cli: click.Group) -> None:
