@@ -20,13 +20,12 @@ from analysis import figures
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
 from analysis.correlate import correlate
 from analysis.display import check_fractions, for_display
-from analysis.reference import ReferenceData, load_reference_data
+from analysis.reference import METRICS, ReferenceData, load_reference_data
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
            "ENCODER_KEYS"]
 
-METRICS = ("lp_top1", "lds", "cds", "srss", "rmsc")
 #: Columns of the encoders table that must agree between the encoder rows analysed together.
 ENCODER_KEYS = ("dataset", "split", "limit", "weights", "far", "dmax", "near", "srss_min_fraction")
 _log = logging.getLogger("repa_study.analysis.report")
@@ -241,9 +240,8 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
             figure_files.append((path, f"Quality against LP accuracy and the spatial metrics, {method_name} runs; "
                                        f"one point per encoder and model size, least-squares line and Pearson r"
                                        + ("; grey squares: the paper's 27 points" if overlay is not None else "")))
-        both = user_points[user_points["method"].isin(user_points["method"].unique())]
-        if both["method"].nunique() > 1:
-            path = figures.method_comparison(both, q, fig_dir / "methods.png",
+        if user_points["method"].nunique() > 1:
+            path = figures.method_comparison(user_points, q, fig_dir / "methods.png",
                                              title=f"{_label(q)} per encoder and method (this study)")
             figure_files.append((path, "Each encoder's quality under each training method, per model size "
                                        "(lower is better)"))

@@ -10,8 +10,8 @@ import click
 
 from study.log import setup_logging
 
-# Order matters: a module may add sub-commands to a group registered before it.
-COMMAND_MODULES = ("encoders", "scoring", "data", "train", "evaluate", "sweep", "analyze", "predict", "run")
+# One module per command group (or top-level command); jobs/commands/common.py holds what several share.
+COMMAND_MODULES = ("encoders", "data", "train", "evaluate", "sweep", "results", "analyze", "run")
 
 
 _OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
