@@ -1,6 +1,7 @@
 """The ``repa-study`` command: the top floor of the project, which nothing imports.
 
-Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves through ``register(cli)``.
+Each command group (or top-level command) lives in ``jobs/commands/<name>.py`` and attaches itself through
+``register(cli)``.
 """
 from __future__ import annotations
 
