@@ -1,6 +1,7 @@
 """The ``repa-study`` command: the top floor of the project, which nothing imports.
 
-Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves through ``register(cli)``.
+Each command group (or top-level command) lives in ``jobs/commands/<name>.py`` and attaches itself through
+``register(cli)``.
 """
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ import click
 
 from study.log import setup_logging
 
-# Order matters: a module may add sub-commands to a group registered before it.
-COMMAND_MODULES = ("encoders", "scoring", "data", "train", "evaluate", "sweep", "analyze", "predict", "run")
+# One module per command group (or top-level command); jobs/commands/common.py holds what several share.
+COMMAND_MODULES = ("encoders", "data", "train", "evaluate", "sweep", "results", "analyze", "run")
 
 
 _OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}

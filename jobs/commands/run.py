@@ -8,25 +8,19 @@ from pathlib import Path
 import click
 
 
-def _quality_column(df) -> str | None:
-    import pandas as pd
-
-    for col in ("fid", *sorted(c for c in df.columns if str(c).startswith("fd_"))):
-        if col in df.columns and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
-            return col
-    return None
-
-
 def summary_text(store, jobs) -> str:
     """The end-of-run table: quality per encoder x method at each evaluated step, then the encoder scores."""
     import pandas as pd
+
+    from analysis.comparable import quality_columns
+    from analysis.display import for_display
 
     ids = {j.job_id for j in jobs}
     out = []
     gen = store.read("generation")
     if not gen.empty and "job_id" in gen.columns:
         gen = gen[gen["job_id"].isin(ids)]
-    quality = _quality_column(gen) if not gen.empty else None
+    quality = next(iter(quality_columns(gen)), None)  # the summary shows fid, else the first fd_<extractor>
     if quality:
         table = gen.pivot_table(index=["encoder", "model", "step"], columns="method", values=quality, aggfunc="mean")
         with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.3f}".format):
@@ -38,8 +32,8 @@ def summary_text(store, jobs) -> str:
     cols = [c for c in ("encoder", "lds", "cds", "srss", "rmsc", "lp_top1") if c in enc.columns]
     if not enc.empty and cols:
         with pd.option_context("display.width", 200, "display.float_format", "{:.4f}".format):
-            out += ["Encoder scores (spatial metrics, linear-probe top-1):",
-                    enc[cols].sort_values("encoder").to_string(index=False), ""]
+            out += ["Encoder scores (spatial metrics, linear-probe top-1 in %):",
+                    for_display(enc[cols]).sort_values("encoder").to_string(index=False), ""]
     return "\n".join(out) if out else "(no result rows)"
 
 
