@@ -96,7 +96,7 @@ def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int],
     noise = _Noise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
     x = sample_latents(sit, labels, noise, path=path, sampler=sampler)
     sit.train(was_training)
-    return codec.decode(x).cpu()
+    return codec.decode(x, rounding=sampler.rounding).cpu()
 
 
 def save_image_sheet(images: torch.Tensor, path: str | Path) -> Path:

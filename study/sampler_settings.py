@@ -1,7 +1,7 @@
 """The sampler's settings as one object, passed whole from the YAML/CLI to the sampler (no torch here).
 
 Previews during training, ``repa-study sample``, ``repa-study eval fid`` and a sweep's FID settings all describe the
-same five things; :class:`SamplerSettings` is their one type. The YAML stays flat where it was (a sweep's ``fid:``
+same things (integrator, steps, guidance, seed, and how the output becomes uint8); :class:`SamplerSettings` is their one type. The YAML stays flat where it was (a sweep's ``fid:``
 section, a run's ``grid:`` section), and those sections hand out a ``SamplerSettings`` (``FidSettings.sampler``,
 ``PreviewSection.sampler``), so evaluation ids and config hashes are unchanged.
 """
@@ -26,6 +26,9 @@ class SamplerSettings(StrictModel):
     cfg_scale: float = Field(1.0, ge=0)     # 1.0: no guidance
     guidance_interval: tuple[float, float] = (0.0, 1.0)
     seed: int = 0
+    # model output -> uint8: "floor" = clamp(127.5 (x + 1)) then truncate, as the authors' and ADM's sampling code do
+    # (paper-comparable FIDs); "round" = round to nearest (on average half a grey level brighter)
+    rounding: Literal["floor", "round"] = "floor"
 
     @field_validator("guidance_interval")
     @classmethod
@@ -38,15 +41,17 @@ class SamplerSettings(StrictModel):
         """The sample directory of checkpoint ``step`` under these settings (``RUN_DIR/samples/<name>``)."""
         gi = "" if tuple(self.guidance_interval) == (0.0, 1.0) else \
             f"-gi{self.guidance_interval[0]:g}_{self.guidance_interval[1]:g}"
-        return f"step{step:07d}-{self.mode}-steps{self.num_steps}-cfg{self.cfg_scale:g}{gi}-seed{self.seed}"
+        rounding = "" if self.rounding == "floor" else f"-{self.rounding}"
+        return f"step{step:07d}-{self.mode}-steps{self.num_steps}-cfg{self.cfg_scale:g}{gi}-seed{self.seed}{rounding}"
 
     def manifest(self) -> dict[str, Any]:
         """The keys a sample manifest records (and ``find_samples`` matches) for these settings."""
         return {"mode": self.mode, "num_steps": self.num_steps, "cfg_scale": self.cfg_scale, "seed": self.seed,
-                "guidance_interval": [float(g) for g in self.guidance_interval]}
+                "guidance_interval": [float(g) for g in self.guidance_interval], "rounding": self.rounding}
 
     def row(self) -> dict[str, Any]:
         """The ``generation``-table columns that name these settings."""
         return {"sampler_mode": self.mode, "sampler_steps": int(self.num_steps), "cfg_scale": float(self.cfg_scale),
                 "sample_seed": int(self.seed),
-                "guidance_interval": json.dumps([float(g) for g in self.guidance_interval])}
+                "guidance_interval": json.dumps([float(g) for g in self.guidance_interval]),
+                "sample_rounding": self.rounding}

@@ -89,7 +89,7 @@ def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: F
     ``t`` (times), ``drop`` (label dropout) and, for stored VAE moments, ``post`` (the posterior sample's noise)."""
     g = torch.Generator().manual_seed((seed * 7_919 + step * 1_000_003 + 12_345) % (2**63))
     out = {"eps": torch.randn((batch, *shape), generator=g),
-           "t": sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)}
+           "t": sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std, path=flow.path)}
     out["drop"] = torch.rand(batch, generator=g) < class_dropout
     if posterior:
         out["post"] = torch.randn((batch, *shape), generator=g)

@@ -50,6 +50,10 @@ def test_sampler_determinism_batch_and_world_size_independence(tmp_path):
     late = SamplerSettings(mode="ode", num_steps=3, cfg_scale=4.0, guidance_interval=(0.0, 0.01))
     outside, _ = load_samples(sample_run(run, 3, 4, late, batch_size=4, out_dir=tmp_path / "gi"))
     np.testing.assert_array_equal(ode, outside)  # guidance outside its interval is no guidance
+    rounded, _ = load_samples(sample_run(run, 3, 4, plain.model_copy(update={"rounding": "round"}), batch_size=4,
+                                         out_dir=tmp_path / "r"))
+    up = rounded.astype(int) - ode.astype(int)  # floor (the authors' default) vs round to nearest
+    assert up.min() >= 0 and up.max() <= 1 and 0.3 < up.mean() < 0.7
 
     with pytest.raises(FileNotFoundError, match="no checkpoint for step 2"):
         sample_run(run, 2, n=2)

@@ -19,13 +19,15 @@ def test_names_manifest_keys_and_row_columns():
     s = SamplerSettings(mode="sde", num_steps=250, cfg_scale=1.8, guidance_interval=(0.0, 0.7), seed=1)
     assert s.dir_name(100_000) == "step0100000-sde-steps250-cfg1.8-gi0_0.7-seed1"
     assert SamplerSettings().dir_name(7) == "step0000007-sde-steps250-cfg1-seed0"
+    assert SamplerSettings(rounding="round").dir_name(7) == "step0000007-sde-steps250-cfg1-seed0-round"
     assert s.manifest() == {"mode": "sde", "num_steps": 250, "cfg_scale": 1.8, "seed": 1,
-                            "guidance_interval": [0.0, 0.7]}
+                            "guidance_interval": [0.0, 0.7], "rounding": "floor"}
     assert s.row() == {"sampler_mode": "sde", "sampler_steps": 250, "cfg_scale": 1.8, "sample_seed": 1,
-                       "guidance_interval": "[0.0, 0.7]"}
+                       "guidance_interval": "[0.0, 0.7]", "sample_rounding": "floor"}
 
 
-@pytest.mark.parametrize("bad", [{"guidance_interval": (0.8, 0.2)}, {"mode": "heun"}, {"num_steps": 0},
+@pytest.mark.parametrize("bad", [{"guidance_interval": (0.8, 0.2)}, {"mode": "leapfrog"}, {"num_steps": 0},
+                                 {"rounding": "ceil"},
                                  {"temperature": 1.0}])
 def test_bad_settings_are_rejected(bad):
     with pytest.raises(ValueError):

@@ -1,6 +1,6 @@
 """The sampler's command-line options, shared by `repa-study sample` and `repa-study eval fid`.
 
-``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed`` and hands the command one
+``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed --rounding`` and hands the command one
 ``sampler: SamplerSettings`` (validated) instead of five loose values.
 """
 from __future__ import annotations
@@ -18,10 +18,10 @@ _DEFAULT = SamplerSettings()
 def sampler_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, mode: str, num_steps: int, cfg_scale: float, guidance_interval: tuple[float, float],
-                seed: int, **kwargs: Any) -> Any:
+                seed: int, rounding: str, **kwargs: Any) -> Any:
         try:
             sampler = SamplerSettings(mode=mode, num_steps=num_steps, cfg_scale=cfg_scale,
-                                      guidance_interval=guidance_interval, seed=seed)
+                                      guidance_interval=guidance_interval, seed=seed, rounding=rounding)
         except ValueError as exc:  # pydantic's ValidationError: a bad option value
             raise click.BadParameter(str(exc)) from None
         return command(*args, sampler=sampler, **kwargs)
@@ -37,6 +37,9 @@ def sampler_options(command: Callable[..., Any]) -> Callable[..., Any]:
                      show_default=True, help="Apply guidance only for t in [LOW, HIGH]."),
         click.option("--seed", type=int, default=_DEFAULT.seed, show_default=True,
                      help="Seed of the per-sample noise."),
+        click.option("--rounding", type=click.Choice(["floor", "round"]), default=_DEFAULT.rounding,
+                     show_default=True, help="Output to uint8: floor = clamp then truncate (the authors' and ADM's "
+                                             "convention, paper-comparable FIDs); round = nearest."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)
