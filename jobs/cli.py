@@ -5,7 +5,9 @@ Each command group (or top-level command) lives in ``jobs/commands/<name>.py`` a
 """
 from __future__ import annotations
 
+import linecache
 import logging
+from pathlib import Path
 
 import click
 
@@ -16,12 +18,30 @@ COMMAND_MODULES = ("encoders", "data", "train", "evaluate", "sweep", "results", 
 
 
 _OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _raised_on_purpose(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc`` is a ``raise`` statement in one of our packages: a check of ours
+    that refused bad input with a message (e.g. ``raise FileNotFoundError("no checkpoint for step 3 ...")``), as
+    opposed to an error that happened while our code (or a library) was computing something."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    try:
+        package = path.relative_to(_REPO).parts[0]
+    except ValueError:
+        return False
+    return package in _OUR_PACKAGES and linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) carry actionable messages;
-    anything else is a bug and keeps its traceback."""
-    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) and whatever our code raises on
+    purpose carry actionable messages; anything else is a bug and keeps its traceback."""
+    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES or _raised_on_purpose(exc)
 
 
 class _Root(click.Group):

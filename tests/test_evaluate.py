@@ -17,7 +17,7 @@ from study.metrics.fid import FeatureStats, StatisticsMismatchError, write_adm_n
 from study.reference import load_reference
 from study.sampler_settings import SamplerSettings
 
-SETTINGS = {"mode": "sde", "num_steps": 250, "cfg_scale": 1.0, "seed": 0, "guidance_interval": [0.0, 1.0]}
+SETTINGS = SamplerSettings().manifest()  # what study.sample.sample_run records for the default sampler
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,12 @@ def test_find_samples_matches_step_settings_and_count(tmp_path):
     assert find_samples(run, 100, 50, {**SETTINGS, "cfg_scale": 1.5}) == run / "samples" / "b"
     assert find_samples(run, 100, 50, {**SETTINGS, "num_steps": 50}) is None
     assert find_samples(run, 100, 50, {**SETTINGS, "unknown_key": 1}) is None  # a key the manifest lacks
+    old = run / "samples" / "old"  # drawn before rounding was recorded (rounded, not floored): never reused
+    write_samples(old, images, step=100, cfg_scale=2.0)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["rounding"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert find_samples(run, 100, 50, {**SETTINGS, "cfg_scale": 2.0}) is None
 
 
 def test_sample_shards_follow_the_manifest_and_skip_temporaries(tmp_path):

@@ -2,7 +2,6 @@
 catalog, cache encoder features, score spatial structure and linear-probe accuracy, predict an encoder's REPA FID."""
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import sys
@@ -85,17 +84,6 @@ def check_cmd(names: tuple[str, ...], check_all: bool, meta: bool, as_json: bool
 
 
 # ------------------------------------------------------------------------------------ features and scores
-@contextlib.contextmanager
-def _user_errors():
-    """Bad names, data or missing weights -> a one-line error instead of a traceback."""
-    from encoders import UnknownEncoderError
-
-    try:
-        yield
-    except (UnknownEncoderError, FileNotFoundError, ValueError) as exc:  # incl. MissingWeightsError, DatasetError
-        raise click.ClickException(str(exc)) from exc
-
-
 def _common(fn):
     fn = click.option("--bf16", is_flag=True, help="Run the encoder under bf16 autocast (cached apart from fp32).")(fn)
     fn = click.option("--weights", type=WEIGHTS, default="pretrained", show_default=True,
@@ -122,9 +110,8 @@ def features_cmd(name: str, data: str, split: str, limit: int | None, weights: s
     """Extract NAME's pooled features and per-image spatial metrics on DATA/SPLIT into the cache (resumable)."""
     from study.features import extract_encoder_features
 
-    with _user_errors():
-        fs = extract_encoder_features(name, data, split, limit, weights=weights, device=device,
-                                      batch_size=batch_size, num_workers=num_workers, masks=masks, bf16=bf16)
+    fs = extract_encoder_features(name, data, split, limit, weights=weights, device=device, batch_size=batch_size,
+                                  num_workers=num_workers, masks=masks, bf16=bf16)
     click.echo(f"{fs.meta['encoder']} on {fs.meta['dataset']} ({split}): {fs.n} images, dim {fs.meta['embed_dim']}, "
                f"cls {'yes' if fs.cls is not None else 'no'}, masks {fs.meta['masks']}")
     click.echo(f"cache: {fs.path}")
@@ -154,15 +141,13 @@ def score_cmd(names: tuple[str, ...], data: str, split: str, limit: int | None, 
 
     rows = []
     for name in names:
-        with _user_errors():
-            row = score_encoder(name, data, split=split, limit=limit, masks=masks, probe=not no_probe,
-                                weights=weights, train_limit=train_limit, device=device, batch_size=batch_size,
-                                num_workers=num_workers, seed=seed, srss_min_fraction=srss_min_fraction, bf16=bf16)
+        row = score_encoder(name, data, split=split, limit=limit, masks=masks, probe=not no_probe, weights=weights,
+                            train_limit=train_limit, device=device, batch_size=batch_size, num_workers=num_workers,
+                            seed=seed, srss_min_fraction=srss_min_fraction, bf16=bf16)
         rows.append(row)
         if not as_json:
             click.echo(_line(row))
-    with _user_errors():
-        path = write_rows(rows, out)
+    path = write_rows(rows, out)
     if as_json:
         click.echo(json.dumps(rows, indent=1, default=str))
     click.echo(f"wrote {len(rows)} row(s) to {path}", err=as_json)
@@ -233,10 +218,7 @@ def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: st
                                    f"predictors with --x")
     for caveat in fit.caveats(data, weights):
         click.echo(f"warning: {caveat}", err=True)
-    try:
-        table = predict_fid(scores, fit.known, x=list(predictors), y=fit.quality, by="model", encoder=name)
-    except (ValueError, KeyError) as exc:
-        raise click.ClickException(f"cannot fit on {fit.source}: {exc}") from exc
+    table = predict_fid(scores, fit.known, x=list(predictors), y=fit.quality, by="model", encoder=name)
     table.insert(1, "fit_on", fit.source)
     if as_json:
         click.echo(json.dumps({"scores": scores, "predictions": json.loads(table.to_json(orient="records"))},

@@ -24,7 +24,7 @@ def show_cmd(root: str | None, table: str | None, as_json: bool, columns: str | 
     """Show a results table (all files, latest row per key), or list the tables."""
     import pandas as pd
 
-    from results import CorruptResultError, ResultStore, StoreError
+    from results import ResultStore
 
     store = ResultStore(root)
     if table is None:
@@ -33,10 +33,7 @@ def show_cmd(root: str | None, table: str | None, as_json: bool, columns: str | 
         click.echo(json.dumps(listing) if as_json else (text_table(listing, ["table", "files"])
                                                         if listing else f"no tables under {store.root}"))
         return
-    try:
-        df = store.read(table, strict=not no_strict)
-    except (CorruptResultError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
+    df = store.read(table, strict=not no_strict)
     if columns:
         wanted = [c.strip() for c in columns.split(",") if c.strip()]
         missing = [c for c in wanted if c not in df.columns]

@@ -70,25 +70,19 @@ def run_cmd(spec_name: str, overrides: tuple[str, ...], root: str | None, worker
     finished jobs are skipped.
     """
     from jobs.plan import plan
-    from jobs.spec import SpecError, load_spec
-    from jobs.submit import SubmitError, submit_sweep, sweep_status
+    from jobs.spec import load_spec
+    from jobs.submit import submit_sweep, sweep_status
     from jobs.commands.sweep import status_text
     from results import ResultStore
 
     extra = list(overrides) + ([f"executor.local_workers={workers}"] if workers else [])
-    try:
-        spec = load_spec(spec_name, extra)
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
+    spec = load_spec(spec_name, extra)
     store = ResultStore(root)
     jobs = plan(spec)
     click.echo(f"repa-study run: sweep {spec.name!r} ({spec.description or 'no description'})\n"
                f"  {len(jobs)} jobs on the {executor} executor, results in {store.root.resolve()}", err=True)
     t0 = time.perf_counter()
-    try:
-        sub = submit_sweep(spec, store.root, executor=executor, wait=True)
-    except SubmitError as exc:
-        raise click.ClickException(str(exc)) from None
+    sub = submit_sweep(spec, store.root, executor=executor, wait=True)
     elapsed = time.perf_counter() - t0
     click.echo("")
     click.echo(summary_text(store, jobs))

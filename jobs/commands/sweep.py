@@ -14,12 +14,9 @@ SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALU
 
 
 def _load(spec: str, overrides: tuple[str, ...]):
-    from jobs.spec import SpecError, load_spec
+    from jobs.spec import load_spec
 
-    try:
-        return load_spec(spec, overrides)
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
+    return load_spec(spec, overrides)
 
 
 def status_text(rows: list[dict], show_all: bool = False) -> str:
@@ -78,15 +75,12 @@ def submit_cmd(spec: str, overrides: tuple[str, ...], root: str | None, executor
                slurm_partition: str | None, slurm_account: str | None, slurm_qos: str | None,
                slurm_constraint: str | None, wait: bool) -> None:
     """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume)."""
-    from jobs.submit import SubmitError, submit_sweep, sweep_status
+    from jobs.submit import submit_sweep, sweep_status
 
     cfg = _load(spec, overrides)
     slurm = {"partition": slurm_partition, "account": slurm_account, "qos": slurm_qos,
              "constraint": slurm_constraint}
-    try:
-        sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
-    except SubmitError as exc:
-        raise click.ClickException(str(exc)) from None
+    sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
     click.echo(f"sweep {sub.sweep}: {len(sub.jobs)} jobs, {len(sub.skipped_done)} already done, "
                f"{len(sub.skipped_active)} still queued, {len(sub.submitted)} submitted ({sub.executor})")
     if sub.final is not None:

@@ -30,14 +30,10 @@ def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_
     YAML file; OVERRIDES are key=value pairs, e.g. `method=irepa encoder.name=mocov3-vit-b model.size=SiT-B/2`."""
     import yaml
 
-    from study.config import ConfigError
     from study.train import train
     from study.train_config import load_train_config
 
-    try:
-        cfg = load_train_config(config, overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    cfg = load_train_config(config, overrides)
     if print_config:
         click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
