@@ -13,12 +13,12 @@ from typing import Any, Mapping
 
 import pandas as pd
 
-__all__ = ["IncomparableRowsError", "Selection", "select_comparable", "quality_column", "COMPARABILITY_KEYS",
-           "parse_select", "ANY"]
+__all__ = ["IncomparableRowsError", "Selection", "select_comparable", "quality_column", "quality_columns",
+           "COMPARABILITY_KEYS", "parse_select", "ANY"]
 
 #: Columns that must hold a single value among the rows analysed together (those absent from a table are ignored).
 COMPARABILITY_KEYS = ("n_samples", "reference", "ref_id", "extractor", "extractor_id", "sampler", "sampler_mode",
-                      "sampler_steps", "cfg_scale", "guidance_interval")
+                      "sampler_steps", "cfg_scale", "guidance_interval", "sample_rounding")
 #: A ``select`` value that allows mixing a column's values on purpose.
 ANY = "*"
 _GROUP = ("model", "method", "encoder")
@@ -73,10 +73,16 @@ def _coerce(value: str) -> Any:
     return value
 
 
+def quality_columns(df: pd.DataFrame) -> list[str]:
+    """The generation-quality columns with values: ``fid`` first, then the ``fd_<extractor>`` columns by name."""
+    names = [c for c in df.columns if c == "fid" or (str(c).startswith("fd_") and c != "fd_metric")]
+    names.sort(key=lambda c: (c != "fid", str(c)))
+    return [c for c in names if pd.to_numeric(df[c], errors="coerce").notna().any()]
+
+
 def quality_column(df: pd.DataFrame, quality: str | None = None) -> str:
     """The generation-quality column to analyse: ``fid`` or ``fd_<extractor>``; must be unambiguous."""
-    candidates = [c for c in df.columns if (c == "fid" or (c.startswith("fd_") and c != "fd_metric"))
-                  and pd.to_numeric(df[c], errors="coerce").notna().any()]
+    candidates = quality_columns(df)
     if quality is not None:
         if quality not in df.columns:
             raise IncomparableRowsError(f"quality column {quality!r} is not in the generation table "

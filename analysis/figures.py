@@ -12,6 +12,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import seaborn as sns  # noqa: E402
 
+from analysis.display import for_display  # noqa: E402
+
 __all__ = ["correlation_panel", "method_comparison", "convergence", "AXIS_LABELS"]
 
 AXIS_LABELS = {"lp_top1": "Linear-probe top-1 (%)", "lds": "LDS", "cds": "CDS", "srss": "SRSS", "rmsc": "RMSC",
@@ -65,6 +67,8 @@ def correlation_panel(points: pd.DataFrame, x_cols: Sequence[str], y: str, path:
     ``points`` has one row per encoder (``encoder`` column). With ``hue`` (e.g. the model size) each group gets its
     own colour, fit line and r. ``overlay`` (e.g. the paper's points, same ``y``) is drawn in grey beneath.
     """
+    points = for_display(points)  # the axes show lp_top1 in percent
+    overlay = for_display(overlay) if overlay is not None else None
     x_cols = [c for c in x_cols if c in points.columns and points[c].notna().any()]
     if not x_cols:
         raise ValueError(f"correlation_panel: none of the metric columns has values (columns: {list(points.columns)})")

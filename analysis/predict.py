@@ -1,18 +1,83 @@
 """Predict an encoder's REPA FID from its spatial metrics: least squares on known encoders, with a prediction
-interval, the encoder's rank among the known ones, and the fit's leave-one-out error."""
+interval, the encoder's rank among the known ones, and the fit's leave-one-out error. :func:`choose_fit_set`
+decides which known encoders the fit uses (this study's rows or the paper's 27 points)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
 from scipy import stats
 
-__all__ = ["FidRegression", "fit_fid_regression", "predict_fid", "DEFAULT_PREDICTORS"]
+from analysis.comparable import IncomparableRowsError, parse_select, select_comparable
+from analysis.reference import load_reference_data
+
+__all__ = ["FidRegression", "fit_fid_regression", "predict_fid", "DEFAULT_PREDICTORS", "FitSet", "choose_fit_set",
+           "FIT_SETS", "MIN_KNOWN_ENCODERS", "PAPER_FIT_SET"]
 
 #: LDS: the paper's headline spatial metric, needs no masks and is fully visible in the paper's Fig. 4.
 DEFAULT_PREDICTORS = ("lds",)
+#: Where the known encoders come from: the study's rows, the paper's points, or the rows when they suffice.
+FIT_SETS = ("auto", "results", "paper")
+#: ``auto`` fits on the study's rows only when every model size has at least this many scored encoders.
+MIN_KNOWN_ENCODERS = 4
+PAPER_FIT_SET = "the paper's 27 encoders (SiT-XL/2, REPA, 100K)"
+
+
+@dataclass(frozen=True)
+class FitSet:
+    """The known encoders of a fit: one row per (model, encoder) with the metrics and ``quality``."""
+
+    known: pd.DataFrame
+    quality: str
+    source: str
+
+    @property
+    def from_paper(self) -> bool:
+        return self.source == PAPER_FIT_SET
+
+    def caveats(self, data: str, weights: str) -> list[str]:
+        """Why a prediction for an encoder scored on ``data`` with ``weights`` only exercises the pipeline."""
+        if self.from_paper and (weights != "pretrained" or str(data).startswith("synthetic")):
+            return [f"the paper's metrics come from pretrained encoders on ImageNet images; scores from {weights} "
+                    f"weights on {data} are on another scale, so this prediction only exercises the pipeline"]
+        return []
+
+
+def choose_fit_set(fit_on: str, generation: pd.DataFrame | None, encoders: pd.DataFrame | None, *,
+                   method: str = "repa", select: Mapping[str, Any] | Sequence[str] | None = None,
+                   exclude: str | None = None, results_source: str = "the results") -> FitSet:
+    """The known encoders to fit on (``fit_on`` one of :data:`FIT_SETS`), ``exclude`` (the encoder being
+    predicted) left out.
+
+    ``results``/``auto``: the comparable ``method`` rows of ``generation`` (``select`` as in ``analyze``) joined
+    with the ``encoders`` scores; ``auto`` falls back to the paper's points unless every model size has
+    :data:`MIN_KNOWN_ENCODERS` scored encoders. ``results_source`` describes where the rows come from.
+    """
+    from analysis.report import encoder_table, study_points  # (imports matplotlib: only when needed)
+
+    if fit_on not in FIT_SETS:
+        raise ValueError(f"unknown fit set {fit_on!r}; use one of {', '.join(FIT_SETS)}")
+    if fit_on != "paper":
+        gen = generation if generation is not None else pd.DataFrame()
+        enc = encoders if encoders is not None else pd.DataFrame()
+        if not gen.empty and not enc.empty and "method" in gen.columns:
+            sel_map = parse_select(select)
+            gen = gen[gen["method"] == method]
+            if not gen.empty:
+                selection = select_comparable(gen, {k: v for k, v in sel_map.items()
+                                                    if not k.startswith("encoders.")})
+                table, _ = encoder_table(enc, sel_map)
+                points = study_points(selection.rows, selection.quality, table)
+                points = points[points["encoder"] != exclude]
+                if fit_on == "results" or points.groupby("model")["encoder"].nunique().min() >= MIN_KNOWN_ENCODERS:
+                    return FitSet(points, selection.quality, results_source)
+        if fit_on == "results":
+            raise IncomparableRowsError(f"no {method} generation rows with encoder scores in {results_source}; "
+                                        f"run the study first or use --fit-on paper")
+    ref = load_reference_data("paper")
+    return FitSet(ref.points[ref.points["encoder"] != exclude], "fid", PAPER_FIT_SET)
 
 
 @dataclass(frozen=True)

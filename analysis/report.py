@@ -19,13 +19,13 @@ import pandas as pd
 from analysis import figures
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
 from analysis.correlate import correlate
-from analysis.reference import ReferenceData, load_reference
+from analysis.display import check_fractions, for_display
+from analysis.reference import METRICS, ReferenceData, load_reference_data
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
            "ENCODER_KEYS"]
 
-METRICS = ("lp_top1", "lds", "cds", "srss", "rmsc")
 #: Columns of the encoders table that must agree between the encoder rows analysed together.
 ENCODER_KEYS = ("dataset", "split", "limit", "weights", "far", "dmax", "near", "srss_min_fraction")
 _log = logging.getLogger("repa_study.analysis.report")
@@ -33,7 +33,7 @@ _log = logging.getLogger("repa_study.analysis.report")
 
 # ---------------------------------------------------------------------------------------------- tables
 def encoder_table(enc: pd.DataFrame, select: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per encoder with its metrics; ``lp_top1`` in percent. Returns the table and notes.
+    """One row per encoder with its metrics (``lp_top1`` a fraction, as stored). Returns the table and notes.
 
     ``select`` keys ``encoders.<column>`` pick values of the encoders table (e.g. ``encoders.dataset``).
     """
@@ -67,10 +67,7 @@ def encoder_table(enc: pd.DataFrame, select: Mapping[str, Any] | None = None) ->
         if m not in df.columns:
             df[m] = np.nan
         df[m] = pd.to_numeric(df[m], errors="coerce")
-    lp = df["lp_top1"].dropna()
-    if len(lp) and lp.max() <= 1.0:
-        df["lp_top1"] = df["lp_top1"] * 100.0
-        notes.append("lp_top1 given as a fraction; shown in percent")
+    check_fractions(df, what="encoders table")
     return df[["encoder", *METRICS]].reset_index(drop=True), notes
 
 
@@ -194,7 +191,7 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
     fig_dir = out / "figures"
     fig_dir.mkdir(parents=True, exist_ok=True)
     sel_map = parse_select(select)
-    ref = load_reference(reference) if isinstance(reference, str) else reference
+    ref = load_reference_data(reference) if isinstance(reference, str) else reference
     gen = generation_df if generation_df is not None else pd.DataFrame()
     if gen.empty and ref is None:
         raise IncomparableRowsError("nothing to analyze: the generation table is empty and no reference was given "
@@ -243,9 +240,8 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
             figure_files.append((path, f"Quality against LP accuracy and the spatial metrics, {method_name} runs; "
                                        f"one point per encoder and model size, least-squares line and Pearson r"
                                        + ("; grey squares: the paper's 27 points" if overlay is not None else "")))
-        both = user_points[user_points["method"].isin(user_points["method"].unique())]
-        if both["method"].nunique() > 1:
-            path = figures.method_comparison(both, q, fig_dir / "methods.png",
+        if user_points["method"].nunique() > 1:
+            path = figures.method_comparison(user_points, q, fig_dir / "methods.png",
                                              title=f"{_label(q)} per encoder and method (this study)")
             figure_files.append((path, "Each encoder's quality under each training method, per model size "
                                        "(lower is better)"))
@@ -316,15 +312,16 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
             sections.append("<h2>Training methods per encoder (this study)</h2><p>Quality per method; "
                             "<code>change_%</code>: relative change from the first method to each other one "
                             "(negative = lower = better).</p>" + _html_table(gain))
-        sections.append("<h2>Per-encoder points (this study)</h2>" + _html_table(user_points))
+        sections.append("<h2>Per-encoder points (this study)</h2><p>lp_top1 in percent.</p>"
+                        + _html_table(for_display(user_points)))
     if ref is not None:
         cols = ["point", "encoder", "label_status", "fid", "lp_top1", "lds", "cds", "srss", "rmsc",
                 "lds_source", "cds_source", "srss_source", "rmsc_source"]
         sections.append("<h2>The paper's 27 points (digitised from Fig. 4)</h2><p>Source tags: <code>fig4</code> "
                         "visible marker; <code>fig4-paired</code> paired within a near-tied FID pair by a 1-2 px "
                         "difference; <code>fig4-group</code> one of a tied-FID group, member unknown; "
-                        "<code>fig4-occluded:K</code> hidden under point K, value repeated from K.</p>"
-                        + _html_table(ref.points[cols]))
+                        "<code>fig4-occluded:K</code> hidden under point K, value repeated from K. lp_top1 in "
+                        "percent.</p>" + _html_table(for_display(ref.points[cols])))
     prov = summary["provenance"]
     sections.append(f"<h2>Provenance</h2><p>Generated {html.escape(summary['created_at'])} by repa-study, git "
                     f"{html.escape(str(prov.get('git_commit')))} on {html.escape(str(prov.get('host')))}.</p>")

@@ -1,4 +1,5 @@
-"""Validate an entry against the model it builds: grid, embed_dim, prefix tokens and parameter count."""
+"""Validate an entry against the model it builds (grid, embed_dim, prefix tokens, parameter count) and, for timm
+entries, its preprocessing against timm's own ``pretrained_cfg`` (mean, std, interpolation)."""
 from __future__ import annotations
 
 import time
@@ -8,14 +9,48 @@ import torch
 
 from .build import build_model, trunk_params
 from .encoder import Encoder, get_spec
+from .spec import TIMM_CFG_FIELDS, EncoderSpec
 from .variants import parse_variant
 
 PARAMS_TOLERANCE = 0.01  # relative
+CFG_TOLERANCE = 1e-6  # absolute, on mean and std
+
+
+def _differs(field: str, ours: Any, theirs: Any) -> bool:
+    if field == "interpolation":
+        return ours != theirs
+    return any(abs(a - b) > CFG_TOLERANCE for a, b in zip(ours, theirs, strict=True))
+
+
+def timm_cfg_mismatches(spec: EncoderSpec) -> list[str]:
+    """Where the preprocessing the entry applies (mean, std, resize mode) differs from timm's ``pretrained_cfg``
+    of ``model_id`` without a ``timm_cfg_overrides`` reason, and overrides that no longer differ. Empty for
+    ``hf`` entries (no timm cfg)."""
+    if spec.source == "hf":
+        return []
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(spec.model_id)
+    if cfg is None:
+        return [f"timm has no pretrained_cfg for {spec.model_id!r}"]
+    mean, std = spec.normalization
+    ours = {"mean": tuple(mean), "std": tuple(std), "interpolation": spec.resize.mode}
+    problems = []
+    for field in TIMM_CFG_FIELDS:
+        theirs = cfg.interpolation if field == "interpolation" else tuple(getattr(cfg, field))
+        differs = _differs(field, ours[field], theirs)
+        if differs and field not in spec.timm_cfg_overrides:
+            problems.append(f"{field} {ours[field]} differs from timm's pretrained_cfg {theirs}: fix the entry, or "
+                            f"add timm_cfg_overrides: {{{field}: <why>}} if it differs on purpose")
+        elif not differs and field in spec.timm_cfg_overrides:
+            problems.append(f"timm_cfg_overrides.{field} is stale: the entry's {field} agrees with timm's "
+                            "pretrained_cfg; remove the override")
+    return problems
 
 
 def check_encoder(name: str, *, meta: bool = True) -> dict[str, Any]:
     """Build ``name`` at full size without weights (on the meta device when ``meta``), run a 256 px forward, and
-    compare with the entry. Returns ``{name, ok, grid, embed_dim, prefix_tokens, params_m, seconds, reason?}``."""
+    compare with the entry (and timm entries' preprocessing with timm's ``pretrained_cfg``). Returns ``{name, ok, grid, embed_dim, prefix_tokens, params_m, seconds, reason?}``."""
     t0 = time.perf_counter()
     result: dict[str, Any] = {"name": name, "ok": False, "grid": None, "embed_dim": None, "prefix_tokens": None,
                               "params_m": None}
@@ -45,6 +80,7 @@ def check_encoder(name: str, *, meta: bool = True) -> dict[str, Any]:
         rel = abs(result["params_m"] - spec.params_m) / spec.params_m
         if rel > PARAMS_TOLERANCE:
             problems.append(f"params {result['params_m']} M differ from entry {spec.params_m} M by {rel:.1%}")
+        problems += timm_cfg_mismatches(spec)
         result["ok"] = not problems
         if problems:
             result["reason"] = "; ".join(problems)

@@ -29,6 +29,8 @@ SOURCES = ("timm", "hf", "timm+ckpt")
 #: Names known to the builder (kept here so that the schema can validate entries without importing torch).
 ADAPTERS = ("mocov3_to_timm",)
 POST_BUILD = ("pe_integer_rope",)
+#: The preprocessing fields ``encoders check`` compares with timm's ``pretrained_cfg``.
+TIMM_CFG_FIELDS = ("mean", "std", "interpolation")
 
 
 class CatalogError(ValueError):
@@ -74,6 +76,9 @@ class EncoderSpec(_Strict):
     std: Triple
     normalize_override: str | None = None
     resize: Resize = Resize()
+    timm_cfg_overrides: dict[Literal["mean", "std", "interpolation"], str] = Field(
+        default_factory=dict, description="field -> reason, where the entry differs from timm's pretrained_cfg on "
+                                          "purpose (checked by `encoders check`)")
     pos_embed: Literal["abs", "sincos", "rope", "abs+rope", "cpe", "hiera-window"]
     license: str
     gated: bool = False
@@ -96,6 +101,15 @@ class EncoderSpec(_Strict):
     def _known_override(cls, value: str | None) -> str | None:
         if value is not None and value not in NORMALIZATIONS:
             raise ValueError(f"unknown normalize_override {value!r}; use one of {sorted(NORMALIZATIONS)}")
+        return value
+
+    @field_validator("timm_cfg_overrides")
+    @classmethod
+    def _reasoned_overrides(cls, value: dict[str, str]) -> dict[str, str]:
+        empty = [k for k, reason in value.items() if not str(reason).strip()]
+        if empty:
+            raise ValueError(f"timm_cfg_overrides {empty} need a reason (why the entry differs from timm's "
+                             "pretrained_cfg)")
         return value
 
     @field_validator("post_build")
@@ -136,6 +150,8 @@ class EncoderSpec(_Strict):
                 raise ValueError(f"unknown adapter {self.adapter!r}; known: {list(ADAPTERS)}")
         elif self.adapter or self.checkpoint:
             raise ValueError(f"checkpoint/adapter only apply to source 'timm+ckpt', not {self.source!r}")
+        if self.source == "hf" and self.timm_cfg_overrides:
+            raise ValueError("timm_cfg_overrides only apply to timm entries (source 'timm' or 'timm+ckpt')")
         return self
 
     @property
@@ -150,8 +166,9 @@ class EncoderSpec(_Strict):
         return self.mean, self.std
 
     def fingerprint(self) -> str:
-        """A short hash of every field: a changed entry never matches a cache made from the old one."""
-        blob = json.dumps(self.model_dump(mode="json"), sort_keys=True)
+        """A short hash of every field: a changed entry never matches a cache made from the old one. The
+        ``timm_cfg_overrides`` reasons document a check and change no feature, so they are left out."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"timm_cfg_overrides"}), sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def summary(self) -> dict[str, Any]:
@@ -189,7 +206,7 @@ def parse_catalog(text: str, origin: str = "<catalog>") -> dict[str, EncoderSpec
         raise CatalogError(f"{origin}: not valid YAML: {exc}") from exc
     if not isinstance(data, dict) or not isinstance(data.get("encoders"), dict):
         raise CatalogError(f"{origin}: expected a top-level 'encoders:' mapping of name -> entry")
-    unknown_top = set(data) - {"encoders", "_tiny"}
+    unknown_top = set(data) - {"encoders", "_tiny", "_timm_cfg_overrides"}
     if unknown_top:
         raise CatalogError(f"{origin}: unknown top-level key(s) {sorted(unknown_top)}")
     specs: dict[str, EncoderSpec] = {}

@@ -1,26 +1,47 @@
 """The ``repa-study`` command: the top floor of the project, which nothing imports.
 
-Each stage's commands live in ``jobs/commands/<stage>.py`` and attach themselves through ``register(cli)``.
+Each command group (or top-level command) lives in ``jobs/commands/<name>.py`` and attaches itself through
+``register(cli)``.
 """
 from __future__ import annotations
 
+import linecache
 import logging
+from pathlib import Path
 
 import click
 
 from study.log import setup_logging
 
-# Order matters: a module may add sub-commands to a group registered before it.
-COMMAND_MODULES = ("encoders", "scoring", "data", "train", "evaluate", "sweep", "analyze", "predict", "run")
+# One module per command group (or top-level command); jobs/commands/common.py holds what several share.
+COMMAND_MODULES = ("encoders", "data", "train", "evaluate", "sweep", "results", "analyze", "run")
 
 
 _OUR_PACKAGES = {"encoders", "study", "jobs", "results", "analysis"}
+_REPO = Path(__file__).resolve().parents[1]
+
+
+def _raised_on_purpose(exc: BaseException) -> bool:
+    """Whether the innermost frame of ``exc`` is a ``raise`` statement in one of our packages: a check of ours
+    that refused bad input with a message (e.g. ``raise FileNotFoundError("no checkpoint for step 3 ...")``), as
+    opposed to an error that happened while our code (or a library) was computing something."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    path = Path(tb.tb_frame.f_code.co_filename).resolve()
+    try:
+        package = path.relative_to(_REPO).parts[0]
+    except ValueError:
+        return False
+    return package in _OUR_PACKAGES and linecache.getline(str(path), tb.tb_lineno).lstrip().startswith("raise")
 
 
 def _is_user_error(exc: BaseException) -> bool:
-    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) carry actionable messages;
-    anything else is a bug and keeps its traceback."""
-    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES
+    """Our own exception types (ConfigError, DatasetError, MissingWeightsError, ...) and whatever our code raises on
+    purpose carry actionable messages; anything else is a bug and keeps its traceback."""
+    return type(exc).__module__.split(".")[0] in _OUR_PACKAGES or _raised_on_purpose(exc)
 
 
 class _Root(click.Group):

@@ -15,7 +15,8 @@ from jobs.spec import FidSettings, Resources, SweepSpec
 from study.config import StrictModel, config_hash
 from study.train_config import TrainConfig, build_train_config, default_base
 
-__all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "EvalParams", "ScoreParams", "AnalyzeParams"]
+__all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
+           "AnalyzeParams"]
 
 STAGES = ("train", "eval", "score", "analyze")
 
@@ -46,6 +47,14 @@ class TrainParams(StrictModel):
                                        *self.train_overrides, *self.model_overrides])
 
 
+class TrainGroupParams(StrictModel):
+    """Several trainings in one job (``executor.group_methods``): member job id -> its inputs. Each member keeps
+    its own run directory (``ROOT/jobs/<member id>``), state and evaluations; the group shares the data pipeline
+    and the encoder forward (``study.train.train_group``)."""
+
+    runs: dict[str, TrainParams] = Field(..., min_length=2)
+
+
 class EvalParams(StrictModel):
     train_job: str
     step: int
@@ -72,6 +81,10 @@ PARAMS: dict[str, type[StrictModel]] = {"train": TrainParams, "eval": EvalParams
                                         "analyze": AnalyzeParams}
 
 
+def _params_model(stage: str, params: dict[str, Any]) -> type[StrictModel]:
+    return TrainGroupParams if stage == "train" and "runs" in params else PARAMS[stage]
+
+
 class Job(StrictModel):
     job_id: str
     stage: Literal["train", "eval", "score", "analyze"]
@@ -81,7 +94,7 @@ class Job(StrictModel):
     seed: int | None = None
     steps: int | None = Field(None, description="training steps (train) or the evaluated step (eval)")
     depends_on: list[str] = Field(default_factory=list)
-    params: TrainParams | EvalParams | ScoreParams | AnalyzeParams = Field(
+    params: TrainParams | TrainGroupParams | EvalParams | ScoreParams | AnalyzeParams = Field(
         ..., description="the stage's inputs (what the id hashes)")
     resources: Resources = Field(default_factory=Resources)
 
@@ -90,7 +103,7 @@ class Job(StrictModel):
     def _params_of_stage(cls, data: Any) -> Any:
         """Parse ``params`` as the model of this job's stage (never as another stage's)."""
         if isinstance(data, dict) and isinstance(data.get("params"), dict) and data.get("stage") in PARAMS:
-            data = {**data, "params": PARAMS[data["stage"]].model_validate(data["params"])}
+            data = {**data, "params": _params_model(data["stage"], data["params"]).model_validate(data["params"])}
         return data
 
     @property
@@ -137,6 +150,8 @@ def plan(spec: SweepSpec) -> list[Job]:
                         ident = EvalParams(train_job=train.job_id, step=step, dataset=spec.dataset, fid=spec.fid)
                         evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
                                           method=method, seed=seed, steps=step, depends_on=[train.job_id]))
+    if spec.executor.group_methods:
+        trains, evals = _group_methods(trains, evals)
     scores: list[Job] = []
     if spec.scoring.enabled:
         for encoder in _scoring_encoders(spec):
@@ -153,6 +168,27 @@ def plan(spec: SweepSpec) -> list[Job]:
     if len(set(ids)) != len(ids):  # pragma: no cover - would mean two identical jobs in one spec
         raise RuntimeError("plan produced duplicate job ids; the spec lists the same job twice")
     return jobs
+
+
+def _group_methods(trains: list[Job], evals: list[Job]) -> tuple[list[Job], list[Job]]:
+    """One train job per (model, encoder, seed) holding its methods' trainings; evaluations keep their ids (they
+    name the member run) and wait for the group job."""
+    groups: dict[tuple[Any, ...], list[Job]] = {}
+    for job in trains:
+        groups.setdefault((job.model, job.encoder, job.seed), []).append(job)
+    out, carrier = [], {}
+    for members in groups.values():
+        if len(members) == 1:
+            out.append(members[0])
+            continue
+        first = members[0]
+        group = _job("train", TrainGroupParams(runs={m.job_id: m.params for m in members}), first.resources,
+                     encoder=first.encoder, model=first.model, method="+".join(m.method for m in members),
+                     seed=first.seed, steps=first.steps)
+        out.append(group)
+        carrier.update({m.job_id: group.job_id for m in members})
+    evals = [e.model_copy(update={"depends_on": [carrier.get(d, d) for d in e.depends_on]}) for e in evals]
+    return out, evals
 
 
 def plan_table(jobs: list[Job]) -> list[dict[str, Any]]:

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 import encoders
 from study.config import ConfigError, StrictModel, load_config
+from study.sampler_settings import SamplerSettings
 from study.train_config import list_presets, method_presets
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
@@ -56,6 +57,11 @@ class FidSettings(StrictModel):
     batch_size: int = Field(64, ge=1)
     reference: str | None = Field(None, description="reference statistics / images (default: the dataset's)")
 
+    @property
+    def sampler(self) -> SamplerSettings:
+        """The sampler these FID settings draw their samples with (the YAML keeps its flat keys)."""
+        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=self.seed)
+
 
 class ScoringSettings(StrictModel):
     enabled: bool = True
@@ -78,6 +84,8 @@ class ExecutorSettings(StrictModel):
     folder: str | None = Field(None, description="submitit logs; default ROOT/submitit/<sweep name>")
     array_parallelism: int = Field(64, ge=1, description="max array tasks of one stage running at once")
     local_workers: int = Field(1, ge=1, le=256, description="jobs run at once by the local executor")
+    group_methods: bool = Field(False, description="train the methods of one (model, encoder, seed) in one job: "
+                                                   "one data pipeline and one encoder forward per step")
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_qos: str | None = None

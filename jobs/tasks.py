@@ -21,7 +21,7 @@ from typing import Any, Callable, Iterator
 
 import submitit
 
-from jobs.plan import Job
+from jobs.plan import Job, TrainGroupParams
 from results import ResultStore
 from results.provenance import now_iso
 from study.config import config_hash
@@ -97,9 +97,49 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
 def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     from study.train import train
 
+    if isinstance(job.params, TrainGroupParams):
+        return _stage_train_group(job, root)
     cfg = job.params.config()
     summary = train(cfg, run_dir)
     return [("runs", [{**_scalars(summary), "train_config_hash": config_hash(cfg)}])]
+
+
+def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, Any]]]]:
+    """Train the group's members that are not done, in one process; each member's state and run directory are its
+    own (its evaluations check that state), so a member finished here is never trained again."""
+    from study.train import train_group
+
+    todo = {mid: p for mid, p in job.params.runs.items() if not is_done(root, mid)}
+    if not todo:
+        return [("runs", [{"members": ",".join(job.params.runs)}])]
+    cfgs = [p.config() for p in todo.values()]
+    dirs = [job_dir(root, mid) for mid in todo]
+    started = now_iso()
+    primary = _global_rank() == 0
+    for mid, p in todo.items():
+        if primary:
+            member = Job(job_id=mid, stage="train", encoder=p.encoder, model=p.model, method=p.method, seed=p.seed,
+                         steps=p.steps, params=p, resources=job.resources)
+            _write_json(job_dir(root, mid) / "job.json", {"group": job.job_id, **member.model_dump(mode="json")})
+            write_state(root, mid, state="running", group=job.job_id, started_at=started, ended_at=None, error=None)
+    try:
+        summaries = train_group(cfgs, dirs)
+    except BaseException as exc:
+        if primary:
+            for mid in todo:
+                write_state(root, mid, state="failed", ended_at=now_iso(),
+                            error=f"group {job.job_id}: {type(exc).__name__}: {exc}".splitlines()[0][:500])
+        raise
+    if primary:
+        store = ResultStore(root)
+        for (mid, p), summary, cfg in zip(todo.items(), summaries, cfgs):
+            ended = now_iso()
+            store.write("runs", [{**_scalars(summary), "job_id": mid, "stage": "train", "encoder": p.encoder,
+                                  "model": p.model, "method": p.method, "seed": p.seed, "config_hash": mid.split("-")[-1],
+                                  "train_config_hash": config_hash(cfg), "group": job.job_id, "status": "done",
+                                  "started_at": started, "ended_at": ended}])
+            write_state(root, mid, state="done", ended_at=ended)
+    return [("runs", [{"members": ",".join(job.params.runs)}])]
 
 
 def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -111,8 +151,7 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
                            f"{read_state(root, p.train_job).get('state')}); its evaluation cannot run")
     fid = p.fid
     row = evaluate_run(job_dir(root, p.train_job), p.step, n=fid.n_samples, extractor=fid.extractor,
-                       ref=fid.reference, mode=fid.mode, num_steps=fid.num_steps, cfg_scale=fid.cfg_scale,
-                       seed=fid.seed, batch_size=fid.batch_size, job_id=job.job_id)
+                       ref=fid.reference, sampler=fid.sampler, batch_size=fid.batch_size, job_id=job.job_id)
     return [("generation", [dict(row)])]
 
 
@@ -220,9 +259,7 @@ class SweepTask(submitit.helpers.Checkpointable):
         from study.log import setup_logging
 
         setup_logging()  # the job process starts bare: send our INFO logs to its stderr (the submitit log)
-        res = self.job.get("resources", {})
-        if res.get("gpus", 0) * res.get("nodes", 1) > 1:
-            submitit.helpers.TorchDistributedEnvironment().export()
+        # a multi-task job's torch.distributed variables are exported by study.distributed.init_distributed
         log_path = None
         with contextlib.suppress(Exception):
             env = submitit.JobEnvironment()

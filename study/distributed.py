@@ -1,7 +1,8 @@
 """torch.distributed set-up from torchrun's or submitit's (SLURM) environment, and small collective helpers.
 
 - torchrun (or any launcher) sets ``RANK``/``WORLD_SIZE``/``MASTER_ADDR``/``MASTER_PORT``: used as they are.
-- Under submitit on SLURM with several tasks, ``submitit.helpers.TorchDistributedEnvironment`` exports them.
+- Under submitit on SLURM with several tasks, ``submitit.helpers.TorchDistributedEnvironment`` exports them (here,
+  the one place that does: each rank then uses the GPU of its local rank, CUDA_VISIBLE_DEVICES untouched).
 - Otherwise a single process runs without a process group.
 The backend is nccl on GPU and gloo on CPU; each rank uses the GPU of its local rank.
 """

@@ -22,6 +22,7 @@ from study.metrics.fid import AdmNpzError, compute_statistics, fd, iter_npz_imag
 from study.metrics.prdc import inception_score, precision_recall
 from study.reference import Reference, load_reference
 from study.run_dir import read_config
+from study.sampler_settings import SamplerSettings
 
 __all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images"]
 
@@ -134,8 +135,7 @@ def evaluate_samples(samples: str | Path, extractor: FeatureExtractor, reference
 
 
 def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | FeatureExtractor = "inception",
-                 ref: str | Path | None = None, mode: str = "sde", num_steps: int = 250, cfg_scale: float = 1.0,
-                 seed: int = 0, guidance_interval: tuple[float, float] = (0.0, 1.0), batch_size: int = 64,
+                 ref: str | Path | None = None, sampler: SamplerSettings = SamplerSettings(), batch_size: int = 64,
                  device: str | None = None, samples: str | Path | None = None,
                  inception_weights: str | Path | None = None, ref_n: int | None = None,
                  job_id: str | None = None) -> dict[str, Any]:
@@ -143,8 +143,9 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
 
     ``extractor``: ``"inception"`` (ADM protocol: fid, sfid, inception_score, precision, recall) or
     ``"synthetic"`` (small CNN for offline small data: fd_synthetic, precision, recall). ``ref``: an ADM reference
-    npz or a dataset spec; it defaults to the run's training dataset (``data.spec``/``data.split`` of its config). ``samples`` evaluates a given
-    sample directory/npz instead of finding or making the run's.
+    npz or a dataset spec; it defaults to the run's training dataset (``data.spec``/``data.split`` of its config).
+    ``sampler``: how the samples are (or were) drawn. ``samples`` evaluates a given sample directory/npz instead of
+    finding or making the run's.
     """
     from results.provenance import now_iso, provenance
     from study.config import config_hash
@@ -164,8 +165,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
                          "comparable with the literature need ADM's VIRTUAL_imagenet256_labeled.npz", ref)
     reference = load_reference(ref, extractor, n=ref_n, split=cfg.data.split, batch_size=batch_size)
 
-    settings = {"mode": mode, "num_steps": num_steps, "cfg_scale": cfg_scale, "seed": seed,
-                "guidance_interval": [float(g) for g in guidance_interval]}
+    settings = sampler.manifest()
     t_sampling = 0.0
     if samples is None:
         samples = find_samples(run_dir, step, n, settings)
@@ -174,8 +174,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
 
             _log.info("no matching samples for step %d in %s: sampling %d (%s)", step, run_dir, n, settings)
             t0 = time.perf_counter()
-            samples = sample_run(run_dir, step, n, mode=mode, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed,
-                                 guidance_interval=tuple(guidance_interval), batch_size=batch_size, device=device)
+            samples = sample_run(run_dir, step, n, sampler, batch_size=batch_size, device=device)
             t_sampling = time.perf_counter() - t0
         else:
             _log.info("reusing samples in %s", samples)
@@ -183,7 +182,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
     manifest = _flatten(json.loads(manifest_path.read_text())) if manifest_path and manifest_path.is_file() else {}
     if "step" in manifest and int(manifest["step"]) != int(step):
         raise ValueError(f"{samples} holds samples of step {manifest['step']}, not step {step}")
-    settings = {k: manifest.get(k, v) for k, v in settings.items()}  # what was really sampled
+    sampled = SamplerSettings(**{k: manifest.get(k, v) for k, v in settings.items()})  # what was really sampled
 
     metrics = evaluate_samples(samples, extractor, reference, n=n, batch_size=batch_size, device=device)
     row: dict[str, Any] = {
@@ -198,11 +197,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         "extractor_id": extractor.id,
         "reference": reference.id,
         "reference_n": reference.n,
-        "sampler_mode": settings["mode"],
-        "sampler_steps": int(settings["num_steps"]),
-        "cfg_scale": float(settings["cfg_scale"]),
-        "sample_seed": int(settings["seed"]),
-        "guidance_interval": json.dumps([float(g) for g in settings["guidance_interval"]]),
+        **sampled.row(),
         "sample_dir": str(samples),
         "time_sampling_s": round(t_sampling, 3),
         "time_total_s": round(time.perf_counter() - t_start, 3),

@@ -42,7 +42,8 @@ from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
 from study.paths import cache_dir
 
-__all__ = ["FeatureSet", "extract_features", "feature_cache_dir", "open_data", "resolve_device", "FORMAT_VERSION"]
+__all__ = ["FeatureSet", "extract_encoder_features", "feature_cache_dir", "open_data", "resolve_device",
+           "FORMAT_VERSION"]
 
 log = get_logger(__name__)
 
@@ -215,11 +216,12 @@ def _batches(indices: np.ndarray, chunks: list[int], chunk_size: int, batch_size
             yield part[s:s + batch_size].tolist()
 
 
-def extract_features(encoder: Any, data: Any, split: str = "train", limit: int | None = None, *,
-                     weights: str = "pretrained", device: str | torch.device | None = "auto", batch_size: int = 64,
-                     chunk_size: int = 2048, num_workers: int | None = None, masks: str | os.PathLike | None = None,
-                     far: int = DEFAULT_FAR, dmax: int = DEFAULT_DMAX, near: int = DEFAULT_NEAR,
-                     cache_root: str | os.PathLike | None = None, bf16: bool = False) -> FeatureSet:
+def extract_encoder_features(encoder: Any, data: Any, split: str = "train", limit: int | None = None, *,
+                             weights: str = "pretrained", device: str | torch.device | None = "auto",
+                             batch_size: int = 64, chunk_size: int = 2048, num_workers: int | None = None,
+                             masks: str | os.PathLike | None = None, far: int = DEFAULT_FAR,
+                             dmax: int = DEFAULT_DMAX, near: int = DEFAULT_NEAR,
+                             cache_root: str | os.PathLike | None = None, bf16: bool = False) -> FeatureSet:
     """Extract (or load from the cache, or resume) the features of ``encoder`` on ``data``/``split``.
 
     ``encoder`` is a name (``NAME`` or ``NAME@clsmix=ALPHA``, built with ``weights`` on ``device``) or an

@@ -58,10 +58,18 @@ def score_from_velocity(path: str, v: torch.Tensor, x_t: torch.Tensor, t: torch.
 
 
 def sample_time(kind: str, n: int, *, generator: torch.Generator | None = None, mean: float = 0.0,
-                std: float = 1.0) -> torch.Tensor:
-    """``n`` training times: uniform on [0, 1], or log-normal (``sigmoid(N(mean, std))``, SD3's logit-normal)."""
+                std: float = 1.0, path: str = "linear") -> torch.Tensor:
+    """``n`` training times: uniform on [0, 1], or log-normal: ``r = exp(N(mean, std))`` is the noise-to-signal
+    ratio ``sigma_t / alpha_t`` of ``path``, mapped to its time as the authors (REPA's loss) do:
+    ``t = r / (1 + r) = sigmoid(n)`` on the linear path (SD3's logit-normal), ``t = 2 / pi * atan(r)`` on the
+    cosine path. The draws from ``generator`` are the same for both paths."""
+    if path not in PATHS:
+        raise ValueError(f"unknown path {path!r}; use one of {', '.join(PATHS)}")
     if kind == "uniform":
         return torch.rand(n, generator=generator)
     if kind == "lognormal":
-        return torch.sigmoid(mean + std * torch.randn(n, generator=generator))
+        normal = mean + std * torch.randn(n, generator=generator)
+        if path == "cosine":
+            return torch.atan(torch.exp(normal)) * (2 / math.pi)
+        return torch.sigmoid(normal)
     raise ValueError(f"unknown time sampling {kind!r}; use one of {', '.join(TIME_SAMPLINGS)}")

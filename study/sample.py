@@ -27,9 +27,10 @@ from study.flow import score_from_velocity
 from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.run_dir import load_sampling_model
-from study.train_config import SAMPLER_MODES
+from study.sampler_settings import SAMPLER_MODES, SamplerSettings
 
-__all__ = ["sample_images", "sample_run", "save_image_sheet", "sample_dir_name", "sample_seed", "SAMPLER_MODES"]
+__all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed", "SamplerSettings",
+           "SAMPLER_MODES"]
 
 log = get_logger(__name__)
 
@@ -61,14 +62,13 @@ def _velocity(sit: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: 
 
 
 @torch.no_grad()
-def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path: str = "linear", mode: str = "sde",
-                   num_steps: int = 250, cfg_scale: float = 1.0,
-                   guidance_interval: tuple[float, float] = (0.0, 1.0)) -> torch.Tensor:
+def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path: str,
+                   sampler: SamplerSettings) -> torch.Tensor:
     """Integrate from t = 1 (noise) to t = 0 in the model's space."""
+    mode, num_steps, cfg_scale = sampler.mode, sampler.num_steps, sampler.cfg_scale
+    guidance_interval = tuple(sampler.guidance_interval)
     null = sit.num_classes
     y = labels.to(noise.device)
-    if mode not in SAMPLER_MODES:
-        raise ValueError(f"unknown sampler mode {mode!r}; use one of {', '.join(SAMPLER_MODES)}")
     xpred = getattr(sit, "xpred", None)
     if xpred is not None or mode == "heun":
         return _sample_xpred(sit, y, noise, xpred, mode, num_steps, cfg_scale, guidance_interval)
@@ -80,8 +80,6 @@ def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path:
         for t_cur, t_next in zip(ts[:-1], ts[1:]):
             x = x + (t_next - t_cur) * _velocity(sit, x, float(t_cur), y, null, cfg_scale, guidance_interval)
         return x
-    if mode != "sde":
-        raise ValueError(f"unknown sampler mode {mode!r}; use 'sde' or 'ode'")
     if num_steps < 2:
         raise ValueError("the SDE sampler needs num_steps >= 2")
     ts = np.concatenate([np.linspace(1.0, 0.04, num_steps), [0.0]])
@@ -122,20 +120,17 @@ def _sample_meanflow(net: nn.Module, y: torch.Tensor, noise: _Noise, num_steps: 
     return meanflow_sample(lambda z, t, r: net(z, t, y, r), noise(), num_steps)
 
 
-def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], base_seed: int, codec, path: str,
-                  mode: str, num_steps: int, cfg_scale: float = 1.0,
-                  guidance_interval: tuple[float, float] = (0.0, 1.0),
-                  device: torch.device | str = "cpu") -> torch.Tensor:
-    """uint8 images ``[B, 3, H, W]`` for the global sample indices ``seeds`` and their ``labels``."""
+def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], codec, path: str,
+                  sampler: SamplerSettings, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images ``[B, 3, H, W]`` for the global sample indices ``seeds`` (noise from ``sampler.seed``)."""
     device = torch.device(device)
     shape = (sit.in_channels, sit.input_size, sit.input_size)
     was_training = sit.training
     sit.eval()
-    noise = _Noise([sample_seed(base_seed, i) for i in seeds], shape, device)
-    x = sample_latents(sit, labels, noise, path=path, mode=mode, num_steps=num_steps, cfg_scale=cfg_scale,
-                       guidance_interval=guidance_interval)
+    noise = _Noise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
+    x = sample_latents(sit, labels, noise, path=path, sampler=sampler)
     sit.train(was_training)
-    return codec.decode(x).cpu()
+    return codec.decode(x, rounding=sampler.rounding).cpu()
 
 
 def save_image_sheet(images: torch.Tensor, path: str | Path) -> Path:
@@ -156,23 +151,16 @@ def save_image_sheet(images: torch.Tensor, path: str | Path) -> Path:
     return path
 
 
-def sample_dir_name(step: int, mode: str, num_steps: int, cfg_scale: float, seed: int,
-                    guidance_interval: tuple[float, float] = (0.0, 1.0)) -> str:
-    gi = "" if tuple(guidance_interval) == (0.0, 1.0) else f"-gi{guidance_interval[0]:g}_{guidance_interval[1]:g}"
-    return f"step{step:07d}-{mode}-steps{num_steps}-cfg{cfg_scale:g}{gi}-seed{seed}"
-
-
-def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num_steps: int = 250,
-               cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 64, device: str | None = None,
-               guidance_interval: tuple[float, float] = (0.0, 1.0), out_dir: str | Path | None = None) -> Path:
-    """Write ``n`` samples of the step's EMA model as npz shards + ``manifest.json``; returns the sample directory."""
+def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings = SamplerSettings(), *,
+               batch_size: int = 64, device: str | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write ``n`` samples of the step's EMA model as npz shards + ``manifest.json``; returns the sample directory
+    (default ``RUN_DIR/samples/<sampler.dir_name(step)>``)."""
     from results.provenance import now_iso, provenance
 
     run_dir = Path(run_dir)
     info = init_distributed(device or "auto")
     cfg, sit, codec, meta, h = load_sampling_model(run_dir, step, info.device)
-    out = Path(out_dir) if out_dir else run_dir / "samples" / sample_dir_name(step, mode, num_steps, cfg_scale, seed,
-                                                                              guidance_interval)
+    out = Path(out_dir) if out_dir else run_dir / "samples" / sampler.dir_name(step)
     out.mkdir(parents=True, exist_ok=True)
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     planned = {f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks}
@@ -190,16 +178,13 @@ def sample_run(run_dir: str | Path, step: int, n: int, *, mode: str = "sde", num
             continue
         idx = list(range(start, end))
         labels = torch.tensor([i % num_classes for i in idx])
-        images = sample_images(sit, labels, seeds=idx, base_seed=seed, codec=codec, path=cfg.flow.path, mode=mode,
-                               num_steps=num_steps, cfg_scale=cfg_scale, guidance_interval=guidance_interval,
+        images = sample_images(sit, labels, seeds=idx, codec=codec, path=cfg.flow.path, sampler=sampler,
                                device=info.device)
         atomic_savez(shard, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
     barrier()
     if info.is_main:
         manifest: dict[str, Any] = {
-            "run_dir": str(run_dir), "step": step, "n": n, "mode": mode, "num_steps": num_steps,
-            "cfg_scale": cfg_scale, "guidance_interval": list(guidance_interval), "seed": seed,
-            "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
+            "run_dir": str(run_dir), "step": step, "n": n, **sampler.manifest(), "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
             "path": cfg.flow.path, "weights": "ema", "config_hash": h, "world_size": info.world_size,
             "shards": [f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks], "created": now_iso(), **provenance()}
         atomic_write_json(out / "manifest.json", manifest, indent=2)

@@ -13,7 +13,7 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
-from study.features import FeatureSet, extract_features, open_data, resolve_device
+from study.features import FeatureSet, extract_encoder_features, open_data, resolve_device
 from study.io import atomic_path
 from study.log import get_logger
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, METRICS, summarize
@@ -53,7 +53,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
     Spatial metrics come from ``split`` (``limit`` images, default all); the probe trains on ``train_split``
     (``train_limit`` images, default ``limit``) and reports top-1 on ``split``, on mean-pooled patch tokens
     (``lp_top1``, the study's protocol) and on the CLS token when the encoder has one (``lp_top1_cls``).
-    Features are cached (:func:`study.features.extract_features`), so a second call costs only the probe.
+    Features are cached (:func:`study.features.extract_encoder_features`), so a second call costs only the probe.
     """
     from results.provenance import provenance
 
@@ -63,7 +63,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
                   near=near, cache_root=cache_root, bf16=bf16)
     dataset = open_data(data, split, masks)
     t0 = time.perf_counter()
-    evalset = extract_features(name, dataset, split, limit, **common)
+    evalset = extract_encoder_features(name, dataset, split, limit, **common)
     t_eval = time.perf_counter() - t0
     row: dict[str, Any] = {
         "encoder": evalset.meta["encoder"], "encoder_key": evalset.meta["cache_key"], "weights": weights,
@@ -84,8 +84,8 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
         t0 = time.perf_counter()
         if not isinstance(data, (str, os.PathLike, Mapping)):
             raise ValueError("the probe needs a train split: pass a dataset spec or {split: dataset}, or probe=False")
-        trainset = extract_features(name, data, train_split, train_limit if train_limit is not None else limit,
-                                    **common)
+        trainset = extract_encoder_features(name, data, train_split,
+                                            train_limit if train_limit is not None else limit, **common)
         t_train = time.perf_counter() - t0
         t0 = time.perf_counter()
         row.update(_probe_row(trainset, evalset, seed, dev))

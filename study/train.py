@@ -38,8 +38,8 @@ from study.meanflow import meanflow_settings, meanflow_step, sample_time_pair, u
 from study.train_config import FlowSection, MeanFlowSection, TrainConfig
 from study.xpred import xpred_inputs, xpred_loss
 
-__all__ = ["train", "TrainingStep", "NonFiniteLossError", "GridMismatchError", "global_batch_indices",
-           "step_noise", "open_train_dataset"]
+__all__ = ["train", "train_group", "check_group", "SHARED_KEYS", "TrainingStep", "NonFiniteLossError",
+           "GridMismatchError", "global_batch_indices", "step_noise", "open_train_dataset"]
 
 log = get_logger(__name__)
 
@@ -93,7 +93,7 @@ def step_noise(seed: int, step: int, batch: int, shape: tuple[int, ...], flow: F
     g = torch.Generator().manual_seed((seed * 7_919 + step * 1_000_003 + 12_345) % (2**63))
     out = {"eps": torch.randn((batch, *shape), generator=g)}
     if meanflow is None:
-        out["t"] = sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std)
+        out["t"] = sample_time(flow.time, batch, generator=g, mean=flow.time_mean, std=flow.time_std, path=flow.path)
     else:
         out["r"], out["t"] = sample_time_pair(batch, meanflow_settings(meanflow), generator=g)
     out["drop"] = torch.rand(batch, generator=g) < class_dropout
@@ -112,16 +112,18 @@ class TrainingStep:
         self.cfg, self.model, self.encoders, self.codec = cfg, model, encoders, codec
         self.num_classes, self.grid = num_classes, grid
 
-    def targets(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Frozen encoders on the clean uint8 images (no grad, eval mode), optionally spatially normalised."""
-        out = []
+    def features(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """Frozen encoders' patch tokens of the clean uint8 images (no grad, eval mode): what runs that share an
+        encoder share (``train_group`` computes them once per micro-batch)."""
         with torch.no_grad():
-            for enc in self.encoders:
-                z = enc.encode(images)["patch"].float()
-                if self.cfg.method.spatial_norm:
-                    z = spatial_normalize(z, gamma=self.cfg.method.gamma)
-                out.append(z)
-        return out
+            return [enc.encode(images)["patch"].float() for enc in self.encoders]
+
+    def targets(self, images: torch.Tensor, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
+        """The alignment targets: the encoders' features, spatially normalised if the method says so."""
+        zs = self.features(images) if features is None else features
+        if self.cfg.method.spatial_norm:
+            zs = [spatial_normalize(z, gamma=self.cfg.method.gamma) for z in zs]
+        return zs
 
     def model_input(self, images: torch.Tensor, moments: torch.Tensor | None,
                     post: torch.Tensor | None) -> torch.Tensor:
@@ -138,10 +140,13 @@ class TrainingStep:
     def losses(self, images: torch.Tensor, labels: torch.Tensor, eps: torch.Tensor, t: torch.Tensor,
                drop: torch.Tensor, autocast, moments: torch.Tensor | None = None,
                post: torch.Tensor | None = None,
+               features: list[torch.Tensor] | None = None,
                r: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(total, denoising, alignment) loss; ``features``: the encoders' output for ``images`` if already
+        computed; ``r``: MeanFlow's interval starts (``cfg.meanflow`` set)."""
         x = self.model_input(images, moments, post)
         y = torch.where(drop, torch.full_like(labels, self.num_classes), labels)
-        zs = self.targets(images) if (self.cfg.method.align and self.encoders) else []
+        zs = self.targets(images, features) if (self.cfg.method.align and self.encoders) else []
         if self.cfg.meanflow is not None:
             if r is None:
                 raise ValueError("MeanFlow needs the interval starts r (step_noise(..., meanflow=cfg.meanflow))")
@@ -164,7 +169,6 @@ class TrainingStep:
         else:
             loss_a = torch.zeros((), device=x.device)
         return loss_v + self.cfg.method.lam * loss_a, loss_v, loss_a
-
 
 
 # ------------------------------------------------------------------------------------------------------ helpers
@@ -200,10 +204,39 @@ def _save_preview(cfg: TrainConfig, ema: nn.Module, codec, num_classes: int, run
     """A sheet of EMA samples (fixed noise, the ``grid`` section's sampler) to eyeball progress."""
     n = cfg.grid.n
     labels = torch.arange(n) % num_classes
-    images = sample_images(ema, labels, seeds=list(range(n)), base_seed=cfg.seed, codec=codec, path=cfg.flow.path,
-                           mode=cfg.grid.mode, num_steps=cfg.grid.num_steps, cfg_scale=cfg.grid.cfg_scale,
-                           device=device)
+    images = sample_images(ema, labels, seeds=list(range(n)), codec=codec, path=cfg.flow.path,
+                           sampler=cfg.grid.sampler(cfg.seed), device=device)
     return save_image_sheet(images, run_dir / "samples" / f"grid_step_{step:07d}.png")
+
+
+# ------------------------------------------------------------------------------------------------------ grouping
+# A group of runs shares one data pipeline and one forward of the frozen encoders per step, so everything that
+# decides which images a step sees and what the encoders make of them must be the same in every run of the group.
+SHARED_KEYS = ("data", "encoder", "batch_size", "grad_accum", "seed", "steps", "device", "threads")
+
+
+def check_group(cfgs: list[TrainConfig]) -> None:
+    """Raise ``ConfigError`` unless ``cfgs`` can train as one group (:data:`SHARED_KEYS` equal)."""
+    if not cfgs:
+        raise ConfigError("a training group needs at least one config")
+    first = cfgs[0].model_dump(mode="json")
+    for i, cfg in enumerate(cfgs[1:], start=1):
+        other = cfg.model_dump(mode="json")
+        differ = [k for k in SHARED_KEYS if other[k] != first[k]]
+        if differ:
+            raise ConfigError(f"runs 0 and {i} of the group differ in {', '.join(differ)}: runs trained together "
+                              f"share the data pipeline and the encoder forward, so {', '.join(SHARED_KEYS)} must "
+                              "be equal")
+
+
+class _Run:
+    """One run of a group: its model, EMA, optimizer, loss, run directory and progress."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path) -> None:
+        self.cfg, self.run_dir = cfg, run_dir
+        self.step = 0
+        self.last: dict[str, Any] = {}
+        self.tick, self.images_seen = time.perf_counter(), 0
 
 
 # ------------------------------------------------------------------------------------------------------ the loop
@@ -212,146 +245,188 @@ def train(cfg: TrainConfig, run_dir: str | Path, *, max_steps: int | None = None
 
     Returns ``{"run_dir", "step", "checkpoint", "config_hash", "loss", "loss_v", "loss_align"}`` (last logged).
     """
+    return train_group([cfg], [run_dir], max_steps=max_steps)[0]
+
+
+def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
+                max_steps: int | None = None) -> list[dict[str, Any]]:
+    """Train several runs in one process on one data pipeline and one encoder forward per step (e.g. REPA and iREPA
+    against the same encoder): each keeps its own run directory, model, EMA, optimizer, noise and checkpoints, so
+    each ends exactly as it would trained alone. Returns :func:`train`'s summary per run."""
     import encoders as enc_registry
 
     # --- set-up: threads, process group, precision
-    run_dir = Path(run_dir)
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
-    info = init_distributed(cfg.device)
+    check_group(cfgs)
+    if len(run_dirs) != len(cfgs) or len({Path(d).resolve() for d in run_dirs}) != len(cfgs):
+        raise ConfigError("a training group needs one distinct run directory per config")
+    cfg0 = cfgs[0]
+    if cfg0.threads:
+        torch.set_num_threads(cfg0.threads)
+    info = init_distributed(cfg0.device)
     device = info.device
-    if cfg.batch_size % (info.world_size * cfg.grad_accum):
-        raise ConfigError(f"batch_size {cfg.batch_size} must be divisible by world size {info.world_size} x "
-                          f"grad_accum {cfg.grad_accum}")
+    if cfg0.batch_size % (info.world_size * cfg0.grad_accum):
+        raise ConfigError(f"batch_size {cfg0.batch_size} must be divisible by world size {info.world_size} x "
+                          f"grad_accum {cfg0.grad_accum}")
     if device.type == "cuda":
-        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
-        torch.backends.cudnn.allow_tf32 = cfg.tf32
-    stop = min(cfg.steps, max_steps) if max_steps is not None else cfg.steps
+        torch.backends.cuda.matmul.allow_tf32 = all(c.tf32 for c in cfgs)
+        torch.backends.cudnn.allow_tf32 = all(c.tf32 for c in cfgs)
+    stop = min(cfg0.steps, max_steps) if max_steps is not None else cfg0.steps
 
-    # --- data, codec, frozen encoders, model, EMA, optimizer
-    dataset = open_train_dataset(cfg)
+    # --- data, codec, frozen encoders (shared)
+    dataset = open_train_dataset(cfg0)
     image_size = int(dataset.image_size)
     num_classes = int(dataset.num_classes)
-    codec = build_codec(cfg.data.codec, device, stats=cfg.data.latent_stats or getattr(dataset, "latent_stats", None))
-    torch.manual_seed(cfg.seed)  # model init is identical on every rank
-    encoders = ([enc_registry.get_encoder(n, weights=cfg.encoder.weights, device=device,
-                                         bf16=cfg.encoder.bf16 and device.type == "cuda") for n in cfg.encoder.names]
-                if cfg.method.align else [])
-    dims = _encoder_dims(encoders, codec, image_size, patch_size(cfg), device)
-    torch.manual_seed(cfg.seed)
-    model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
-                           encoder_dims=dims).to(device)
-    meta = {"image_size": image_size, "num_classes": num_classes, "encoder_dims": dims, "grid": list(model.sit.grid),
-            "dataset": getattr(dataset, "id", cfg.data.spec), "codec": getattr(codec, "id", cfg.data.codec),
-            "latent_stats": latent_stats_dict(codec)}
-    ema = deepcopy(model.sit).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
-
-    # --- run directory and resume
-    if info.is_main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        h = write_run_header(cfg, run_dir, world_size=info.world_size, device=str(device))
-    else:
-        h = config_hash(cfg)
-    barrier()
-    start = 0
-    ckpt = latest_checkpoint(run_dir)
-    if ckpt is not None:
-        start = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h)
-        log.info("resumed %s from step %d (%s)", run_dir, start, ckpt.name)
-        if info.is_main:
-            truncate_log(run_dir / "log.jsonl", start)
-    n_params = sum(p.numel() for p in model.sit.parameters())
-    log.info("SiT %s: %.2fM params, grid %s, %s, world %d, device %s", cfg.model.size, n_params / 1e6,
-             model.sit.grid, cfg.method.name, info.world_size, device)
-
-    ddp = model
-    if info.distributed:
-        ddp = nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
-    fwd = torch.compile(ddp) if cfg.compile else ddp
-    stepper = TrainingStep(cfg, fwd, encoders, codec, num_classes, model.sit.grid)
-    autocast = _autocast(cfg, device)
+    codec = build_codec(cfg0.data.codec, device,
+                        stats=cfg0.data.latent_stats or getattr(dataset, "latent_stats", None))
+    torch.manual_seed(cfg0.seed)
+    aligning = any(c.method.align for c in cfgs)
+    encoders = ([enc_registry.get_encoder(n, weights=cfg0.encoder.weights, device=device,
+                                         bf16=cfg0.encoder.bf16 and device.type == "cuda") for n in cfg0.encoder.names]
+                if aligning else [])
+    dims = _encoder_dims(encoders, codec, image_size, patch_size(cfg0), device) if aligning else []
     x_shape = (codec.channels, image_size // codec.downsample, image_size // codec.downsample)
     latent = hasattr(codec, "stats")  # a VAE codec: stored moments are sampled with seeded posterior noise
-    local = cfg.batch_size // info.world_size
-    micro = local // cfg.grad_accum
-    loader = torch.utils.data.DataLoader(
-        dataset, batch_sampler=_StepBatches(len(dataset), cfg.batch_size, cfg.seed, start, stop, info.rank,
-                                            info.world_size),
-        collate_fn=collate, num_workers=cfg.data.num_workers, pin_memory=device.type == "cuda")
+    local = cfg0.batch_size // info.world_size
+    micro = local // cfg0.grad_accum
 
-    # --- the loop: one optimizer step per global batch
-    last: dict[str, Any] = {}
-    tick, images_seen = time.perf_counter(), 0
+    # --- each run: model, EMA, optimizer, run directory, resume
+    runs = [_Run(cfg, Path(d)) for cfg, d in zip(cfgs, run_dirs)]
+    for run in runs:
+        cfg = run.cfg
+        torch.manual_seed(cfg.seed)  # model init is identical on every rank (and grouped or not)
+        run.model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
+                                   encoder_dims=dims if cfg.method.align else []).to(device)
+        run.meta = {"image_size": image_size, "num_classes": num_classes,
+                    "encoder_dims": dims if cfg.method.align else [], "grid": list(run.model.sit.grid),
+                    "dataset": getattr(dataset, "id", cfg.data.spec), "codec": getattr(codec, "id", cfg.data.codec),
+                    "latent_stats": latent_stats_dict(codec)}
+        run.ema = deepcopy(run.model.sit).requires_grad_(False).eval()
+        run.opt = torch.optim.AdamW(run.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                                    weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+        if info.is_main:
+            run.run_dir.mkdir(parents=True, exist_ok=True)
+            run.h = write_run_header(cfg, run.run_dir, world_size=info.world_size, device=str(device))
+        else:
+            run.h = config_hash(cfg)
+        barrier()
+        ckpt = latest_checkpoint(run.run_dir)
+        if ckpt is not None:
+            run.step = restore_checkpoint(ckpt, model=run.model, ema=run.ema, optimizer=run.opt, config_hash=run.h)
+            log.info("resumed %s from step %d (%s)", run.run_dir, run.step, ckpt.name)
+            if info.is_main:
+                truncate_log(run.run_dir / "log.jsonl", run.step)
+        n_params = sum(p.numel() for p in run.model.sit.parameters())
+        log.info("SiT %s: %.2fM params, grid %s, %s, world %d, device %s", cfg.model.size, n_params / 1e6,
+                 run.model.sit.grid, cfg.method.name, info.world_size, device)
+        run.ddp = run.model
+        if info.distributed:
+            run.ddp = nn.parallel.DistributedDataParallel(
+                run.model, device_ids=[device.index] if device.type == "cuda" else None)
+        fwd = torch.compile(run.ddp) if cfg.compile else run.ddp
+        run.stepper = TrainingStep(cfg, fwd, encoders if cfg.method.align else [], codec, num_classes,
+                                   run.model.sit.grid)
+        run.autocast = _autocast(cfg, device)
+        run.model.train()
+    start = min(run.step for run in runs)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_sampler=_StepBatches(len(dataset), cfg0.batch_size, cfg0.seed, start, stop, info.rank,
+                                            info.world_size),
+        collate_fn=collate, num_workers=cfg0.data.num_workers, pin_memory=device.type == "cuda")
+    shared = TrainingStep(cfg0, None, encoders, codec, num_classes, runs[0].model.sit.grid)
+    name = runs[0].run_dir.name if len(runs) == 1 else f"{runs[0].run_dir.name} +{len(runs) - 1}"
+
+    # --- the loop: one optimizer step per global batch and run
     step = start
-    model.train()
     with PreemptionSave() as preempt:
-        for batch in progress(loader, desc=f"train {run_dir.name}", total=stop - start, unit="step"):
-            sl = slice(info.rank * local, (info.rank + 1) * local)
-            draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
-                                                                 cfg.model.class_dropout, posterior=latent,
-                                                                 meanflow=cfg.meanflow).items()}
+        for batch in progress(loader, desc=f"train {name}", total=stop - start, unit="step"):
+            todo = [run for run in runs if run.step == step]  # a run resumed further on waits for the others
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             # stored VAE moments are the input of a latent model only (a pixel-space model reads the images)
             moments = batch["moments"].to(device, non_blocking=True) if latent and "moments" in batch else None
-            warm = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
-            lr = cfg.optim.lr * warm
-            for group in opt.param_groups:
-                group["lr"] = lr
-            sums = torch.zeros(4, device=device)
-            for i in range(cfg.grad_accum):
-                mb = slice(i * micro, (i + 1) * micro)
-                sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else ddp.no_sync()
-                with sync:
-                    loss, loss_v, loss_a = stepper.losses(
-                        images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], autocast,
-                        moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None,
-                        r=draws["r"][mb] if "r" in draws else None)
-                    (loss / cfg.grad_accum).backward()
-                sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
-            sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step
-            values = all_reduce_mean(sums).tolist()
-            if not all(math.isfinite(v) for v in values):
-                good = latest_checkpoint(run_dir)
-                raise NonFiniteLossError(
-                    f"non-finite loss at step {step + 1} (loss {values[0]}, loss_v {values[1]}, loss_align "
-                    f"{values[2]}); the run stopped without updating the model. Last good checkpoint: "
-                    f"{good or 'none'}. Lower optim.lr, check the data/codec, or use precision=fp32.")
-            grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                                       cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-            _update_ema(ema, model.sit, cfg.ema_decay)
+            features = [shared.features(images[i * micro:(i + 1) * micro]) if aligning else None
+                        for i in range(cfg0.grad_accum)]  # one encoder forward per micro-batch for all runs
+            sl = slice(info.rank * local, (info.rank + 1) * local)
+            for run in todo:
+                _optimizer_step(run, step, images, labels, moments, features, sl, micro, x_shape, latent, info,
+                                preempt, device)
             step += 1
-            images_seen += cfg.batch_size
-
-            # --- logging, previews, checkpoints, preemption
-            if step % cfg.log_every == 0 or step == stop:
-                now = time.perf_counter()
-                last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
-                        "grad_norm": float(grad_norm), "images_per_s": images_seen / max(now - tick, 1e-9), "lr": lr}
-                tick, images_seen = now, 0
-                if info.is_main:
-                    with open(run_dir / "log.jsonl", "a") as fh:
-                        fh.write(json.dumps(last) + "\n")
-                    log.info("step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", step, *values[:3],
-                             last["images_per_s"])
-            if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
-                _save_preview(cfg, ema, codec, num_classes, run_dir, step, device)
-            preempted = values[3] > 0
-            if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or preempted:
-                if info.is_main:
-                    save_checkpoint(run_dir, step, model=model, ema=ema, optimizer=opt, cfg=cfg, config_hash=h,
-                                    world_size=info.world_size, meta=meta)
-                    prune_checkpoints(cfg, run_dir)
-                barrier()
+            preempted = False
+            for run in todo:
+                _after_step(run, stop, num_classes, codec, info, device)
+                preempted = preempted or run.preempted
             if preempted:
                 preempt.hand_over()
 
     if start >= stop:
-        log.info("%s is already at step %d (target %d): nothing to do", run_dir, start, stop)
+        log.info("%s is already at step %d (target %d): nothing to do", name, start, stop)
     barrier()
-    return {"run_dir": str(run_dir), "step": step, "checkpoint": str(latest_checkpoint(run_dir)),
-            "config_hash": h, **{k: last[k] for k in ("loss", "loss_v", "loss_align") if k in last}}
+    return [{"run_dir": str(run.run_dir), "step": run.step, "checkpoint": str(latest_checkpoint(run.run_dir)),
+             "config_hash": run.h, **{k: run.last[k] for k in ("loss", "loss_v", "loss_align") if k in run.last}}
+            for run in runs]
+
+
+def _optimizer_step(run: _Run, step: int, images: torch.Tensor, labels: torch.Tensor, moments: torch.Tensor | None,
+                    features: list, sl: slice, micro: int, x_shape: tuple[int, ...], latent: bool, info,
+                    preempt: PreemptionSave, device: torch.device) -> None:
+    """Losses over the micro-batches, the all-reduce, clipping, AdamW and EMA: step ``step`` -> ``step + 1``."""
+    cfg = run.cfg
+    draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
+                                                         cfg.model.class_dropout, posterior=latent,
+                                                         meanflow=cfg.meanflow).items()}
+    warm = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
+    lr = cfg.optim.lr * warm
+    for group in run.opt.param_groups:
+        group["lr"] = lr
+    sums = torch.zeros(4, device=device)
+    for i in range(cfg.grad_accum):
+        mb = slice(i * micro, (i + 1) * micro)
+        sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else run.ddp.no_sync()
+        with sync:
+            loss, loss_v, loss_a = run.stepper.losses(
+                images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], run.autocast,
+                moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None,
+                features=features[i] if cfg.method.align else None, r=draws["r"][mb] if "r" in draws else None)
+            (loss / cfg.grad_accum).backward()
+        sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
+    sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step
+    values = all_reduce_mean(sums).tolist()
+    if not all(math.isfinite(v) for v in values):
+        good = latest_checkpoint(run.run_dir)
+        raise NonFiniteLossError(
+            f"{run.run_dir.name}: non-finite loss at step {step + 1} (loss {values[0]}, loss_v {values[1]}, "
+            f"loss_align {values[2]}); the run stopped without updating the model. Last good checkpoint: "
+            f"{good or 'none'}. Lower optim.lr, check the data/codec, or use precision=fp32.")
+    grad_norm = torch.nn.utils.clip_grad_norm_(run.model.parameters(),
+                                               cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf"))
+    run.opt.step()
+    run.opt.zero_grad(set_to_none=True)
+    _update_ema(run.ema, run.model.sit, cfg.ema_decay)
+    run.step = step + 1
+    run.images_seen += cfg.batch_size
+    run.values, run.grad_norm, run.lr = values, float(grad_norm), lr
+    run.preempted = values[3] > 0
+
+
+def _after_step(run: _Run, stop: int, num_classes: int, codec, info, device: torch.device) -> None:
+    """Logging, preview sheets and checkpoints of the step just taken."""
+    cfg, step, values = run.cfg, run.step, run.values
+    if step % cfg.log_every == 0 or step == stop:
+        now = time.perf_counter()
+        run.last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
+                    "grad_norm": run.grad_norm, "images_per_s": run.images_seen / max(now - run.tick, 1e-9),
+                    "lr": run.lr}
+        run.tick, run.images_seen = now, 0
+        if info.is_main:
+            with open(run.run_dir / "log.jsonl", "a") as fh:
+                fh.write(json.dumps(run.last) + "\n")
+            log.info("%s step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", run.run_dir.name, step, *values[:3],
+                     run.last["images_per_s"])
+    if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
+        _save_preview(cfg, run.ema, codec, num_classes, run.run_dir, step, device)
+    if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or run.preempted:
+        if info.is_main:
+            save_checkpoint(run.run_dir, step, model=run.model, ema=run.ema, optimizer=run.opt, cfg=cfg,
+                            config_hash=run.h, world_size=info.world_size, meta=run.meta)
+            prune_checkpoints(cfg, run.run_dir)
+        barrier()

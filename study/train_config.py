@@ -16,17 +16,15 @@ from typing import Any, Iterable, Literal, Mapping
 from pydantic import Field, field_validator, model_serializer, model_validator
 
 from study.config import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
+from study.sampler_settings import SamplerSettings
 
 __all__ = [
     "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
-    "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "SAMPLER_MODES", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
+    "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
     "load_train_config", "build_train_config",
 ]
 
 PRESETS_DIR = Path(__file__).resolve().parent / "presets"
-#: Sampler modes (``study.sample``): sde / ode for flow models (ode is Euler, for JiT too), heun for an x-prediction
-#: model (JiT), meanflow for MeanFlow's average-velocity jumps (num_steps = NFE).
-SAMPLER_MODES = ("sde", "ode", "heun", "meanflow")
 
 
 # ------------------------------------------------------------------------------------------------------ sections
@@ -98,8 +96,12 @@ class PreviewSection(StrictModel):
 
     n: int = Field(16, ge=1)        # images on the sheet
     num_steps: int = Field(50, ge=1)
-    mode: Literal["ode", "sde", "heun", "meanflow"] = "ode"  # see SAMPLER_MODES
+    mode: Literal["ode", "sde", "heun", "meanflow"] = "ode"  # study.sampler_settings.SAMPLER_MODES
     cfg_scale: float = 1.0
+
+    def sampler(self, seed: int) -> SamplerSettings:
+        """The sheet's sampler (its noise seeded by the run's ``seed``)."""
+        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=seed)
 
 
 class MeanFlowSection(StrictModel):

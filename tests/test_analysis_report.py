@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from analysis.comparable import IncomparableRowsError
+from analysis.display import UnitError, display_value, for_display
 from analysis.report import analyze, encoder_table, smoke_reason
 
 
@@ -38,11 +39,15 @@ def test_smoke_report(tmp_path):
     repa_lds = table[(table.train_method == "repa") & (table.x == "lds")].iloc[0]
     assert repa_lds["n"] == 5 and repa_lds["r"] < -0.9 and repa_lds["y"] == "fd_synthetic"
     points = pd.read_csv(out / "points.csv")
-    assert len(points) == 10 and (points["lp_top1"] > 1).all()  # fractions shown in percent
+    assert len(points) == 10 and points["lp_top1"].between(0.2, 0.3).all()  # stored as fractions
+
     excluded = pd.read_csv(out / "excluded.csv")
     assert len(excluded) == 10 and excluded["reason"].str.contains("step != 100").all()
     page = (out / "report.html").read_text()
     assert "Smoke-scale study" in page and "fd_synthetic" in page
+    per_encoder = page[page.index("Per-encoder points (this study)"):]
+    lp_shown = f"{points.sort_values(['model', 'method', 'encoder'])['lp_top1'].iloc[0] * 100:.3f}"
+    assert "lp_top1 in percent" in per_encoder and f"<td>{lp_shown}</td>" in per_encoder  # shown in percent
     assert "not the paper's results" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
     assert len(images) == 4  # correlation panels (repa, irepa), methods, convergence
@@ -90,6 +95,8 @@ def test_refusals_are_actionable(tmp_path):
         encoder_table(enc2)
     table, _ = encoder_table(enc2, {"encoders.dataset": "imagenet:val"})
     assert len(table) == 5
+    with pytest.raises(UnitError, match="lp_top1 holds 5 value.*divide percentages by 100"):
+        encoder_table(enc.assign(lp_top1=enc.lp_top1 * 100))  # percent where a fraction belongs
     out = analyze(gen[gen.n_samples == 64], enc[enc.encoder != "tiny-d"], tmp_path / "w", n_boot=0)
     assert "no encoder scores for tiny-d" in (out / "report.html").read_text()
     with pytest.raises(IncomparableRowsError, match="nothing to analyze"):
@@ -112,3 +119,12 @@ def test_analysis_imports_only_results():
             "('study', 'encoders', 'jobs')); print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_display_converts_fractions_to_percent_only():
+    df = pd.DataFrame({"encoder": ["a", "b"], "lp_top1": [0.5, np.nan], "lp_top1_cls": [0.25, 1.0], "lds": [0.4, 0.1]})
+    shown = for_display(df)
+    assert shown["lp_top1"].iloc[0] == 50.0 and np.isnan(shown["lp_top1"].iloc[1])
+    assert list(shown["lp_top1_cls"]) == [25.0, 100.0] and list(shown["lds"]) == [0.4, 0.1]
+    assert df["lp_top1"].iloc[0] == 0.5  # a copy: the table keeps its fractions
+    assert display_value("lp_top1", 0.873) == pytest.approx(87.3) and display_value("lds", 0.4) == 0.4

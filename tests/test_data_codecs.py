@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from study.data.codecs import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, check_token_grid,
-                               get_codec, latents_from_moments, token_grid)
+                               get_codec, latents_from_moments, to_uint8, token_grid)
 from study.data.synthetic import make_synthetic
 
 
@@ -24,10 +24,25 @@ def test_identity_round_trip_is_lossless():
     x = codec.encode(images)
     assert x.dtype == torch.float32 and x.shape == (4, 3, 32, 32)
     assert x.min() >= -1 and x.max() <= 1
-    assert torch.equal(codec.decode(x), images)
+    assert torch.equal(codec.decode(x, rounding="round"), images)
+    floor = codec.decode(x)  # the sample convention: never above the level, at most one below (float error)
+    assert ((images.int() - floor.int()) >= 0).all() and ((images.int() - floor.int()) <= 1).all()
     assert codec.channels == 3 and codec.downsample == 1 and codec.id == "identity"
     with pytest.raises(ValueError, match="uint8"):
         codec.encode(images.float())
+
+
+def test_to_uint8_floor_is_the_authors_convention_round_the_nearest_level():
+    x = torch.tensor([-1.5, -1.0, -0.999, 0.0, 0.5, 0.999, 1.0, 2.0])
+    scaled = [0.0, 0.0, 0.1275, 127.5, 191.25, 254.8725, 255.0, 255.0]  # clamp(127.5 * (x + 1), 0, 255)
+    assert to_uint8(x).tolist() == [0, 0, 0, 127, 191, 254, 255, 255] == [int(v) for v in scaled]
+    assert to_uint8(x, "round").tolist() == [0, 0, 0, 128, 191, 255, 255, 255]
+    # on a uniform spread of values the floor convention is half a grey level darker on average
+    u = torch.linspace(-1, 1, 100_001)
+    gap = to_uint8(u, "round").double().mean() - to_uint8(u, "floor").double().mean()
+    assert abs(gap - 0.5) < 0.01
+    with pytest.raises(ValueError, match="rounding"):
+        to_uint8(x, "ceil")
 
 
 def test_sdvae_codec_shapes_and_normalisation():
@@ -41,6 +56,10 @@ def test_sdvae_codec_shapes_and_normalisation():
     torch.testing.assert_close(z, mean * 0.18215)  # default: REPA's single factor, bias 0
     out = codec.decode(z)
     assert out.shape == (2, 3, 64, 64) and out.dtype == torch.uint8
+    with torch.no_grad():
+        pixels = vae.decode(z / 0.18215).sample
+    assert torch.equal(out, to_uint8(pixels, "floor")) and torch.equal(codec.decode(z, rounding="round"),
+                                                                     to_uint8(pixels, "round"))
 
     stats = LatentStats((1.0, 2.0, 3.0, 4.0), (0.1, -0.2, 0.3, 0.0), "test")
     codec2 = SDVAECodec("tiny-test", vae=vae, stats=stats)

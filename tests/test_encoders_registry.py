@@ -54,12 +54,7 @@ def test_tiny_stand_in_forward(name):
         # the prefix is dropped: no patch token equals the CLS token
         assert not torch.isclose(patch, cls[:, None], atol=1e-6).all(-1).any()
     assert not enc.model.training and not any(p.requires_grad for p in enc.model.parameters())
-    # normalisation constants: the entry's, which agree with the library's pretrained_cfg for timm entries
-    if spec.source == "timm" and spec.normalize_override is None:  # timm+ckpt: the cfg is of other weights
-        cfg = enc.model.pretrained_cfg
-        if cfg.get("mean") is not None:
-            assert tuple(cfg["mean"]) == pytest.approx(spec.mean, abs=1e-6)
-            assert tuple(cfg["std"]) == pytest.approx(spec.std, abs=1e-6)
+    # (the normalisation constants agree with timm's pretrained_cfg: check_encoder asserts it, tested above)
 
 
 def test_encode_matches_manual_preprocessing():
@@ -189,11 +184,41 @@ def test_parse_good_entry():
     (("{family: dino,", "{family: dino, source: torchhub,"), "source"),
     (("mean: imagenet", "mean: sepia"), "unknown normalisation"),
     (("{family: dino,", "{family: dino, source: timm+ckpt, checkpoint: x.pth, adapter: nope,"), "unknown adapter"),
+    (("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {mean: ' '}}"), "need a reason"),
+    (("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {colour: why}}"), "timm_cfg_overrides.colour"),
 ])
 def test_malformed_entries_rejected(edit, message):
     with pytest.raises(CatalogError, match=message) as err:
         parse_catalog(GOOD.replace(*edit))
     assert "my-vit" in str(err.value)
+
+
+def test_preprocessing_compared_with_timm_pretrained_cfg():
+    from encoders.check import timm_cfg_mismatches
+
+    assert timm_cfg_mismatches(parse_catalog(GOOD)["my-vit"]) == []
+    bilinear = GOOD.replace("pos_embed: abs}", "pos_embed: abs, resize: {mode: bilinear}}")
+    problems = timm_cfg_mismatches(parse_catalog(bilinear)["my-vit"])
+    assert len(problems) == 1 and "interpolation bilinear differs" in problems[0] and "bicubic" in problems[0]
+    reasoned = bilinear.replace("pos_embed: abs,", "pos_embed: abs, timm_cfg_overrides: {interpolation: why},")
+    assert timm_cfg_mismatches(parse_catalog(reasoned)["my-vit"]) == []
+    stale = GOOD.replace("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {std: why}}")
+    assert "timm_cfg_overrides.std is stale" in timm_cfg_mismatches(parse_catalog(stale)["my-vit"])[0]
+    # what is compared is the normalisation actually applied, a named override included
+    siglip = load_catalog()["siglip-vit-b"]
+    assert timm_cfg_mismatches(siglip) == []
+    fields = [p.split()[0] for p in timm_cfg_mismatches(siglip.model_copy(update={"normalize_override": "imagenet"}))]
+    assert fields == ["mean", "std"]
+    # the catalog's deliberate differences carry their reasons (PE and RADIO resize bilinearly)
+    assert set(load_catalog()["pe-vit-l"].timm_cfg_overrides) == {"interpolation"}
+    assert set(load_catalog()["mocov3-vit-b"].timm_cfg_overrides) == {"mean", "std"}
+
+
+def test_timm_cfg_overrides_only_for_timm_entries():
+    hf = load_catalog()["webssl-vit-dino300m"].model_dump()
+    hf["timm_cfg_overrides"] = {"mean": "why"}
+    with pytest.raises(ValueError, match="only apply to timm entries"):
+        encoders.EncoderSpec(**hf)
 
 
 def test_duplicate_name_rejected():

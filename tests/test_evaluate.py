@@ -15,8 +15,9 @@ from study.evaluate import evaluate_run, evaluate_samples, find_samples, iter_sa
 from study.metrics.extractor import ExtractorConfig, SyntheticExtractor, train_small_cnn
 from study.metrics.fid import FeatureStats, StatisticsMismatchError, write_adm_npz
 from study.reference import load_reference
+from study.sampler_settings import SamplerSettings
 
-SETTINGS = {"mode": "sde", "num_steps": 250, "cfg_scale": 1.0, "seed": 0, "guidance_interval": [0.0, 1.0]}
+SETTINGS = SamplerSettings().manifest()  # what study.sample.sample_run records for the default sampler
 
 
 @pytest.fixture(scope="module")
@@ -65,6 +66,12 @@ def test_find_samples_matches_step_settings_and_count(tmp_path):
     assert find_samples(run, 100, 50, {**SETTINGS, "cfg_scale": 1.5}) == run / "samples" / "b"
     assert find_samples(run, 100, 50, {**SETTINGS, "num_steps": 50}) is None
     assert find_samples(run, 100, 50, {**SETTINGS, "unknown_key": 1}) is None  # a key the manifest lacks
+    old = run / "samples" / "old"  # drawn before rounding was recorded (rounded, not floored): never reused
+    write_samples(old, images, step=100, cfg_scale=2.0)
+    manifest = json.loads((old / "manifest.json").read_text())
+    del manifest["rounding"]
+    (old / "manifest.json").write_text(json.dumps(manifest))
+    assert find_samples(run, 100, 50, {**SETTINGS, "cfg_scale": 2.0}) is None
 
 
 def test_sample_shards_follow_the_manifest_and_skip_temporaries(tmp_path):
@@ -167,16 +174,17 @@ def test_evaluate_run_samples_when_nothing_matches(tmp_path, extractor, monkeypa
     run = make_run(tmp_path)
     calls = []
 
-    def fake_sample_run(run_dir, step, n, **kw):
-        calls.append((step, n, kw["mode"], kw["num_steps"], kw["cfg_scale"], kw["seed"]))
-        return write_samples(run_dir / "samples" / "made", toy_images(n, seed=9)[0], step=step, mode=kw["mode"],
-                             num_steps=kw["num_steps"], cfg_scale=kw["cfg_scale"], seed=kw["seed"])
+    def fake_sample_run(run_dir, step, n, sampler, **kw):
+        calls.append((step, n, sampler))
+        return write_samples(run_dir / "samples" / "made", toy_images(n, seed=9)[0], step=step, mode=sampler.mode,
+                             num_steps=sampler.num_steps, cfg_scale=sampler.cfg_scale, seed=sampler.seed)
 
     monkeypatch.setattr(study.sample, "sample_run", fake_sample_run)
-    row = evaluate_run(run, 5, n=64, extractor=extractor, mode="ode", num_steps=50, cfg_scale=1.5)
-    assert calls == [(5, 64, "ode", 50, 1.5, 0)]
+    ode = SamplerSettings(mode="ode", num_steps=50, cfg_scale=1.5)
+    row = evaluate_run(run, 5, n=64, extractor=extractor, sampler=ode)
+    assert calls == [(5, 64, ode)]
     assert (row["sampler_mode"], row["sampler_steps"], row["cfg_scale"]) == ("ode", 50, 1.5)
-    evaluate_run(run, 5, n=64, extractor=extractor, mode="ode", num_steps=50, cfg_scale=1.5)
+    evaluate_run(run, 5, n=64, extractor=extractor, sampler=ode)
     assert len(calls) == 1  # second time: reused
 
 
@@ -227,12 +235,14 @@ def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
     cfg = load_train_config("smoke", [f"data.spec={data}", "device=cpu", "steps=4", "ckpt_every=4"])
     run = tmp_path / "smoke-run"
     train(cfg, run)
-    row = evaluate_run(run, 4, n=24, extractor="synthetic", mode="ode", num_steps=2, batch_size=12)
+    row = evaluate_run(run, 4, n=24, extractor="synthetic", sampler=SamplerSettings(mode="ode", num_steps=2),
+                       batch_size=12)
     assert row["fd_synthetic"] > 0 and row["n_samples"] == 24 and "fid" not in row
     assert row["reference"].startswith("synthetic") and row["reference_n"] == 64
     assert (row["sampler_mode"], row["sampler_steps"]) == ("ode", 2) and row["time_sampling_s"] > 0
     assert row["config_hash"]
-    again = evaluate_run(run, 4, n=24, extractor="synthetic", mode="ode", num_steps=2, batch_size=12)
+    again = evaluate_run(run, 4, n=24, extractor="synthetic", sampler=SamplerSettings(mode="ode", num_steps=2),
+                         batch_size=12)
     assert again["time_sampling_s"] == 0 and again["fd_synthetic"] == pytest.approx(row["fd_synthetic"])
 
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import study.features as features
-from study.features import FeatureSet, extract_features
+from study.features import FeatureSet, extract_encoder_features
 from study.metrics.spatial import masks_to_grid, spatial_metrics
 
 DATA = "synthetic:n=24,size=32,classes=4"
@@ -23,7 +23,7 @@ def encoder():
 def _extract(enc, tmp_path, **kw):
     kw.setdefault("batch_size", 4)
     kw.setdefault("chunk_size", 8)
-    return extract_features(enc, DATA, "train", cache_root=tmp_path / "cache", device="cpu", **kw)
+    return extract_encoder_features(enc, DATA, "train", cache_root=tmp_path / "cache", device="cpu", **kw)
 
 
 def test_contents_match_a_direct_encode(encoder, tmp_path):
@@ -112,7 +112,7 @@ def test_bad_inputs_are_clear(tmp_path):
     import encoders
 
     with pytest.raises(TypeError, match="dataset spec"):
-        extract_features(ENCODER, 3, weights="tiny", cache_root=tmp_path)
+        extract_encoder_features(ENCODER, 3, weights="tiny", cache_root=tmp_path)
     with pytest.raises(ValueError, match="no CLS token|CLS mixing"):
         encoders.cache_key(_no_cls_entry() + "@clsmix=0.5", "tiny")
 
@@ -134,7 +134,7 @@ def test_empty_dataset_is_an_error(tmp_path):
             raise IndexError(i)
 
     with pytest.raises(ValueError, match="no images"):
-        extract_features(ENCODER, Empty(), weights="tiny", cache_root=tmp_path)
+        extract_encoder_features(ENCODER, Empty(), weights="tiny", cache_root=tmp_path)
 
 
 def test_random_init_encoders_are_the_same_in_every_build():
@@ -155,9 +155,9 @@ def test_random_init_encoders_are_the_same_in_every_build():
 
 
 def test_bf16_features_are_cached_apart_from_fp32(tmp_path):
-    fp32 = extract_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
+    fp32 = extract_encoder_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
                             batch_size=8, cache_root=tmp_path)
-    bf16 = extract_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
+    bf16 = extract_encoder_features(ENCODER, "synthetic:n=16,size=32,classes=4,seed=0", "train", weights="tiny",
                             batch_size=8, cache_root=tmp_path, bf16=True)
     assert fp32.path != bf16.path and bf16.meta["cache_key"].endswith("|bf16")
     assert np.allclose(np.asarray(fp32.mean, dtype=np.float32), np.asarray(bf16.mean, dtype=np.float32), atol=0.1)

@@ -135,6 +135,6 @@ def test_a_few_hundred_cpu_steps_lower_the_loss():
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(loss.item())
     first, last = sum(losses[:30]) / 30, sum(losses[-30:]) / 30
     assert last < 0.7 * first, (first, last)

@@ -1,11 +1,12 @@
-"""analysis.predict: least squares, prediction interval, rank, leave-one-out error."""
+"""analysis.predict: least squares, prediction interval, rank, leave-one-out error, the choice of the fit set."""
 import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
 
-from analysis.predict import fit_fid_regression, predict_fid
-from analysis.reference import load_reference
+from analysis.comparable import IncomparableRowsError
+from analysis.predict import PAPER_FIT_SET, choose_fit_set, fit_fid_regression, predict_fid
+from analysis.reference import load_reference_data
 
 
 def _known(n=12, seed=0, noise=0.5):
@@ -66,7 +67,7 @@ def test_rank_and_per_model_rows():
 
 
 def test_paper_reference_prediction_for_a_dinov2_like_encoder():
-    points = load_reference("paper").points
+    points = load_reference_data("paper").points
     out = predict_fid({"lds": 0.415}, points, x="lds").iloc[0]
     assert out["n_known"] == 27 and out["r"] == pytest.approx(-0.852, abs=5e-4)
     assert out["pi_low"] < 19.34 < out["pi_high"]
@@ -81,3 +82,39 @@ def test_errors():
     fit = fit_fid_regression(_known(), "lds")
     with pytest.raises(ValueError, match="missing values"):
         fit.predict({"lds": float("nan")})
+
+
+def _study_rows(encoders):
+    gen = pd.DataFrame([{"job_id": f"{e}-{m}", "encoder": e, "model": "B", "method": m, "seed": 0, "step": 100,
+                         "n_samples": 64, "fd_synthetic": 10.0 + i} for i, e in enumerate(encoders)
+                        for m in ("repa", "irepa")])
+    enc = pd.DataFrame([{"encoder": e, "lds": 0.1 * i, "lp_top1": 0.5} for i, e in enumerate(encoders)])
+    return gen, enc
+
+
+def test_fit_set_choice():
+    few, many = _study_rows(["a", "b", "c"]), _study_rows(["a", "b", "c", "d", "e"])
+    # auto: the study's rows once every model size has 4 scored encoders (the predicted one left out)
+    fit = choose_fit_set("auto", *many, exclude="e", results_source="my store")
+    assert fit.source == "my store" and fit.quality == "fd_synthetic" and not fit.from_paper
+    assert sorted(fit.known["encoder"]) == ["a", "b", "c", "d"] and set(fit.known["method"]) == {"repa"}
+    assert set(choose_fit_set("auto", *many, method="irepa").known["method"]) == {"irepa"}
+    # too few encoders, or no rows: the paper's 27 points, less the predicted encoder
+    for rows in (few, (None, None), many[:1] + (pd.DataFrame(),)):
+        fit = choose_fit_set("auto", *rows, exclude="dinov2-vit-b")
+        assert fit.from_paper and fit.source == PAPER_FIT_SET and fit.quality == "fid" and len(fit.known) == 26
+    # results: the rows however few; none at all is an error that says what to do
+    assert len(choose_fit_set("results", *few).known) == 3
+    with pytest.raises(IncomparableRowsError, match="--fit-on paper"):
+        choose_fit_set("results", None, None)
+    assert choose_fit_set("paper", *many).from_paper
+    with pytest.raises(ValueError, match="unknown fit set"):
+        choose_fit_set("both", None, None)
+
+
+def test_fit_set_caveats():
+    paper = choose_fit_set("paper", None, None)
+    assert paper.caveats("imagenet:/data/val", "pretrained") == []
+    assert "only exercises the pipeline" in paper.caveats("synthetic", "pretrained")[0]
+    assert "tiny weights" in paper.caveats("imagenet:/data/val", "tiny")[0]
+    assert choose_fit_set("results", *_study_rows(list("abcd"))).caveats("synthetic", "tiny") == []

@@ -6,14 +6,14 @@ import pandas as pd
 import pytest
 
 from analysis import correlate
-from analysis.reference import METRICS, SOURCE_TAGS, load_reference
+from analysis.reference import METRICS, SOURCE_TAGS, load_reference_data
 
 PUBLISHED = {"lp_top1": -0.260, "lds": -0.852, "cds": -0.847, "srss": -0.885, "rmsc": -0.888}
 
 
 @pytest.fixture(scope="module")
 def ref():
-    return load_reference("paper")
+    return load_reference_data("paper")
 
 
 def test_27_points_with_every_value(ref):
@@ -23,10 +23,10 @@ def test_27_points_with_every_value(ref):
     for col in ("fid", *METRICS):
         assert p[col].notna().all(), col
     assert (p["model"] == "SiT-XL/2").all() and (p["method"] == "repa").all() and (p["step"] == 100_000).all()
-    # ranges stated for the extracted points
-    assert p["lp_top1"].min() == pytest.approx(51.8) and p["lp_top1"].max() == pytest.approx(85.2)
+    # ranges stated for the extracted points (LP top-1 as a fraction, as in the results tables)
+    assert p["lp_top1"].min() == pytest.approx(0.518) and p["lp_top1"].max() == pytest.approx(0.852)
     assert p["fid"].min() == pytest.approx(19.34) and p["fid"].max() == pytest.approx(41.51)
-    assert p["lp_top1"].mean() == pytest.approx(70.8, abs=0.05)
+    assert p["lp_top1"].mean() == pytest.approx(0.708, abs=0.0005)
 
 
 def test_every_value_has_a_known_source_tag(ref):
@@ -48,7 +48,7 @@ def test_every_value_has_a_known_source_tag(ref):
 def test_labels_stated_and_unlabelled(ref):
     p = ref.points.set_index("point")
     assert p.loc[1, "encoder"] == "dinov2-vit-b" and p.loc[25, "encoder"] == "pe-vit-g"
-    assert p.loc[25, "lp_top1"] == 82.8 and p.loc[10, "lp_top1"] == 53.1 and p.loc[21, "lp_top1"] == 76.0
+    assert p.loc[25, "lp_top1"] == 0.828 and p.loc[10, "lp_top1"] == 0.531 and p.loc[21, "lp_top1"] == 0.76
     assert set(p["label_status"]) == {"stated", "probable", "pair", "unknown"}
     unknown = p[p["label_status"] == "unknown"]
     assert all(e == f"unlabelled-{i}" for i, e in unknown["encoder"].items())
@@ -111,7 +111,7 @@ def test_repa_vs_irepa_tables(ref):
 
 def test_unknown_reference_is_a_clear_error():
     with pytest.raises(ValueError, match="available: paper"):
-        load_reference("nope")
+        load_reference_data("nope")
 
 
 def test_reference_as_results_tables(ref):

@@ -6,7 +6,7 @@ import pytest
 import torch.multiprocessing as mp
 
 import study.train as T
-from study.sample import sample_run
+from study.sample import SamplerSettings, sample_run
 from train_support import free_port, load_samples, sample_worker, smoke_config, one_thread  # noqa: F401 (autouse fixture)
 
 
@@ -14,7 +14,8 @@ def test_sampler_determinism_batch_and_world_size_independence(tmp_path):
     run = tmp_path / "run"
     # EMA = model and a large lr so that three steps give a model whose samples depend on its weights
     T.train(smoke_config("steps=3", "ckpt_every=3", "ema_decay=0", "optim.lr=0.01"), run)
-    kw = dict(n=6, mode="sde", num_steps=4, seed=0)
+    sde = SamplerSettings(mode="sde", num_steps=4, seed=0)
+    kw = dict(n=6, sampler=sde)
     a_dir = sample_run(run, 3, batch_size=4, **kw)
     a, la = load_samples(a_dir)
     assert a.shape == (6, 32, 32, 3) and a.dtype == np.uint8
@@ -30,8 +31,8 @@ def test_sampler_determinism_batch_and_world_size_independence(tmp_path):
     assert more.shape[0] == 8 and sorted(p.name for p in (tmp_path / "b").glob("*.npz")) == \
         ["samples_0000000_0000004.npz", "samples_0000004_0000008.npz"]  # the batch-6 shard was replaced
     np.testing.assert_array_equal(more[:6], a)
-    c, _ = load_samples(sample_run(run, 3, batch_size=4, out_dir=tmp_path / "c", n=6, mode="sde", num_steps=4,
-                                   seed=1))
+    c, _ = load_samples(sample_run(run, 3, 6, sde.model_copy(update={"seed": 1}), batch_size=4,
+                                   out_dir=tmp_path / "c"))
     assert np.abs(a.astype(int) - c.astype(int)).mean() > 1  # another seed, other samples
 
     mp.spawn(sample_worker, args=(2, free_port(), str(run), 3, {**kw, "batch_size": 2,
@@ -41,13 +42,18 @@ def test_sampler_determinism_batch_and_world_size_independence(tmp_path):
     np.testing.assert_array_equal(a, d)  # two ranks, same samples
     assert json.loads((tmp_path / "ddp" / "manifest.json").read_text())["world_size"] == 2
 
-    ode, _ = load_samples(sample_run(run, 3, n=4, mode="ode", num_steps=3, batch_size=4, out_dir=tmp_path / "o"))
-    guided, _ = load_samples(sample_run(run, 3, n=4, mode="ode", num_steps=3, batch_size=4, cfg_scale=4.0,
+    plain = SamplerSettings(mode="ode", num_steps=3)
+    ode, _ = load_samples(sample_run(run, 3, 4, plain, batch_size=4, out_dir=tmp_path / "o"))
+    guided, _ = load_samples(sample_run(run, 3, 4, plain.model_copy(update={"cfg_scale": 4.0}), batch_size=4,
                                         out_dir=tmp_path / "g"))
     assert not np.array_equal(ode, guided)
-    outside, _ = load_samples(sample_run(run, 3, n=4, mode="ode", num_steps=3, batch_size=4, cfg_scale=4.0,
-                                         guidance_interval=(0.0, 0.01), out_dir=tmp_path / "gi"))
+    late = SamplerSettings(mode="ode", num_steps=3, cfg_scale=4.0, guidance_interval=(0.0, 0.01))
+    outside, _ = load_samples(sample_run(run, 3, 4, late, batch_size=4, out_dir=tmp_path / "gi"))
     np.testing.assert_array_equal(ode, outside)  # guidance outside its interval is no guidance
+    rounded, _ = load_samples(sample_run(run, 3, 4, plain.model_copy(update={"rounding": "round"}), batch_size=4,
+                                         out_dir=tmp_path / "r"))
+    up = rounded.astype(int) - ode.astype(int)  # floor (the authors' default) vs round to nearest
+    assert up.min() >= 0 and up.max() <= 1 and 0.3 < up.mean() < 0.7
 
     with pytest.raises(FileNotFoundError, match="no checkpoint for step 2"):
         sample_run(run, 2, n=2)

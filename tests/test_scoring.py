@@ -52,23 +52,23 @@ def test_clsmix_zero_scores_like_the_base_encoder(base_row, cache):
 
 
 def test_clsmix_one_convex_leaves_no_spatial_structure(base_row, cache):
-    from study.features import extract_features
+    from study.features import extract_encoder_features
 
     name = f"{ENCODER}@clsmixc=1"
     row = _score(name, cache)
     # every patch token is the CLS token: all pairs have K = 1
     for key in ("lds", "cds", "srss", "rmsc"):
         assert row[key] == pytest.approx(0.0, abs=1e-5), key
-    fs = extract_features(name, DATA, "val", weights="tiny", device="cpu", cache_root=cache)
+    fs = extract_encoder_features(name, DATA, "val", weights="tiny", device="cpu", cache_root=cache)
     np.testing.assert_allclose(fs.mean.astype(np.float32), fs.cls.astype(np.float32), atol=2e-3)
     assert row["lp_top1_cls"] == pytest.approx(base_row["lp_top1_cls"], abs=1e-9)  # CLS itself is unchanged
     assert abs(row["lp_top1"] - row["lp_top1_cls"]) <= 1 / 30 + 1e-9
 
 
 def test_srss_min_fraction_filters_images(base_row, cache):
-    from study.features import extract_features
+    from study.features import extract_encoder_features
 
-    fs = extract_features(ENCODER, DATA, "val", weights="tiny", device="cpu", cache_root=cache)
+    fs = extract_encoder_features(ENCODER, DATA, "val", weights="tiny", device="cpu", cache_root=cache)
     frac = fs.fg_tokens / 256
     expected = int(((frac >= 0.25) & (frac <= 0.75)).sum())
     summary = spatial_summary(fs, srss_min_fraction=0.25)

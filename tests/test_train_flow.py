@@ -29,6 +29,28 @@ def test_velocity_is_time_derivative_and_inverts(path):
     assert torch.allclose(score_from_velocity(path, v, x_t, t), -eps / s.view(-1, 1))
 
 
+def test_lognormal_time_follows_the_path():
+    # REPA's loss: sigma = exp(n), n ~ N(0, 1); t = sigma / (1 + sigma) (linear), 2 / pi * atan(sigma) (cosine)
+    n = torch.randn(1000, generator=torch.Generator().manual_seed(3))
+    sigma = n.exp()
+
+    def draw(path):
+        return sample_time("lognormal", 1000, generator=torch.Generator().manual_seed(3), path=path)
+
+    assert torch.allclose(draw("linear"), sigma / (1 + sigma), atol=1e-6)
+    assert torch.equal(draw("linear"), sample_time("lognormal", 1000, generator=torch.Generator().manual_seed(3)))
+    cosine = draw("cosine")
+    assert torch.allclose(cosine, 2 / math.pi * torch.atan(sigma), atol=1e-6)
+    assert not torch.allclose(cosine, draw("linear"), atol=1e-3)
+    # in both cases exp(n) is the draw's noise-to-signal ratio sigma_t / alpha_t on its path
+    for path, t in (("linear", draw("linear")), ("cosine", cosine)):
+        alpha, sig, _, _ = path_coefficients(path, t.double())
+        assert torch.allclose(sig / alpha, sigma.double(), rtol=1e-4)
+    # uniform times do not depend on the path
+    assert torch.equal(sample_time("uniform", 5, generator=torch.Generator().manual_seed(1), path="cosine"),
+                       sample_time("uniform", 5, generator=torch.Generator().manual_seed(1)))
+
+
 def test_linear_score_matches_repa_formula():
     # REPA's get_score_from_velocity (linear): (reverse_alpha_ratio * v - x_t) / var with ratio = (1 - t) / -1,
     # var = t^2 - ratio * t
@@ -48,6 +70,8 @@ def test_time_sampling():
     assert torch.logit(ln).std().item() == pytest.approx(1.0, abs=0.05)
     with pytest.raises(ValueError, match="unknown time sampling"):
         sample_time("beta", 3)
+    with pytest.raises(ValueError, match="unknown path"):
+        sample_time("lognormal", 3, path="vp")
     with pytest.raises(ValueError, match="unknown path"):
         path_coefficients("vp", torch.rand(2))
     assert math.isclose(path_coefficients("cosine", torch.tensor(1.0))[1].item(), 1.0)

@@ -6,7 +6,7 @@ import torch
 import study.train as T
 import study.train_config as C
 from study.config import ConfigError, config_hash
-from study.sample import sample_run
+from study.sample import SamplerSettings, sample_run
 from train_support import SMOKE_DATA, load_samples, log_rows, one_thread, params  # noqa: F401 (autouse fixture)
 
 _COMMON = [f"data.spec={SMOKE_DATA}", "data.image_size=null", "data.codec=identity", "data.num_workers=0",
@@ -40,11 +40,11 @@ def test_preset_trains_resumes_exactly_and_samples(tmp_path, preset, mode, nfe):
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
     assert [r["loss"] for r in log_rows(part)] == pytest.approx([r["loss"] for r in log_rows(full)], abs=1e-6)
 
-    samples = sample_run(full, 6, 4, mode=mode, num_steps=nfe, batch_size=2, device="cpu")
+    sampler = SamplerSettings(mode=mode, num_steps=nfe)
+    samples = sample_run(full, 6, 4, sampler, batch_size=2, device="cpu")
     images, labels = load_samples(samples)
     assert images.shape == (4, 32, 32, 3) and images.dtype.name == "uint8" and list(labels) == [0, 1, 2, 3]
-    again, _ = load_samples(sample_run(full, 6, 4, mode=mode, num_steps=nfe, batch_size=4, device="cpu",
-                                       out_dir=tmp_path / "again"))
+    again, _ = load_samples(sample_run(full, 6, 4, sampler, batch_size=4, device="cpu", out_dir=tmp_path / "again"))
     assert (again == images).all()  # per-sample noise: the batch size does not matter
 
 
@@ -55,7 +55,7 @@ def test_meanflow_checkpoint_holds_the_second_time_embedding_and_previews(tmp_pa
     assert any(k.startswith("h_embed.") for k in state["ema"])
     assert (tmp_path / "samples" / "grid_step_0000002.png").is_file()  # 1-NFE preview sheet
     with pytest.raises(ValueError, match="cfg_scale 1.0"):
-        sample_run(tmp_path, 2, 2, mode="meanflow", num_steps=1, cfg_scale=2.0, device="cpu")
+        sample_run(tmp_path, 2, 2, SamplerSettings(mode="meanflow", num_steps=1, cfg_scale=2.0), device="cpu")
 
 
 def test_new_sections_leave_existing_config_hashes_unchanged():
@@ -119,3 +119,4 @@ def test_sweep_specs_for_table_3b_and_table_10_plan():
     assert all(c.xpred is not None and c.data.codec == "identity" and c.steps == 200_000 for c in cfgs)
     evals = [j for j in jit if j.stage == "eval"]
     assert {(j.params.fid.mode, j.params.fid.num_steps) for j in evals} == {("ode", 50)}
+    assert {j.params.fid.sampler.mode for j in mf4 if j.stage == "eval"} == {"meanflow"}

@@ -1,6 +1,6 @@
 """The paper's published numbers, shipped as small CSV tables (see README.md in this folder for every source).
 
->>> ref = load_reference("paper")
+>>> ref = load_reference_data("paper")
 >>> len(ref.points)
 27
 """
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ReferenceData", "load_reference", "REFERENCES", "METRICS", "CITATION", "SOURCE_TAGS"]
+__all__ = ["ReferenceData", "load_reference_data", "REFERENCES", "METRICS", "CITATION", "SOURCE_TAGS"]
 
 _HERE = Path(__file__).resolve().parent
 REFERENCES = ("paper",)
@@ -29,7 +29,7 @@ class ReferenceData:
 
     ``generation`` and ``encoders`` have the columns of the results tables (``encoder, model, method, step,
     n_samples, fid`` / ``encoder, lds, cds, srss, rmsc, lp_top1``) so that they go through the same analysis as a
-    user's rows. ``lp_top1`` is in percent, as published.
+    user's rows. ``lp_top1`` is a fraction in [0, 1], as everywhere (the paper prints percent).
     """
 
     name: str
@@ -67,7 +67,7 @@ def _read(name: str) -> pd.DataFrame:
     return pd.read_csv(_HERE / name, keep_default_na=False, na_values=[""])
 
 
-def load_reference(name: str = "paper") -> ReferenceData:
+def load_reference_data(name: str = "paper") -> ReferenceData:
     """Load a shipped reference study by name (only ``"paper"`` so far); copies, so callers may modify them."""
     if name not in REFERENCES:
         raise ValueError(f"unknown reference {name!r}; available: {', '.join(REFERENCES)}")

@@ -26,7 +26,6 @@ import click
 def analyze_cmd(root: str | None, reference: str | None, out: str | None, select: tuple[str, ...],
                 quality: str | None, methods: tuple[str, ...], n_boot: int, seed: int, no_strict: bool) -> None:
     """Correlate generation quality with encoder metrics and write an HTML report (tables, figures)."""
-    from analysis.comparable import IncomparableRowsError
     from analysis.report import analyze
     from results import ResultStore
 
@@ -37,11 +36,8 @@ def analyze_cmd(root: str | None, reference: str | None, out: str | None, select
         raise click.ClickException(f"no generation rows under {store.root}: run the study first (repa-study run), "
                                    f"point --root at a results root, or add --reference paper for the paper's data")
     out_dir = Path(out) if out else store.root / "reports" / "analysis"
-    try:
-        report = analyze(gen, enc, out_dir, reference=reference, select=list(select), quality=quality,
-                         methods=methods, n_boot=n_boot, seed=seed)
-    except (IncomparableRowsError, KeyError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    report = analyze(gen, enc, out_dir, reference=reference, select=list(select), quality=quality, methods=methods,
+                     n_boot=n_boot, seed=seed)
     _print_summary(report)
     click.echo(f"report: {report / 'report.html'}")
 

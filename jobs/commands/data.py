@@ -33,34 +33,30 @@ def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, v
     Rerun the same command after a kill: finished shards are skipped. Split the work over an array job with
     --shard I/N (or --shard slurm). The last task to finish writes the latent scale/bias statistics.
     """
-    from study.data.dataset import DatasetError
     from study.data.prepare import compute_latent_stats, parse_shard, prepare_split
 
-    try:
-        if stats_only:
-            for split in splits:
-                click.echo(f"{split}: wrote {compute_latent_stats(out, split)}")
-            return
-        if not src:
-            raise click.UsageError("--src is required (unless --stats)")
-        task, num_tasks = parse_shard(shard)
-        codec = None
-        if vae != "none":
-            import torch
-
-            from study.data.codecs import SDVAECodec
-
-            dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
-            codec = SDVAECodec(vae, device=dev)
-            codec.vae  # load now, so a missing download fails before any work
+    if stats_only:
         for split in splits:
-            res = prepare_split(src, out, split, task=task, num_tasks=num_tasks, shard_size=shard_size, size=size,
-                                batch_size=batch_size, codec=codec, workers=workers)
-            click.echo(f"{split}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
-                       f"{len(res['skipped'])} done, of {res['num_shards']}"
-                       + (f"; statistics {res['stats']}" if res["stats"] else ""))
-    except (DatasetError, ValueError, FileNotFoundError) as exc:
-        raise click.ClickException(str(exc)) from exc
+            click.echo(f"{split}: wrote {compute_latent_stats(out, split)}")
+        return
+    if not src:
+        raise click.UsageError("--src is required (unless --stats)")
+    task, num_tasks = parse_shard(shard)
+    codec = None
+    if vae != "none":
+        import torch
+
+        from study.data.codecs import SDVAECodec
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        codec = SDVAECodec(vae, device=dev)
+        codec.vae  # load now, so a missing download fails before any work
+    for split in splits:
+        res = prepare_split(src, out, split, task=task, num_tasks=num_tasks, shard_size=shard_size, size=size,
+                            batch_size=batch_size, codec=codec, workers=workers)
+        click.echo(f"{split}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
+                   f"{len(res['skipped'])} done, of {res['num_shards']}"
+                   + (f"; statistics {res['stats']}" if res["stats"] else ""))
 
 
 @data_group.command("show")
@@ -69,12 +65,9 @@ def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, v
 @click.option("--size", type=int, default=None)
 def show_cmd(spec: str, split: str, size: int | None) -> None:
     """Open a dataset spec (synthetic[:k=v,...], ImageNet-style folder, prepared dir) and print its summary."""
-    from study.data import DatasetError, open_dataset
+    from study.data import open_dataset
 
-    try:
-        ds = open_dataset(spec, split, size=size)
-    except (DatasetError, ValueError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    ds = open_dataset(spec, split, size=size)
     counts = ds.labels.bincount(minlength=ds.num_classes)
     click.echo(json.dumps({"id": ds.id, "images": len(ds), "classes": ds.num_classes, "image_size": ds.image_size,
                            "has_masks": ds.has_masks, "per_class_min": int(counts.min()),

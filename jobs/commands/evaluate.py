@@ -5,7 +5,8 @@ import json
 
 import click
 
-from study.train_config import SAMPLER_MODES
+from jobs.commands.sampler_options import sampler_options
+from study.sampler_settings import SamplerSettings
 
 
 @click.group("eval")
@@ -27,13 +28,7 @@ def eval_group() -> None:
 @click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
               help="inception: torch-fidelity InceptionV3 (ADM protocol, column fid); synthetic: small CNN trained "
                    "on the synthetic data (offline small data, column fd_synthetic).")
-@click.option("--mode", type=click.Choice(list(SAMPLER_MODES)), default="sde", show_default=True,
-              help="Sampler: sde/ode, heun (JiT), meanflow (MeanFlow: --num-steps = NFE).")
-@click.option("--num-steps", type=click.IntRange(min=1), default=250, show_default=True, help="Sampler steps.")
-@click.option("--cfg-scale", type=float, default=1.0, show_default=True, help="Classifier-free guidance scale.")
-@click.option("--guidance-interval", type=(float, float), default=(0.0, 1.0), show_default=True,
-              help="Time interval where guidance applies.")
-@click.option("--seed", type=int, default=0, show_default=True, help="Sampling seed.")
+@sampler_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size for sampling and feature extraction.")
 @click.option("--device", default=None, help="cpu, cuda, ... (default: cuda when available).")
@@ -46,23 +41,16 @@ def eval_group() -> None:
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Results root (default: $REPA_STUDY_ROOT or runs/).")
 @click.option("--no-write", is_flag=True, help="Print the row only; do not write it to the results store.")
-def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None, extractor: str, mode: str,
-            num_steps: int, cfg_scale: float, guidance_interval: tuple[float, float], seed: int, batch_size: int,
+def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None, extractor: str,
+            sampler: SamplerSettings, batch_size: int,
             device: str | None, samples: str | None, inception_weights: str | None, job_id: str | None,
             root: str | None, no_write: bool) -> None:
     """Score checkpoint STEP of RUN_DIR on N samples and write one row to the `generation` table."""
     from study.evaluate import evaluate_run
-    from study.metrics.fid import AdmNpzError, StatisticsMismatchError
-    from study.metrics.inception import InceptionWeightsMissing
 
-    try:
-        row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, mode=mode, num_steps=num_steps,
-                           cfg_scale=cfg_scale, guidance_interval=guidance_interval, seed=seed,
-                           batch_size=batch_size, device=device, samples=samples, inception_weights=inception_weights,
-                           ref_n=ref_n, job_id=job_id)
-    except (InceptionWeightsMissing, StatisticsMismatchError, AdmNpzError, FileNotFoundError, ValueError,
-            ImportError) as exc:
-        raise click.ClickException(str(exc)) from exc
+    row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, sampler=sampler, batch_size=batch_size,
+                       device=device, samples=samples, inception_weights=inception_weights, ref_n=ref_n,
+                       job_id=job_id)
     shown = {k: row.get(k) for k in ("job_id", "step", row["fd_metric"], "sfid", "inception_score", "precision",
                                      "recall", "n_samples", "reference", "extractor", "time_total_s") if k in row}
     click.echo(json.dumps(shown, indent=1, default=str))
@@ -77,9 +65,6 @@ def _extractor(name: str, dataset: str, inception_weights: str | None, device: s
     from study.metrics.extractor import get_extractor
 
     return get_extractor(name, dataset=dataset, weights_path=inception_weights, device=device)
-
-
-_ERRORS: tuple[type[Exception], ...] = (FileNotFoundError, ValueError, ImportError)
 
 
 @eval_group.command("samples")
@@ -103,13 +88,10 @@ def samples_cmd(samples: str, ref: str, n: int | None, extractor: str, dataset: 
     from study.metrics.fid import npz_image_count
     from study.reference import load_reference
 
-    try:
-        ex = _extractor(extractor, dataset, inception_weights, device)
-        reference = load_reference(ref, ex, batch_size=batch_size)
-        total = sum(npz_image_count(p) for p in sample_shards(samples))
-        out = evaluate_samples(samples, ex, reference, n=n or total, batch_size=batch_size, device=device)
-    except _ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
+    ex = _extractor(extractor, dataset, inception_weights, device)
+    reference = load_reference(ref, ex, batch_size=batch_size)
+    total = sum(npz_image_count(p) for p in sample_shards(samples))
+    out = evaluate_samples(samples, ex, reference, n=n or total, batch_size=batch_size, device=device)
     click.echo(json.dumps({**out, "reference": reference.id, "extractor_id": ex.id}, indent=1, default=str))
 
 
@@ -130,12 +112,9 @@ def reference_cmd(ref: str, extractor: str, dataset: str | None, split: str, n: 
     cluster before a sweep's evaluation jobs start."""
     from study.reference import load_reference
 
-    try:
-        ex = _extractor(extractor, dataset or ref, inception_weights, device)
-        r = load_reference(ref, ex, n=n, split=split, batch_size=batch_size, num_workers=num_workers,
-                           recompute=recompute)
-    except _ERRORS as exc:
-        raise click.ClickException(str(exc)) from exc
+    ex = _extractor(extractor, dataset or ref, inception_weights, device)
+    r = load_reference(ref, ex, n=n, split=split, batch_size=batch_size, num_workers=num_workers,
+                       recompute=recompute)
     click.echo(json.dumps({"reference": r.id, "extractor_id": r.extractor_id, "n": r.n,
                            "dims": {k: v.dim for k, v in r.stats.items()},
                            "pr_images": None if r.pr_features is None else len(r.pr_features),

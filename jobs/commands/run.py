@@ -8,25 +8,19 @@ from pathlib import Path
 import click
 
 
-def _quality_column(df) -> str | None:
-    import pandas as pd
-
-    for col in ("fid", *sorted(c for c in df.columns if str(c).startswith("fd_"))):
-        if col in df.columns and pd.api.types.is_numeric_dtype(df[col]) and df[col].notna().any():
-            return col
-    return None
-
-
 def summary_text(store, jobs) -> str:
     """The end-of-run table: quality per encoder x method at each evaluated step, then the encoder scores."""
     import pandas as pd
+
+    from analysis.comparable import quality_columns
+    from analysis.display import for_display
 
     ids = {j.job_id for j in jobs}
     out = []
     gen = store.read("generation")
     if not gen.empty and "job_id" in gen.columns:
         gen = gen[gen["job_id"].isin(ids)]
-    quality = _quality_column(gen) if not gen.empty else None
+    quality = next(iter(quality_columns(gen)), None)  # the summary shows fid, else the first fd_<extractor>
     if quality:
         table = gen.pivot_table(index=["encoder", "model", "step"], columns="method", values=quality, aggfunc="mean")
         with pd.option_context("display.width", 200, "display.max_rows", 200, "display.float_format", "{:.3f}".format):
@@ -38,8 +32,8 @@ def summary_text(store, jobs) -> str:
     cols = [c for c in ("encoder", "lds", "cds", "srss", "rmsc", "lp_top1") if c in enc.columns]
     if not enc.empty and cols:
         with pd.option_context("display.width", 200, "display.float_format", "{:.4f}".format):
-            out += ["Encoder scores (spatial metrics, linear-probe top-1):",
-                    enc[cols].sort_values("encoder").to_string(index=False), ""]
+            out += ["Encoder scores (spatial metrics, linear-probe top-1 in %):",
+                    for_display(enc[cols]).sort_values("encoder").to_string(index=False), ""]
     return "\n".join(out) if out else "(no result rows)"
 
 
@@ -76,25 +70,19 @@ def run_cmd(spec_name: str, overrides: tuple[str, ...], root: str | None, worker
     finished jobs are skipped.
     """
     from jobs.plan import plan
-    from jobs.spec import SpecError, load_spec
-    from jobs.submit import SubmitError, submit_sweep, sweep_status
+    from jobs.spec import load_spec
+    from jobs.submit import submit_sweep, sweep_status
     from jobs.commands.sweep import status_text
     from results import ResultStore
 
     extra = list(overrides) + ([f"executor.local_workers={workers}"] if workers else [])
-    try:
-        spec = load_spec(spec_name, extra)
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
+    spec = load_spec(spec_name, extra)
     store = ResultStore(root)
     jobs = plan(spec)
     click.echo(f"repa-study run: sweep {spec.name!r} ({spec.description or 'no description'})\n"
                f"  {len(jobs)} jobs on the {executor} executor, results in {store.root.resolve()}", err=True)
     t0 = time.perf_counter()
-    try:
-        sub = submit_sweep(spec, store.root, executor=executor, wait=True)
-    except SubmitError as exc:
-        raise click.ClickException(str(exc)) from None
+    sub = submit_sweep(spec, store.root, executor=executor, wait=True)
     elapsed = time.perf_counter() - t0
     click.echo("")
     click.echo(summary_text(store, jobs))

@@ -1,35 +1,22 @@
-"""`repa-study sweep plan|submit|status|cancel|collect` and `repa-study results show`."""
+"""`repa-study sweep plan|submit|status|cancel|collect`: plan, submit and follow a sweep."""
 from __future__ import annotations
 
 import json
 import sys
 from collections import Counter
-from pathlib import Path
 
 import click
 
-ROOT_OPTION = click.option("--root", type=click.Path(file_okay=False), default=None,
-                           help="results root (default: $REPA_STUDY_ROOT or ./runs)")
+from jobs.commands.common import ROOT_OPTION, text_table
+
 SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="override a spec value, e.g. --set steps=100 --set executor.local_workers=2")
 
 
 def _load(spec: str, overrides: tuple[str, ...]):
-    from jobs.spec import SpecError, load_spec
+    from jobs.spec import load_spec
 
-    try:
-        return load_spec(spec, overrides)
-    except SpecError as exc:
-        raise click.ClickException(str(exc)) from None
-
-
-def _table(rows: list[dict], columns: list[str]) -> str:
-    if not rows:
-        return "(no rows)"
-    cells = [[("" if r.get(c) is None else str(r.get(c))) for c in columns] for r in rows]
-    widths = [max(len(c), *(len(row[i]) for row in cells)) for i, c in enumerate(columns)]
-    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
-    return "\n".join([fmt.format(*columns), fmt.format(*("-" * w for w in widths))] + [fmt.format(*r) for r in cells])
+    return load_spec(spec, overrides)
 
 
 def status_text(rows: list[dict], show_all: bool = False) -> str:
@@ -42,10 +29,10 @@ def status_text(rows: list[dict], show_all: bool = False) -> str:
         n = sum(v for k, v in counts.items() if k[0] == stage)
         if n:
             summary.append({"stage": stage, **{s: counts.get((stage, s), 0) for s in seen}, "total": n})
-    out = [_table(summary, ["stage", *seen, "total"])]
+    out = [text_table(summary, ["stage", *seen, "total"])]
     detail = rows if show_all else [r for r in rows if r["state"] in ("failed", "lost", "cancelled", "running")]
     if detail:
-        out += ["", _table(detail, ["state", "stage", "label", "job_id", "attempt", "scheduler_id", "log", "error"])]
+        out += ["", text_table(detail, ["state", "stage", "label", "job_id", "attempt", "scheduler_id", "log", "error"])]
     return "\n".join(out)
 
 
@@ -67,7 +54,7 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=1))
         return
-    click.echo(_table([{**r, "deps": len(r["depends_on"])} for r in rows],
+    click.echo(text_table([{**r, "deps": len(r["depends_on"])} for r in rows],
                       ["job_id", "stage", "encoder", "model", "method", "seed", "steps", "deps"]))
     counts = Counter(r["stage"] for r in rows)
     click.echo(f"\n{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in ("train", "eval", "score", "analyze")))
@@ -88,15 +75,12 @@ def submit_cmd(spec: str, overrides: tuple[str, ...], root: str | None, executor
                slurm_partition: str | None, slurm_account: str | None, slurm_qos: str | None,
                slurm_constraint: str | None, wait: bool) -> None:
     """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume)."""
-    from jobs.submit import SubmitError, submit_sweep, sweep_status
+    from jobs.submit import submit_sweep, sweep_status
 
     cfg = _load(spec, overrides)
     slurm = {"partition": slurm_partition, "account": slurm_account, "qos": slurm_qos,
              "constraint": slurm_constraint}
-    try:
-        sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
-    except SubmitError as exc:
-        raise click.ClickException(str(exc)) from None
+    sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
     click.echo(f"sweep {sub.sweep}: {len(sub.jobs)} jobs, {len(sub.skipped_done)} already done, "
                f"{len(sub.skipped_active)} still queued, {len(sub.submitted)} submitted ({sub.executor})")
     if sub.final is not None:
@@ -144,51 +128,5 @@ def collect_cmd(spec: str, overrides: tuple[str, ...], root: str | None) -> None
         click.echo(f"{name}: {path}")
 
 
-@click.group("results")
-def results_group() -> None:
-    """Inspect the results store."""
-
-
-@results_group.command("show")
-@ROOT_OPTION
-@click.option("--table", "table", default=None, help="generation, encoders or runs (default: list the tables)")
-@click.option("--json", "as_json", is_flag=True, help="print rows as JSON records")
-@click.option("--columns", default=None, help="comma-separated columns to show")
-@click.option("--no-strict", is_flag=True, help="skip unreadable files (with a warning) instead of failing")
-def show_cmd(root: str | None, table: str | None, as_json: bool, columns: str | None, no_strict: bool) -> None:
-    """Show a results table (all files, latest row per key), or list the tables."""
-    import pandas as pd
-
-    from results import CorruptResultError, ResultStore, StoreError
-
-    store = ResultStore(root)
-    if table is None:
-        names = store.tables()
-        listing = [{"table": t, "files": len(store.files(t))} for t in names]
-        click.echo(json.dumps(listing) if as_json else (_table(listing, ["table", "files"])
-                                                        if listing else f"no tables under {store.root}"))
-        return
-    try:
-        df = store.read(table, strict=not no_strict)
-    except (CorruptResultError, StoreError) as exc:
-        raise click.ClickException(str(exc)) from None
-    if columns:
-        wanted = [c.strip() for c in columns.split(",") if c.strip()]
-        missing = [c for c in wanted if c not in df.columns]
-        if missing:
-            raise click.ClickException(f"no column(s) {missing} in table {table!r}; "
-                                       f"columns: {', '.join(map(str, df.columns))}")
-        df = df[wanted]
-    if as_json:
-        click.echo(df.to_json(orient="records", indent=1, date_format="iso"))
-    elif df.empty:
-        click.echo(f"table {table!r} has no rows under {Path(store.root)}")
-    else:
-        hide = {"versions", "python", "written_ns", "source_file", "schema_version"}
-        with pd.option_context("display.max_columns", 30, "display.width", 200):
-            click.echo(df[[c for c in df.columns if c not in hide or columns]].to_string(index=False))
-
-
 def register(cli: click.Group) -> None:
     cli.add_command(sweep_group)
-    cli.add_command(results_group)

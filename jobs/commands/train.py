@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from study.train_config import SAMPLER_MODES
+from jobs.commands.sampler_options import sampler_options
+from study.sampler_settings import SamplerSettings
 
 
 def _default_run_dir(config: str, cfg) -> Path:
@@ -29,14 +30,10 @@ def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_
     YAML file; OVERRIDES are key=value pairs, e.g. `method=irepa encoder.name=mocov3-vit-b model.size=SiT-B/2`."""
     import yaml
 
-    from study.config import ConfigError
     from study.train import train
     from study.train_config import load_train_config
 
-    try:
-        cfg = load_train_config(config, overrides)
-    except ConfigError as exc:
-        raise click.UsageError(str(exc)) from None
+    cfg = load_train_config(config, overrides)
     if print_config:
         click.echo(yaml.safe_dump(cfg.model_dump(mode="json"), sort_keys=False))
         return
@@ -48,26 +45,17 @@ def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--step", type=int, required=True, help="Checkpoint step (its EMA weights are used).")
 @click.option("--n", "n", type=int, required=True, help="Number of samples.")
-@click.option("--mode", type=click.Choice(list(SAMPLER_MODES)), default="sde", show_default=True,
-              help="sde/ode (flow models; JiT: ode = Euler), heun (JiT), meanflow (MeanFlow: --num-steps = NFE).")
-@click.option("--num-steps", type=int, default=250, show_default=True)
-@click.option("--cfg-scale", type=float, default=1.0, show_default=True)
-@click.option("--guidance-interval", type=float, nargs=2, default=(0.0, 1.0), show_default=True,
-              help="Apply guidance only for t in [LOW, HIGH].")
-@click.option("--seed", type=int, default=0, show_default=True)
+@sampler_options
 @click.option("--batch-size", type=int, default=64, show_default=True, help="Per-rank batch.")
 @click.option("--device", default=None, help="cpu, cuda (default: cuda when available).")
 @click.option("--out-dir", type=click.Path(file_okay=False), default=None,
               help="Default: RUN_DIR/samples/step<S>-<mode>-steps<N>-cfg<scale>-seed<seed>.")
-def sample_cmd(run_dir: str, step: int, n: int, mode: str, num_steps: int, cfg_scale: float,
-               guidance_interval: tuple[float, float], seed: int, batch_size: int, device: str | None,
+def sample_cmd(run_dir: str, step: int, n: int, sampler: SamplerSettings, batch_size: int, device: str | None,
                out_dir: str | None) -> None:
     """Write N samples of a run's checkpoint as ADM-style npz shards + manifest.json (torchrun spreads them)."""
     from study.sample import sample_run
 
-    out = sample_run(run_dir, step, n, mode=mode, num_steps=num_steps, cfg_scale=cfg_scale, seed=seed,
-                     batch_size=batch_size, device=device, guidance_interval=tuple(guidance_interval),
-                     out_dir=out_dir)
+    out = sample_run(run_dir, step, n, sampler, batch_size=batch_size, device=device, out_dir=out_dir)
     click.echo(str(out))
 
 

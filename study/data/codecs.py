@@ -9,6 +9,10 @@ attributes ``channels``, ``downsample`` (H / h) and ``id`` (names the codec and 
   ``bias`` the per-channel mean and ``scale`` 1/std of the dataset's latents; default 0.18215 and 0, REPA's single
   factor).
 
+:func:`to_uint8` turns [-1, 1] floats into uint8 pixels; ``rounding="floor"`` (the default of every ``decode``) is
+the authors' and ADM's convention, ``clamp(255 * (x + 1) / 2, 0, 255)`` then truncation, which FIDs comparable with
+the paper need; ``"round"`` (nearest level) is what makes the identity codec's round trip lossless.
+
 :func:`token_grid` and :func:`check_token_grid` make a SiT/encoder grid mismatch a clear error (never a silent
 interpolation).
 """
@@ -18,18 +22,20 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Literal, Sequence
 
 import torch
 
 from study.log import get_logger
 
 __all__ = ["IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid", "check_token_grid",
-           "latents_from_moments", "load_sd_vae", "get_codec", "SD_VAE_REPO"]
+           "latents_from_moments", "load_sd_vae", "get_codec", "to_uint8", "Rounding", "ROUNDINGS", "SD_VAE_REPO"]
 
 log = get_logger(__name__)
 SD_VAE_REPO = "stabilityai/sd-vae-ft-mse"
 SD_SCALE = 0.18215
+Rounding = Literal["floor", "round"]
+ROUNDINGS: tuple[str, ...] = ("floor", "round")
 
 
 class GridMismatchError(ValueError):
@@ -42,12 +48,21 @@ def _to_unit(images: torch.Tensor) -> torch.Tensor:
     return images.float() / 127.5 - 1.0
 
 
-def _to_uint8(x: torch.Tensor) -> torch.Tensor:
-    return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+def to_uint8(x: torch.Tensor, rounding: Rounding = "floor") -> torch.Tensor:
+    """[-1, 1] floats -> uint8 levels. ``"floor"``: ``clamp(127.5 * (x + 1), 0, 255)`` truncated, as the authors'
+    and ADM's sampling code (paper-comparable FIDs); ``"round"``: the nearest level, on average half a grey level
+    brighter."""
+    scaled = ((x.float() + 1) * 127.5).clamp(0, 255)
+    if rounding == "round":
+        scaled = scaled.round()
+    elif rounding != "floor":
+        raise ValueError(f"unknown rounding {rounding!r}; use one of {', '.join(ROUNDINGS)}")
+    return scaled.to(torch.uint8)  # the cast truncates (the values are >= 0)
 
 
 class IdentityCodec:
-    """Pixel space: ``encode`` maps uint8 to [-1, 1] floats; ``decode`` rounds back (lossless round trip)."""
+    """Pixel space: ``encode`` maps uint8 to [-1, 1] floats; ``decode(..., rounding="round")`` inverts it exactly
+    (the default, ``"floor"``, is the sample convention of :func:`to_uint8`)."""
 
     channels = 3
     downsample = 1
@@ -56,8 +71,8 @@ class IdentityCodec:
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         return _to_unit(images)
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        return _to_uint8(latents)
+    def decode(self, latents: torch.Tensor, *, rounding: Rounding = "floor") -> torch.Tensor:
+        return to_uint8(latents, rounding)
 
     def __repr__(self) -> str:
         return "IdentityCodec()"
@@ -215,9 +230,10 @@ class SDVAECodec:
         return latents_from_moments(self.moments(images), self.stats, sample=self.sample, generator=generator)
 
     @torch.no_grad()
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+    def decode(self, latents: torch.Tensor, *, rounding: Rounding = "floor") -> torch.Tensor:
+        """uint8 images from normalised latents (``rounding``: see :func:`to_uint8`)."""
         z = self.stats.denormalize(latents.float()).to(self.device, self.dtype)
-        return _to_uint8(self.vae.decode(z).sample).cpu()
+        return to_uint8(self.vae.decode(z).sample, rounding).cpu()
 
     def __repr__(self) -> str:
         return f"SDVAECodec({self.repo_id!r}, loaded={self._vae is not None})"
