@@ -120,3 +120,16 @@ def test_sweep_specs_for_table_3b_and_table_10_plan():
     evals = [j for j in jit if j.stage == "eval"]
     assert {(j.params.fid.mode, j.params.fid.num_steps) for j in evals} == {("ode", 50)}
     assert {j.params.fid.sampler.mode for j in mf4 if j.stage == "eval"} == {"meanflow"}
+
+
+def test_meanflow_repa_and_irepa_train_as_one_group_like_separate_runs(tmp_path):
+    from study.train import train_group
+
+    cfgs = [tiny("meanflow-repa", "steps=3"), tiny("meanflow-irepa", "steps=3")]
+    for i, cfg in enumerate(cfgs):
+        T.train(cfg, tmp_path / f"alone{i}")
+    train_group(cfgs, [tmp_path / f"group{i}" for i in range(2)])
+    for i in range(2):
+        a, b = params(tmp_path / f"alone{i}", 3), params(tmp_path / f"group{i}", 3)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
