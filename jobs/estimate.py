@@ -318,10 +318,14 @@ def _train_config(job: Job, cache: dict[tuple[str, ...], Any]) -> Any:
     from jobs.tasks import train_overrides
     from study.train import load_train_config
 
-    overrides = tuple(train_overrides(job))
-    key = (str(job.params.get("base")), *overrides)
-    if key not in cache:
-        cache[key] = load_train_config(job.params["base"], list(overrides))
+    try:
+        overrides = tuple(train_overrides(job))
+        key = (str(job.params.get("base")), *overrides)
+        if key not in cache:
+            cache[key] = load_train_config(job.params["base"], list(overrides))
+    except (KeyError, ValueError) as exc:
+        raise ValueError(f"cannot cost train job {job.job_id} ({job.label}): its training config does not load "
+                         f"({type(exc).__name__}: {exc})") from None
     return cache[key]
 
 
@@ -542,7 +546,7 @@ def estimate_text(est: Mapping[str, Any], top: int = 8) -> str:
     lines += ["", fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
     encs = list(est["by_encoder"].items())[:top]
     if encs:
-        lines += ["", f"most expensive encoders (train + eval + score): " + ", ".join(
+        lines += ["", "most expensive encoders (train + eval + score): " + ", ".join(
             f"{e} {_h(v['total'])}" for e, v in encs)]
     lines += ["", "throughput:"]
     for label, t in est["throughput"].items():

@@ -197,7 +197,13 @@ class FlopTable:
                                                          kernel_size=kernel_size)))
 
     def encoder(self, name: str, weights: str = "pretrained") -> dict[str, Any]:
-        return dict(self.get(encoder_key(name, weights), lambda: encoder_flops(name, weights)))
+        def count() -> dict[str, Any]:
+            try:
+                return encoder_flops(name, weights)
+            except Exception as exc:  # a build failure on meta is the entry's problem, say which
+                raise ValueError(f"cannot count the FLOPs of encoder {name!r} ({type(exc).__name__}: {exc}); "
+                                 f"check it with `repa-study encoders check {name} --meta`") from exc
+        return dict(self.get(encoder_key(name, weights), count))
 
     def sd_vae_decode(self, latent_size: int = 32) -> int:
         return int(self.get(f"sd-vae-decode|{latent_size}", lambda: sd_vae_decode_flops(latent_size)))

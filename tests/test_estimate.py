@@ -1,4 +1,4 @@
-"""The cost model: FLOP counts against analytic ones, the estimate's sums and scaling, calibration, the submit budget."""
+"""The cost model: FLOP counts vs analytic ones, the estimate's sums and scaling, calibration, the submit budget."""
 from __future__ import annotations
 
 import json
