@@ -521,7 +521,9 @@ def estimate_spec(spec: Any, settings: EstimateSettings | None = None) -> dict[s
 
 # ------------------------------------------------------------------------------------------------ text
 def _h(x: float) -> str:
-    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.3f}"
+    if x == 0:
+        return "0"
+    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.3f}" if x >= 0.01 else f"{x:.1e}"
 
 
 def summary_text(est: Mapping[str, Any]) -> str:
