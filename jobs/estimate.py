@@ -512,11 +512,24 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
     return out
 
 
-def estimate_spec(spec: Any, settings: EstimateSettings | None = None) -> dict[str, Any]:
-    """:func:`estimate_jobs` of ``plan(spec)``."""
+def estimate_spec(spec: Any, settings: EstimateSettings | None = None, *,
+                  compare_all_steps: int | None = None) -> dict[str, Any]:
+    """:func:`estimate_jobs` of ``plan(spec)``; with ``compare_all_steps`` N also ``compare``: the same plan with
+    every training at N steps (``total_gpu_hours``, ``by_stage``) and ``ratio`` = this total / that one."""
+    import dataclasses
+
     from jobs.plan import plan
 
-    return estimate_jobs(plan(spec), settings, name=spec.name)
+    settings = settings or EstimateSettings()
+    jobs = plan(spec)
+    est = estimate_jobs(jobs, settings, name=spec.name)
+    if compare_all_steps:
+        other = estimate_jobs(jobs, dataclasses.replace(settings, all_steps=compare_all_steps), name=spec.name)
+        est["compare"] = {"all_steps": compare_all_steps, "total_gpu_hours": other["total_gpu_hours"],
+                          "by_stage": other["by_stage"],
+                          "ratio": est["total_gpu_hours"] / other["total_gpu_hours"] if other["total_gpu_hours"]
+                          else None}
+    return est
 
 
 # ------------------------------------------------------------------------------------------------ text
@@ -550,6 +563,10 @@ def estimate_text(est: Mapping[str, Any], top: int = 8) -> str:
     if encs:
         lines += ["", "most expensive encoders (train + eval + score): " + ", ".join(
             f"{e} {_h(v['total'])}" for e, v in encs)]
+    if est.get("compare"):
+        c = est["compare"]
+        lines += ["", f"with every training at {c['all_steps']} steps: {_h(c['total_gpu_hours'])} GPU-hours; this plan "
+                      f"is {c['ratio']:.3f} of it"]
     lines += ["", "throughput:"]
     for label, t in est["throughput"].items():
         lines.append(f"  {label}: {t['sustained_tflops']:g} TFLOP/s sustained = {t['peak_tflops']:g} peak x MFU "

@@ -151,6 +151,9 @@ def test_cli_estimate_json_and_errors():
     out = CliRunner().invoke(cli, args + ["--json"])
     assert out.exit_code == 0, out.output
     assert json.loads(out.output)["total_gpu_hours"] > 0
+    cmp = json.loads(CliRunner().invoke(cli, args + ["--json", "--compare-all-steps", "400"]).output)
+    assert cmp["compare"]["all_steps"] == 400 and 0 < cmp["compare"]["ratio"] < 1
+    assert cmp["compare"]["ratio"] == pytest.approx(cmp["total_gpu_hours"] / cmp["compare"]["total_gpu_hours"])
     text = CliRunner().invoke(cli, args + ["--gpu", "a100", "--precision", "sample=bf16"])
     assert text.exit_code == 0 and "A100" in text.output and "sample=bf16" in text.output
     bad = CliRunner().invoke(cli, args + ["--precision", "sample=fp8"])

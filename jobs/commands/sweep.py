@@ -74,14 +74,16 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--no-calibration", is_flag=True, help="ignore measured figures; use the default MFU")
 @click.option("--all-steps", type=int, default=None, metavar="N",
               help="cost every training at N steps (e.g. 400000), to compare with the planned targets")
+@click.option("--compare-all-steps", type=int, default=None, metavar="N",
+              help="also cost the plan with every training at N steps and print the ratio (JSON: compare)")
 @click.option("--precision", "precision", multiple=True, metavar="KIND=DTYPE",
               help="e.g. --precision sample=bf16 (kinds: train, target, sample, decode, extract, encode, probe)")
 @click.option("--probe-evals", type=int, default=800, show_default=True,
               help="L-BFGS evaluations assumed per linear probe")
 @click.option("--json", "as_json", is_flag=True, help="print the estimate as one JSON object")
 def estimate_cmd(spec: str, overrides: tuple[str, ...], gpu: str, mfu: float | None, calibration: str | None,
-                 no_calibration: bool, all_steps: int | None, precision: tuple[str, ...], probe_evals: int,
-                 as_json: bool) -> None:
+                 no_calibration: bool, all_steps: int | None, compare_all_steps: int | None,
+                 precision: tuple[str, ...], probe_evals: int, as_json: bool) -> None:
     """GPU-hours of SPEC per stage, model size and encoder, from counted FLOPs and a stated throughput."""
     from jobs.estimate import EstimateSettings, estimate_spec, estimate_text, parse_precision
 
@@ -89,7 +91,7 @@ def estimate_cmd(spec: str, overrides: tuple[str, ...], gpu: str, mfu: float | N
         settings = EstimateSettings(gpu=gpu, mfu=mfu, calibration=calibration, use_calibration=not no_calibration,
                                     all_steps=all_steps, probe_evaluations=probe_evals,
                                     precision=parse_precision(precision))
-        est = estimate_spec(_load(spec, overrides), settings)
+        est = estimate_spec(_load(spec, overrides), settings, compare_all_steps=compare_all_steps)
     except ValueError as exc:
         raise click.ClickException(str(exc)) from None
     click.echo(json.dumps(est, indent=1) if as_json else estimate_text(est))
