@@ -114,7 +114,7 @@ def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) ->
 
     from jobs.estimate import train_work
     from study.cost import flop_table
-    from study.train import load_train_config
+    from study.train_config import load_train_config
 
     table = flop_table()
     # eager first; then compiled, B-size encoder before g-size and the models interleaved, so that a budget cut
@@ -177,6 +177,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
     from study.cost import flop_table
     from study.models.sit import build_sit
     from study.sample import sample_latents
+    from study.sampler_settings import SamplerSettings
 
     table = flop_table()
     channels, side = (4, cfg.image_size // 8) if cfg.codec == "sd-vae" else (3, cfg.image_size)
@@ -201,7 +202,8 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 
                 def run() -> None:
                     with autocast:
-                        sample_latents(sit, labels, noise, mode="sde", num_steps=cfg.sample_steps)
+                        sample_latents(sit, labels, noise, path="linear",
+                                       sampler=SamplerSettings(mode="sde", num_steps=cfg.sample_steps))
 
                 secs = _median_time(run, device, steps=cfg.repeats, warmup=1)
                 per_forward = secs / cfg.sample_steps

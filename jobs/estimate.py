@@ -306,24 +306,26 @@ class _Throughput:
 _RUN_KEYS_IGNORED = ("steps", "ckpt_keep", "target", "targets")
 
 
+def _params(job: Job) -> dict[str, Any]:
+    """A job's stage inputs as a plain dict (typed params or a mapping)."""
+    p = job.params
+    return p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
+
+
 def _run_key(job: Job) -> str:
     """What names a training run apart from its step target (continuations of one run share it)."""
-    ident = {k: v for k, v in job.params.items() if k not in _RUN_KEYS_IGNORED and "step" not in k}
+    ident = {k: v for k, v in _params(job).items() if k not in _RUN_KEYS_IGNORED and "step" not in k}
     ident.update(encoder=job.encoder, model=job.model, method=job.method, seed=job.seed)
     return json.dumps(ident, sort_keys=True, default=str)
 
 
-def _train_config(job: Job, cache: dict[tuple[str, ...], Any]) -> Any:
-    """The training config the train job will run (the same overrides jobs.tasks passes to the trainer)."""
-    from jobs.tasks import train_overrides
-    from study.train import load_train_config
-
+def _train_config(job: Job, cache: dict[str, Any]) -> Any:
+    """The training config the train job will run (its params' ``config()``, what jobs.tasks trains)."""
     try:
-        overrides = tuple(train_overrides(job))
-        key = (str(job.params.get("base")), *overrides)
+        key = json.dumps(_params(job), sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = load_train_config(job.params["base"], list(overrides))
-    except (KeyError, ValueError) as exc:
+            cache[key] = job.params.config()
+    except (AttributeError, KeyError, ValueError) as exc:
         raise ValueError(f"cannot cost train job {job.job_id} ({job.label}): its training config does not load "
                          f"({type(exc).__name__}: {exc})") from None
     return cache[key]
@@ -349,7 +351,7 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
     by_model: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     by_encoder: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     counts = defaultdict(int)
-    cfg_cache: dict[tuple[str, ...], Any] = {}
+    cfg_cache: dict[str, Any] = {}
 
     # ---- training: runs and their step targets
     runs: dict[str, list[Job]] = defaultdict(list)
@@ -394,13 +396,14 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
         key = next((train_of[d] for d in job.depends_on if d in train_of), None)
         if key is None:
             raise ValueError(f"eval job {job.job_id} depends on no train job of this plan; cannot cost it")
-        info, fid = run_info[key], job.params["fid"]
+        info, params = run_info[key], _params(job)
+        fid = params["fid"]
         per_sample = sample_work(table, **info["common"], num_steps=int(fid["num_steps"]),
                                  cfg_scale=float(fid["cfg_scale"]), latent=info["geo"]["latent"],
                                  extractor=fid["extractor"], precision=prec)
         work = {}
         _add(work, per_sample, float(fid["n_samples"]))
-        ref = fid.get("reference") or job.params.get("dataset")
+        ref = fid.get("reference") or params.get("dataset")
         if not str(ref).endswith(".npz") and (str(ref), fid["extractor"]) not in refs_done:
             refs_done.add((str(ref), fid["extractor"]))
             n_ref = _split_size(str(ref), "train", None)
@@ -411,7 +414,7 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
 
     # ---- scoring: encoder over the scored split (+ the train split for the probe), metrics, probe
     for job in (j for j in jobs if j.stage == "score"):
-        p = job.params
+        p = _params(job)
         enc = table.encoder(job.encoder, p.get("encoder_weights", "pretrained"))
         n_eval = _split_size(p["dataset"], p.get("split", "val"), p.get("limit"))
         n_train = _split_size(p["dataset"], "train", p.get("limit")) if p.get("probe", True) else 0
@@ -460,12 +463,12 @@ def _evals_at(evals: list[Job], train_of: dict[str, str], run_info: dict[str, di
               steps: int) -> list[Job]:
     """With every run at ``steps``: the planned evaluations up to it, plus one at ``steps`` where a run lacks it."""
     kept = [j for j in evals if (j.steps or 0) <= steps]
-    have = {(next((train_of[d] for d in j.depends_on if d in train_of), None), j.steps, json.dumps(j.params["fid"],
-            sort_keys=True)) for j in kept}
+    have = {(next((train_of[d] for d in j.depends_on if d in train_of), None), j.steps,
+             json.dumps(_params(j)["fid"], sort_keys=True)) for j in kept}
     extra = []
     for job in evals:
         key = next((train_of[d] for d in job.depends_on if d in train_of), None)
-        sig = (key, steps, json.dumps(job.params["fid"], sort_keys=True))
+        sig = (key, steps, json.dumps(_params(job)["fid"], sort_keys=True))
         if key is not None and sig not in have:
             have.add(sig)
             extra.append(job.model_copy(update={"steps": steps, "job_id": f"{job.job_id}@{steps}"}))

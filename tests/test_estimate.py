@@ -99,7 +99,7 @@ def test_a_continuation_costs_only_its_extra_steps(smoke_est):
     jobs = plan(load_spec("smoke", SMOKE))
     first = next(j for j in jobs if j.stage == "train")
     longer = first.model_copy(update={"job_id": "train-continued", "steps": 2 * first.steps,
-                                      "params": {**first.params, "steps": 2 * first.steps}})
+                                      "params": first.params.model_copy(update={"steps": 2 * first.steps})})
     est = estimate_jobs(jobs + [longer], EstimateSettings(use_calibration=False))
     assert est["runs"] == smoke_est["runs"]  # the same run with a higher target, not a second run
     base_run = estimate_jobs([first], EstimateSettings(use_calibration=False))["by_stage"]["train"]
