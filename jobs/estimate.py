@@ -308,26 +308,62 @@ _RUN_KEYS_IGNORED = ("steps", "ckpt_keep", "target", "targets")
 
 def _params(job: Job) -> dict[str, Any]:
     """A job's stage inputs as a plain dict (typed params or a mapping)."""
-    p = job.params
-    return p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
+    return _dump(job.params)
 
 
-def _run_key(job: Job) -> str:
+def _run_key(params: Mapping[str, Any]) -> str:
     """What names a training run apart from its step target (continuations of one run share it)."""
-    ident = {k: v for k, v in _params(job).items() if k not in _RUN_KEYS_IGNORED and "step" not in k}
-    ident.update(encoder=job.encoder, model=job.model, method=job.method, seed=job.seed)
+    ident = {k: v for k, v in params.items() if k not in _RUN_KEYS_IGNORED and "step" not in k}
     return json.dumps(ident, sort_keys=True, default=str)
 
 
-def _train_config(job: Job, cache: dict[str, Any]) -> Any:
-    """The training config the train job will run (its params' ``config()``, what jobs.tasks trains)."""
+@dataclass
+class _Unit:
+    """One training of a train job: the job itself, or one member run of a grouped job (``executor.group_methods``:
+    ``params.runs``, one encoder forward per step for the whole group)."""
+
+    id: str
+    job: Job
+    params: Any                 # TrainParams (or a mapping)
+    steps: int
+    group: str | None = None    # the group job's id for members of a grouped job
+
+    @property
+    def key(self) -> str:
+        return _run_key(_dump(self.params))
+
+
+def _dump(p: Any) -> dict[str, Any]:
+    return p.model_dump(mode="json") if hasattr(p, "model_dump") else dict(p)
+
+
+def _units(job: Job) -> list[_Unit]:
+    runs = getattr(job.params, "runs", None)
+    if runs is None and isinstance(job.params, Mapping):
+        runs = job.params.get("runs")
+    if runs:
+        return [_Unit(mid, job, tp, int(_dump(tp).get("steps") or job.steps or 0), group=job.job_id)
+                for mid, tp in runs.items()]
+    return [_Unit(job.job_id, job, job.params, int(_dump(job.params).get("steps") or job.steps or 0))]
+
+
+def _run_of(job: Job, train_of: Mapping[str, str]) -> str | None:
+    """The run an eval job evaluates: its params' ``train_job`` (a member id for grouped runs), else a dependency."""
+    member = _params(job).get("train_job")
+    if member in train_of:
+        return train_of[member]
+    return next((train_of[d] for d in job.depends_on if d in train_of), None)
+
+
+def _train_config(unit: "_Unit", cache: dict[str, Any]) -> Any:
+    """The training config the run will train with (its params' ``config()``, what jobs.tasks trains)."""
     try:
-        key = json.dumps(_params(job), sort_keys=True, default=str)
+        key = json.dumps(_dump(unit.params), sort_keys=True, default=str)
         if key not in cache:
-            cache[key] = job.params.config()
+            cache[key] = unit.params.config()
     except (AttributeError, KeyError, ValueError) as exc:
-        raise ValueError(f"cannot cost train job {job.job_id} ({job.label}): its training config does not load "
-                         f"({type(exc).__name__}: {exc})") from None
+        raise ValueError(f"cannot cost train job {unit.job.job_id} ({unit.job.label}): its training config does "
+                         f"not load ({type(exc).__name__}: {exc})") from None
     return cache[key]
 
 
@@ -353,21 +389,24 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
     counts = defaultdict(int)
     cfg_cache: dict[str, Any] = {}
 
-    # ---- training: runs and their step targets
-    runs: dict[str, list[Job]] = defaultdict(list)
-    train_of: dict[str, str] = {}
+    # ---- training: runs (a run's jobs differ only in their step target) and the steps each job adds
+    runs: dict[str, list[_Unit]] = defaultdict(list)
+    train_of: dict[str, str] = {}  # train job id or group member id -> run key
     for job in jobs:
         counts[job.stage] += 1
         if job.stage == "train":
-            runs[_run_key(job)].append(job)
-            train_of[job.job_id] = _run_key(job)
+            for unit in _units(job):
+                runs[unit.key].append(unit)
+                train_of[unit.id] = unit.key
+                train_of.setdefault(job.job_id, unit.key)
     run_info: dict[str, dict[str, Any]] = {}
+    target_paid: set[tuple[str, int]] = set()  # (group job, target): its shared encoder forward is counted once
     for key, members in runs.items():
-        members.sort(key=lambda j: j.steps or 0)
+        members.sort(key=lambda u: u.steps)
         first = members[0]
         cfg = _train_config(first, cfg_cache)
         geo = _geometry(cfg)
-        model = first.model or cfg.model.size
+        model = first.job.model or cfg.model.size
         common = dict(size=cfg.model.size, input_size=geo["input_size"], in_channels=geo["in_channels"],
                       num_classes=geo["num_classes"], patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm)
         m = cfg.method
@@ -376,15 +415,24 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
                                kernel_size=m.kernel_size, sit_precision=_prec_of(cfg.precision, cfg.tf32),
                                encoder_precision="bf16" if cfg.encoder.bf16 else ("tf32" if cfg.tf32 else "fp32"))
         per_image = {(k, settings.precision.get(k, p)): f for (k, p), f in per_image.items()}
-        target = settings.all_steps if settings.all_steps else max(int(j.steps or cfg.steps) for j in members)
-        run_info[key] = {"common": common, "geo": geo, "model": model, "encoder": first.encoder, "target": target,
-                         "first": first}
-        work: Work = {}
-        _add(work, per_image, float(target) * cfg.batch_size)
-        secs = thr.seconds(work, model=model, compile=cfg.compile)
-        _book(hours, flops, by_model, by_encoder, "train", model, first.encoder, secs, work)
+        stops = [(first, settings.all_steps)] if settings.all_steps else [(u, u.steps) for u in members]
+        done = 0
+        for unit, target in stops:
+            if target <= done:
+                continue
+            part = dict(per_image)
+            if unit.group is not None:
+                if (unit.group, target) in target_paid:  # a grouped run shares its group's encoder forward
+                    part = {k: v for k, v in part.items() if k[0] != "target"}
+                target_paid.add((unit.group, target))
+            work: Work = {}
+            _add(work, part, float(target - done) * cfg.batch_size)
+            secs = thr.seconds(work, model=model, compile=cfg.compile)
+            _book(hours, flops, by_model, by_encoder, "train", model, first.job.encoder, secs, work)
+            done = target
+        run_info[key] = {"common": common, "geo": geo, "model": model}
         by_model[model]["runs"] += 1
-        by_model[model]["train_steps"] += target
+        by_model[model]["train_steps"] += done
 
     # ---- evaluation: per sample, with the geometry of the run it evaluates
     evals = [j for j in jobs if j.stage == "eval"]
@@ -393,9 +441,9 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
         counts["eval"] = len(evals)
     refs_done: set[tuple[str, str]] = set()
     for job in evals:
-        key = next((train_of[d] for d in job.depends_on if d in train_of), None)
+        key = _run_of(job, train_of)
         if key is None:
-            raise ValueError(f"eval job {job.job_id} depends on no train job of this plan; cannot cost it")
+            raise ValueError(f"eval job {job.job_id} evaluates no train job of this plan; cannot cost it")
         info, params = run_info[key], _params(job)
         fid = params["fid"]
         per_sample = sample_work(table, **info["common"], num_steps=int(fid["num_steps"]),
@@ -463,11 +511,10 @@ def _evals_at(evals: list[Job], train_of: dict[str, str], run_info: dict[str, di
               steps: int) -> list[Job]:
     """With every run at ``steps``: the planned evaluations up to it, plus one at ``steps`` where a run lacks it."""
     kept = [j for j in evals if (j.steps or 0) <= steps]
-    have = {(next((train_of[d] for d in j.depends_on if d in train_of), None), j.steps,
-             json.dumps(_params(j)["fid"], sort_keys=True)) for j in kept}
+    have = {(_run_of(j, train_of), j.steps, json.dumps(_params(j)["fid"], sort_keys=True)) for j in kept}
     extra = []
     for job in evals:
-        key = next((train_of[d] for d in job.depends_on if d in train_of), None)
+        key = _run_of(job, train_of)
         sig = (key, steps, json.dumps(_params(job)["fid"], sort_keys=True))
         if key is not None and sig not in have:
             have.add(sig)
@@ -494,7 +541,8 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
         "train precision: the SiT under bf16 autocast (precision auto on a GPU); the frozen encoder outside autocast "
         "(tf32 with the training's tf32: true, bf16 with encoder.bf16)",
         "train runs: jobs that differ only in their step target are one run (a continuation costs its extra steps); "
-        "periodic sample grids during training (16 images every sample_every steps) are not counted",
+        "the runs of a grouped train job (executor.group_methods) share one encoder forward per step; periodic "
+        "sample grids during training (16 images every sample_every steps) are not counted",
         f"eval: n_samples x num_steps SiT forwards (SDE and ODE both take num_steps forwards; x2 when cfg_scale != 1) "
         f"in {prec['sample']}, + SD-VAE decoder per sample ({prec['decode']}), + InceptionV3 at 299 px per sample "
         f"({prec['extract']}); ADM npz references cost nothing, a dataset reference is extracted once per sweep "
