@@ -30,7 +30,8 @@ class _LatentShape:
     stats = LatentStats.default(4)
 
 
-def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[str, float]:
+def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None) -> dict[str, float]:
+    """Median step time of ``method``; ``enc``: an already built encoder for ``args.encoder`` (else built here)."""
     latent = args.image_size == 256 and args.codec == "sd-vae"
     cfg = load_train_config("tiny", [f"method={method}", f"model.size={args.model}", f"encoder.name={args.encoder}",
                                      f"encoder.weights={args.weights}", f"precision={args.precision}",
@@ -38,7 +39,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device) -> dict[s
     import encoders
 
     codec = _LatentShape() if latent else IdentityCodec()
-    enc = encoders.get_encoder(args.encoder, weights=args.weights, device=device)
+    enc = enc or encoders.get_encoder(args.encoder, weights=args.weights, device=device)
     images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
                            device=device)
     dim = enc.encode(images[:1])["patch"].shape[-1]
