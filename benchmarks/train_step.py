@@ -38,7 +38,9 @@ VARIANTS = {"flow": [], "meanflow": ["meanflow.kappa=0.0"], "meanflow-cfg": ["me
             "jit": ["xpred.t_eps=0.05"]}
 
 
-def bench(method: str, args: argparse.Namespace, device: torch.device, variant: str = "flow") -> dict[str, float]:
+def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
+          variant: str = "flow") -> dict[str, float]:
+    """Median step time of ``method`` in ``variant``; ``enc``: an already built encoder for ``args.encoder``."""
     jit = variant == "jit"
     latent = args.image_size == 256 and args.codec == "sd-vae" and not jit
     model_size = args.jit_model if jit else args.model
@@ -51,7 +53,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, variant: 
     codec = _LatentShape() if latent else IdentityCodec()
     if jit and args.image_size % 16:
         raise SystemExit(f"JiT needs a 16x16 grid: --image-size {args.image_size} with --jit-model {model_size}")
-    enc = encoders.get_encoder(args.encoder, weights=args.weights, device=device)
+    enc = enc or encoders.get_encoder(args.encoder, weights=args.weights, device=device)
     images = torch.randint(0, 256, (args.batch, 3, args.image_size, args.image_size), dtype=torch.uint8,
                            device=device)
     dim = enc.encode(images[:1])["patch"].shape[-1]

@@ -60,6 +60,37 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
     click.echo(f"\n{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in ("train", "eval", "score", "analyze")))
 
 
+@sweep_group.command("estimate")
+@click.argument("spec")
+@SET_OPTION
+@click.option("--gpu", type=click.Choice(["h100", "a100", "h200"]), default="h100", show_default=True)
+@click.option("--mfu", type=float, default=None, help="sustained fraction of peak for every kind of work (default "
+              "0.35, or what benchmarks/gpu_check.py measured on --gpu)")
+@click.option("--calibration", type=click.Path(dir_okay=False), default=None,
+              help="gpu_check output to calibrate with (default: benchmarks/results/<gpu>.json when present)")
+@click.option("--no-calibration", is_flag=True, help="ignore measured figures; use the default MFU")
+@click.option("--all-steps", type=int, default=None, metavar="N",
+              help="cost every training at N steps (e.g. 400000), to compare with the planned targets")
+@click.option("--compare-all-steps", type=int, default=None, metavar="N",
+              help="also cost the plan with every training at N steps and print the ratio (JSON: compare)")
+@click.option("--precision", "precision", multiple=True, metavar="KIND=DTYPE",
+              help="e.g. --precision sample=bf16 (kinds: train, target, sample, decode, extract, encode, probe)")
+@click.option("--probe-evals", type=int, default=800, show_default=True,
+              help="L-BFGS evaluations assumed per linear probe")
+@click.option("--json", "as_json", is_flag=True, help="print the estimate as one JSON object")
+def estimate_cmd(spec: str, overrides: tuple[str, ...], gpu: str, mfu: float | None, calibration: str | None,
+                 no_calibration: bool, all_steps: int | None, compare_all_steps: int | None,
+                 precision: tuple[str, ...], probe_evals: int, as_json: bool) -> None:
+    """GPU-hours of SPEC per stage, model size and encoder, from counted FLOPs and a stated throughput."""
+    from jobs.estimate import EstimateSettings, estimate_spec, estimate_text, parse_precision
+
+    settings = EstimateSettings(gpu=gpu, mfu=mfu, calibration=calibration, use_calibration=not no_calibration,
+                                all_steps=all_steps, probe_evaluations=probe_evals,
+                                precision=parse_precision(precision))
+    est = estimate_spec(_load(spec, overrides), settings, compare_all_steps=compare_all_steps)
+    click.echo(json.dumps(est, indent=1) if as_json else estimate_text(est))
+
+
 @sweep_group.command("submit")
 @click.argument("spec")
 @SET_OPTION
@@ -71,13 +102,21 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--slurm-qos", default=None)
 @click.option("--slurm-constraint", default=None)
 @click.option("--wait", is_flag=True, help="block until every job ends; exit status 1 if any failed")
+@click.option("--max-gpu-hours", type=float, default=None,
+              help="refuse (submit nothing) when the sweep's estimate exceeds this many GPU-hours")
+@click.option("--gpu", type=click.Choice(["h100", "a100", "h200"]), default="h100", show_default=True,
+              help="GPU the estimate assumes")
 def submit_cmd(spec: str, overrides: tuple[str, ...], root: str | None, executor: str | None,
                slurm_partition: str | None, slurm_account: str | None, slurm_qos: str | None,
-               slurm_constraint: str | None, wait: bool) -> None:
-    """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume)."""
+               slurm_constraint: str | None, wait: bool, max_gpu_hours: float | None, gpu: str) -> None:
+    """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume).
+
+    The sweep's estimate (`sweep estimate`) is printed first; with --max-gpu-hours a larger one is refused."""
+    from jobs.estimate import check_budget
     from jobs.submit import submit_sweep, sweep_status
 
     cfg = _load(spec, overrides)
+    click.echo(check_budget(cfg, max_gpu_hours, gpu=gpu))
     slurm = {"partition": slurm_partition, "account": slurm_account, "qos": slurm_qos,
              "constraint": slurm_constraint}
     sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# GPU figures for `repa-study sweep estimate` in one short run (<= 8 minutes on one GPU); prints one JSON object.
+#   benchmarks/gpu_check.sh --out benchmarks/results/h100.json   # on the GPU (the estimate then reads it)
+#   benchmarks/gpu_check.sh --dry-run                             # tiny sizes on CPU: checks the script only
+# The schema is in benchmarks/gpu_check.py's docstring. Not used by any test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY="${PYTHON:-.venv/bin/python}"
+[ -x "$PY" ] || PY=python3
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+# configurations stop starting at 420 s; the hard stop leaves a minute for the one in flight
+exec timeout --signal=INT 480 "$PY" benchmarks/gpu_check.py --budget-s 420 "$@"
