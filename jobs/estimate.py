@@ -138,12 +138,14 @@ def _geometry(cfg: Any) -> dict[str, Any]:
 def train_work(table: Any, *, size: str, input_size: int, in_channels: int, num_classes: int,
                patch_size: int | None, qk_norm: bool, encoders: Iterable[tuple[str, str]], align: bool,
                projector: str, hidden_dim: int, kernel_size: int, sit_precision: str,
-               encoder_precision: str) -> Work:
-    """FLOPs of one training image: 3 x (SiT + projectors forward) + each frozen encoder's forward."""
+               encoder_precision: str, extra_forwards: float = 0.0) -> Work:
+    """FLOPs of one training image: 3 x (SiT + projectors forward) + each frozen encoder's forward, plus
+    ``extra_forwards`` SiT forwards without grad (MeanFlow: see :func:`meanflow_forwards`)."""
+    from study.models.jit_sizes import is_jit_size, parse_jit_size
     from study.models.sit import parse_size
 
-    dims, name_patch = parse_size(size)
-    patch = patch_size or name_patch or 2
+    dims, name_patch = parse_jit_size(size) if is_jit_size(size) else parse_size(size)
+    patch = patch_size or name_patch or (16 if is_jit_size(size) else 2)
     grid = (input_size // patch, input_size // patch)
     sit = table.sit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
                     patch_size=patch_size, qk_norm=qk_norm)
@@ -154,10 +156,20 @@ def train_work(table: Any, *, size: str, input_size: int, in_channels: int, num_
             target += enc["flops"]
             trained += table.projector(projector, dims.hidden, enc["embed_dim"], grid=grid, hidden_dim=hidden_dim,
                                        kernel_size=kernel_size)
-    work: Work = {("train", sit_precision): 3.0 * trained}
+    work: Work = {("train", sit_precision): 3.0 * trained + extra_forwards * float(sit)}
     if target:
         work[("target", encoder_precision)] = target
     return work
+
+
+def meanflow_forwards(meanflow: Any) -> float:
+    """SiT forwards a MeanFlow step adds to flow matching's forward + backward: the JVP (counted as 2 forwards:
+    primal and tangent, an assumption) and the guidance forwards of the folded CFG (1 with kappa 0, 2 with kappa >
+    0, none without guidance)."""
+    if meanflow is None:
+        return 0.0
+    guided = not (meanflow.omega == 1.0 and meanflow.kappa == 0.0)
+    return 2.0 + (0.0 if not guided else (2.0 if meanflow.kappa > 0 else 1.0))
 
 
 def sample_work(table: Any, *, size: str, input_size: int, in_channels: int, num_classes: int,
@@ -413,7 +425,8 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
         per_image = train_work(table, **common, encoders=[(n, cfg.encoder.weights) for n in cfg.encoder.names],
                                align=m.align, projector=m.projector, hidden_dim=m.hidden_dim,
                                kernel_size=m.kernel_size, sit_precision=_prec_of(cfg.precision, cfg.tf32),
-                               encoder_precision="bf16" if cfg.encoder.bf16 else ("tf32" if cfg.tf32 else "fp32"))
+                               encoder_precision="bf16" if cfg.encoder.bf16 else ("tf32" if cfg.tf32 else "fp32"),
+                               extra_forwards=meanflow_forwards(cfg.meanflow))
         per_image = {(k, settings.precision.get(k, p)): f for (k, p), f in per_image.items()}
         stops = [(first, settings.all_steps)] if settings.all_steps else [(u, u.steps) for u in members]
         done = 0
@@ -536,7 +549,8 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
                              "benchmarks/gpu_check.sh, or disabled)"),
         "FLOPs: torch.utils.flop_counter on the meta device (matmuls, convolutions, attention; element-wise ops, "
         "norms, the optimizer step and EMA are not counted), per image, from study/flops.json",
-        "train: steps x global batch x (3 x (SiT + projector forward) + frozen encoder forward); GPU-hours do not "
+        "train: steps x global batch x (3 x (SiT + projector forward) + frozen encoder forward), MeanFlow + 2 SiT "
+        "forwards for the JVP (an assumption) + 1-2 for the folded CFG; GPU-hours do not "
         "depend on the GPU count (perfect data-parallel scaling, no communication or data-loading stalls)",
         "train precision: the SiT under bf16 autocast (precision auto on a GPU); the frozen encoder outside autocast "
         "(tf32 with the training's tf32: true, bf16 with encoder.bf16)",

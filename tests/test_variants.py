@@ -133,3 +133,21 @@ def test_meanflow_repa_and_irepa_train_as_one_group_like_separate_runs(tmp_path)
         a, b = params(tmp_path / f"alone{i}", 3), params(tmp_path / f"group{i}", 3)
         for k in a:
             torch.testing.assert_close(a[k], b[k], rtol=1e-5, atol=1e-6, msg=k)
+
+
+def test_sweep_estimate_counts_jit_and_meanflow():
+    from jobs.estimate import meanflow_forwards, train_work
+    from study.cost import flop_table
+
+    table = flop_table()
+    common = dict(input_size=256, in_channels=3, num_classes=1000, patch_size=None, qk_norm=False, projector="conv",
+                  hidden_dim=2048, kernel_size=3, sit_precision="bf16", encoder_precision="tf32")
+    jit = train_work(table, size="JiT-B/16", encoders=[], align=False, **common)[("train", "bf16")]
+    assert jit / 3 == pytest.approx(2 * 131e6 * 256, rel=0.25)  # a forward: about 2 x params x tokens
+    assert meanflow_forwards(None) == 0.0
+    assert meanflow_forwards(C.load_train_config("meanflow-repa").meanflow) == 2.0  # the JVP
+    assert meanflow_forwards(C.load_train_config("meanflow-cfg-repa").meanflow) == 4.0  # + two guidance forwards
+    sit = dict(common, input_size=32, in_channels=4)
+    flow = train_work(table, size="SiT-B/2", encoders=[], align=False, **sit)[("train", "bf16")]
+    mf = train_work(table, size="SiT-B/2", encoders=[], align=False, extra_forwards=2.0, **sit)[("train", "bf16")]
+    assert mf == pytest.approx(flow * 5 / 3)
