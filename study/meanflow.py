@@ -28,8 +28,8 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 
 from study.flow import sample_time
 
-__all__ = ["MeanFlowSettings", "meanflow_settings", "sample_time_pair", "guided_velocity", "meanflow_target", "adaptive_weight",
-           "meanflow_loss", "meanflow_sample", "meanflow_step", "unwrap", "UFn"]
+__all__ = ["MeanFlowSettings", "meanflow_settings", "sample_time_pair", "guided_velocity", "meanflow_target",
+           "adaptive_weight", "meanflow_loss", "meanflow_sample", "meanflow_step", "unwrap", "UFn"]
 
 UFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, t, r) -> u
 
@@ -118,7 +118,8 @@ def adaptive_weight(sq: torch.Tensor, p: float, c: float) -> torch.Tensor:
     return 1.0 / (sq.detach() + c).pow(p)
 
 
-def meanflow_loss(u: torch.Tensor, u_tgt: torch.Tensor, settings: MeanFlowSettings) -> tuple[torch.Tensor, torch.Tensor]:
+def meanflow_loss(u: torch.Tensor, u_tgt: torch.Tensor,
+                  settings: MeanFlowSettings) -> tuple[torch.Tensor, torch.Tensor]:
     """``(weighted loss, plain mean squared error)``: the squared error summed over dimensions, adaptively weighted,
     averaged over the batch; the second value (mean over all elements) is for logging."""
     err = (u.float() - u_tgt).pow(2)

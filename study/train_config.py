@@ -20,7 +20,8 @@ from study.sampler_settings import SamplerSettings
 
 __all__ = [
     "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
-    "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets", "method_presets", "default_base",
+    "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets",
+    "method_presets", "default_base",
     "load_train_config", "build_train_config",
 ]
 
@@ -29,7 +30,7 @@ PRESETS_DIR = Path(__file__).resolve().parent / "presets"
 
 # ------------------------------------------------------------------------------------------------------ sections
 class ModelSection(StrictModel):
-    size: str = "SiT-XL/2"          # SiT-S/2 ... SiT-XL/2, tiny, smoke, or JiT-B/16, JiT-L/16, JiT-H/16, JiT-tiny, JiT-smoke
+    size: str = "SiT-XL/2"          # SiT-S/2 ... SiT-XL/2, tiny, smoke; JiT-B/16, JiT-L/16, JiT-H/16, JiT-tiny, JiT-smoke
     patch_size: int | None = None   # overrides the size's /P (default 2); the token grid must match the encoder's
     qk_norm: bool = False
     class_dropout: float = Field(0.1, ge=0.0, le=1.0)  # label dropout for classifier-free guidance

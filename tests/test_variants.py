@@ -110,7 +110,8 @@ def test_sweep_specs_for_table_3b_and_table_10_plan():
     assert {j.job_id for j in trains} == {j.job_id for j in mf1 if j.stage == "train"}  # trained once for both
     assert {j.params.fid.num_steps for j in mf4 if j.stage == "eval"} == {4}
     assert {j.params.fid.num_steps for j in mf1 if j.stage == "eval"} == {1}
-    guided = {j.model: j.params.config() for j in trains if j.encoder == "dinov2-vit-b" and j.method == "meanflow-irepa"}
+    guided = {j.model: j.params.config() for j in trains
+              if j.encoder == "dinov2-vit-b" and j.method == "meanflow-irepa"}
     assert guided["SiT-B/2"].meanflow.kappa == 0.0 and guided["SiT-B/2-cfg2"].meanflow.kappa == 0.5
     assert guided["SiT-B/2"].method.projector == "conv" and guided["SiT-B/2"].steps == 100_000
     cfgs = [j.params.config() for j in jit if j.stage == "train"]
