@@ -10,9 +10,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.repae.settings import DISC_FILE, DISC_REPO
 
-__all__ = ["PatchDiscriminator", "hinge_d_loss", "build_discriminator", "discriminator_path"]
+__all__ = ["PatchDiscriminator", "hinge_d_loss", "build_discriminator", "discriminator_path", "DISC_FILE", "DISC_REPO"]
+
+DISC_REPO = "REPA-E/sdvae"                      # the Hugging Face repo the official recipe takes it from
+DISC_FILE = "sdvae-f8d4-discriminator-ckpt.pt"  # [CODE] --disc-pretrained-ckpt pretrained/sdvae/<this>
 
 
 class PatchDiscriminator(nn.Module):

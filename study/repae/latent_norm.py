@@ -66,8 +66,9 @@ class LatentBatchNorm(nn.BatchNorm2d):
         return ((zf - mean.float().view(shape)) / torch.sqrt(var.float().view(shape) + self.eps)).to(z.dtype)
 
     def normalize_frozen(self, z: torch.Tensor) -> torch.Tensor:
-        """Normalise with the running statistics whatever the mode, without updating them (gradient flows to z)."""
-        return F.batch_norm(z, self.running_mean, self.running_var, None, None, False, 0.0, self.eps)
+        """Normalise with the running statistics whatever the mode, without updating them (gradient flows to z).
+        Copies of the statistics: autograd keeps them for backward, and the SiT pass updates the originals."""
+        return F.batch_norm(z, self.running_mean.clone(), self.running_var.clone(), None, None, False, 0.0, self.eps)
 
     def latent_stats(self, source: str = "repae-bn") -> LatentStats:
         """The running statistics as a codec's ``(z - bias) * scale``: scale ``rsqrt(var)``, as ``generate.py``."""

@@ -11,7 +11,7 @@ from torch import nn
 from study.data.codecs import LatentStats, SDVAECodec
 from study.repae.discriminator import build_discriminator
 from study.repae.latent_norm import LatentBatchNorm, update_bn_ema
-from study.repae.settings import RepaeSection
+from study.train_config import RepaeSection
 from study.repae.step import RepaeStep, VAEObjective
 from study.repae.vae import VAEPass, build_vae
 

@@ -29,7 +29,7 @@ from study.flow import interpolate
 from study.repae.discriminator import PatchDiscriminator, hinge_d_loss
 from study.repae.latent_norm import LatentBatchNorm
 from study.repae.lpips import LPIPS
-from study.repae.settings import RepaeSection
+from study.train_config import RepaeSection
 from study.repae.vae import unit_images
 
 __all__ = ["VAEObjective", "RepaeLosses", "RepaeStep", "frozen_call"]

@@ -12,12 +12,12 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from study.data.codecs import SDVAECodec, _to_unit, load_sd_vae
+from study.data.codecs import LatentStats, SDVAECodec, _to_unit, load_sd_vae
 from study.repae.latent_norm import LatentBatchNorm
-from study.repae.settings import RepaeSection
+from study.train_config import RepaeSection
 
 __all__ = ["build_vae", "tiny_autoencoder", "VAEPass", "vae_from_state", "codec_from_checkpoint",
-           "export_tuned_vae"]
+           "export_tuned_vae", "resolve_latent_stats"]
 
 
 def tiny_autoencoder(seed: int = 0):
@@ -52,6 +52,11 @@ class VAEPass(nn.Module):
         recon = self.vae.decode(z).sample
         kl = dist.kl().float().sum() / x.shape[0]
         return z, recon, kl
+
+
+def resolve_latent_stats(stats: LatentStats | str | Path | None) -> LatentStats | None:
+    """``data.latent_stats`` (a file) or a prepared dataset's statistics, as the BN's initial running stats."""
+    return stats if stats is None or isinstance(stats, LatentStats) else LatentStats.load(stats)
 
 
 def vae_from_state(config: Mapping[str, Any], state: Mapping[str, torch.Tensor], device: torch.device | str = "cpu"):
