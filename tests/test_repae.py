@@ -8,7 +8,8 @@ from study.data.codecs import LatentStats
 from study.models.sit import build_sit
 from study.repae import (LPIPS, LatentBatchNorm, PatchDiscriminator, RepaeParts, RepaeSection, build_discriminator,
                          codec_from_checkpoint, export_tuned_vae, frozen_call, update_bn_ema)
-from study.train import Denoiser, OptimSection
+from study.denoiser import Denoiser
+from study.train_config import OptimSection
 
 torch.set_num_threads(1)
 CLASSES, DIM = 4, 8
@@ -22,7 +23,7 @@ def section(**kw):
 def denoiser(seed=0):
     torch.manual_seed(seed)
     sit = build_sit("smoke", input_size=16, in_channels=4, num_classes=CLASSES, patch_size=1)
-    return Denoiser(sit, [build_projector("mlp", sit.hidden, DIM, hidden_dim=16)])
+    return Denoiser(sit, [build_projector("mlp", sit.hidden, DIM, hidden_dim=16)], depth=1)
 
 
 def batch(b=4, seed=0):

@@ -7,7 +7,11 @@ import torch
 import torch.multiprocessing as mp
 
 import study.train as T
-from study.config import config_hash
+from study.config import ConfigError, config_hash
+from study.denoiser import build_denoiser
+from study.run_dir import checkpoint_path
+from study.sampler_settings import SamplerSettings
+from study.train_config import build_train_config, load_train_config
 from train_support import ddp_worker, free_port, load_samples, log_rows, one_thread  # noqa: F401 (autouse fixture)
 
 TINY = ["device=cpu", "threads=1", "encoder.weights=tiny", "log_every=1"]
@@ -18,7 +22,7 @@ AS_OVERRIDES = ["method=repa-e", "method.depth=null", "method.hidden_dim=64", "m
 
 
 def state(run, step):
-    return torch.load(T.checkpoint_path(run, step), map_location="cpu", weights_only=False)
+    return torch.load(checkpoint_path(run, step), map_location="cpu", weights_only=False)
 
 
 def flat(st):
@@ -35,7 +39,7 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
     from study.repae import codec_from_checkpoint, tiny_autoencoder
     from study.sample import sample_images, sample_run
 
-    cfg = T.load_train_config("smoke-repa-e", [*TINY, "steps=4", "ckpt_every=2", "sample_every=4"])
+    cfg = load_train_config("smoke-repa-e", [*TINY, "steps=4", "ckpt_every=2", "sample_every=4"])
     assert cfg.method.repae is not None and cfg.data.codec == "sd-vae"
     full = tmp_path / "full"
     T.train(cfg, full)
@@ -53,7 +57,7 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
     # killed after step 3 before its checkpoint: resume from step 2 reproduces the uninterrupted run
     part = tmp_path / "part"
     T.train(cfg, part, max_steps=3)
-    T.checkpoint_path(part, 3).unlink()
+    checkpoint_path(part, 3).unlink()
     T.train(cfg, part)
     a, b = flat(st), flat(state(part, 4))
     assert a.keys() == b.keys()
@@ -62,13 +66,14 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
     assert [r["loss_vae"] for r in log_rows(part)] == pytest.approx([r["loss_vae"] for r in rows], abs=1e-6)
 
     # sampling (and so FID) decodes with the tuned VAE and the EMA BN statistics of the checkpoint
-    out = sample_run(full, 4, 3, mode="ode", num_steps=2, batch_size=2, device="cpu")
+    sampler = SamplerSettings(mode="ode", num_steps=2)
+    out = sample_run(full, 4, 3, sampler, batch_size=2, device="cpu")
     images, labels = load_samples(out)
     codec = codec_from_checkpoint(st)
-    sit = T.build_model(cfg, image_size=32, num_classes=4, codec=codec, encoder_dims=[64]).sit
+    sit = build_denoiser(cfg, image_size=32, num_classes=4, codec=codec, encoder_dims=[64]).sit
     sit.load_state_dict(st["ema"])
-    expect = sample_images(sit.eval(), torch.tensor(labels), seeds=[0, 1, 2], base_seed=0, codec=codec,
-                           path="linear", mode="ode", num_steps=2)
+    expect = sample_images(sit.eval(), torch.tensor(labels), seeds=[0, 1, 2], codec=codec, path="linear",
+                           sampler=sampler)
     assert images.shape == (3, 32, 32, 3) and (expect.permute(0, 2, 3, 1).numpy() == images).all()
     assert json.loads((out / "manifest.json").read_text())["config_hash"] == st["config_hash"]
 
@@ -76,7 +81,7 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
 def test_two_gloo_ranks_match_one_process(tmp_path):
     # no GAN here: the discriminator's BatchNorm is per rank, as in the official code
     overrides = [*AS_OVERRIDES, "steps=2", "ckpt_every=2", "batch_size=8", "method.repae.disc_weight=0"]
-    T.train(T.load_train_config("smoke", ["device=cpu", "data.spec=synthetic:n=64,size=32,classes=4,seed=0",
+    T.train(load_train_config("smoke", ["device=cpu", "data.spec=synthetic:n=64,size=32,classes=4,seed=0",
                                           *overrides]), tmp_path / "single")
     mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
     a, b = state(tmp_path / "single", 2), state(tmp_path / "ddp", 2)
@@ -92,19 +97,19 @@ def test_two_gloo_ranks_match_one_process(tmp_path):
 
 def test_other_configs_keep_their_hashes_and_repae_configs_round_trip(tmp_path):
     for preset in ("repa", "irepa", "irepa-released", "tiny", "smoke"):
-        cfg = T.load_train_config(preset)
+        cfg = load_train_config(preset)
         assert "repae" not in cfg.model_dump()["method"]  # so config_hash is what it was before the field
-    assert config_hash(T.load_train_config("repa")) == "90bbef5876aa"  # the hash before method.repae existed
-    e = T.load_train_config("irepa-e")
+    assert config_hash(load_train_config("repa")) == "90bbef5876aa"  # the hash before method.repae existed
+    e = load_train_config("irepa-e")
     assert (e.method.projector, e.method.spatial_norm, e.method.repae.vae_lam, e.method.repae.recon) == \
         ("conv", True, 1.5, "l1")
     from study.config import dump_config
 
     dump_config(e, tmp_path / "config.yaml")
-    assert config_hash(T.load_train_config(str(tmp_path / "config.yaml"))) == config_hash(e)
-    swept = T.build_train_config("irepa-e", "SiT-XL/2", "dinov2-vit-b", steps=1, seed=0, data="/data/in")
+    assert config_hash(load_train_config(str(tmp_path / "config.yaml"))) == config_hash(e)
+    swept = build_train_config("irepa-e", "SiT-XL/2", "dinov2-vit-b", steps=1, seed=0, data="/data/in")
     assert swept.method == e.method  # a sweep's method preset carries its REPA-E section
-    with pytest.raises(T.ConfigError, match="data.codec=sd-vae"):
-        T.load_train_config("smoke", ["method=repa-e"])
-    with pytest.raises(T.ConfigError, match="needs align: true"):
-        T.load_train_config("repa-e", ["method.align=false"])
+    with pytest.raises(ConfigError, match="data.codec=sd-vae"):
+        load_train_config("smoke", ["method=repa-e"])
+    with pytest.raises(ConfigError, match="needs align: true"):
+        load_train_config("repa-e", ["method.align=false"])
