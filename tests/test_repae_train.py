@@ -113,3 +113,20 @@ def test_other_configs_keep_their_hashes_and_repae_configs_round_trip(tmp_path):
         load_train_config("smoke", ["method=repa-e"])
     with pytest.raises(ConfigError, match="needs align: true"):
         load_train_config("repa-e", ["method.align=false"])
+
+
+def test_table3a_sweep_plans_repa_e_against_irepa_e():
+    from jobs.plan import plan
+    from jobs.spec import load_spec
+
+    jobs = plan(load_spec("table3a"))
+    trains = [j for j in jobs if j.stage == "train"]
+    assert [j.stage for j in jobs].count("eval") == 8 and [j.stage for j in jobs].count("analyze") == 1
+    assert {(j.encoder, j.method) for j in trains} == {
+        (e, m) for e in ("webssl-vit-dino1b", "pe-vit-g", "dinov3-vit-b16", "dinov2-vit-b") for m in ("repa-e",
+                                                                                                       "irepa-e")}
+    for job in trains:
+        cfg = job.params.config()
+        assert (cfg.model.size, cfg.steps, cfg.ckpt_keep, cfg.data.codec) == ("SiT-XL/2", 100_000, [100_000], "sd-vae")
+        assert cfg.method.repae is not None and cfg.method.repae.vae_lam == 1.5
+        assert cfg.method.spatial_norm == (job.method == "irepa-e")
