@@ -57,10 +57,15 @@ class Denoiser(nn.Module):
         self.projectors = nn.ModuleList(projectors)
         self.depth = depth
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(prediction, each projector's output on the hidden tokens after block ``depth``)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *,
+                projections_only: bool = False) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(prediction, each projector's output on the hidden tokens after block ``depth``). ``projections_only``:
+        (None, the projections), the blocks after ``depth`` not run (REPA-E's alignment pass for the VAE)."""
         if not len(self.projectors):
             return self.sit(x_t, t, y), []
+        if projections_only:
+            (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1], intermediates_only=True)
+            return None, [p(hidden, self.sit.grid) for p in self.projectors]
         v, (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1])
         return v, [p(hidden, self.sit.grid) for p in self.projectors]
 

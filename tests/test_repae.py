@@ -200,3 +200,18 @@ def test_discriminator_checkpoint_format_and_missing_file(tmp_path, monkeypatch)
     d.eval(), again.eval()
     torch.testing.assert_close(again(x)[0], d(x)[0])
     assert again(x)[0].shape == (2, 1, 2, 2)
+
+
+def test_projections_only_stops_at_the_alignment_depth_with_the_same_projections(monkeypatch):
+    model = denoiser()
+    b = batch()
+    x, t, y = b["eps"], b["t"], b["labels"]
+    v, full = model(x, t, y)
+    ran = []
+    for i, block in enumerate(model.sit.blocks):
+        monkeypatch.setattr(block, "forward", (lambda f, i: lambda *a: ran.append(i) or f(*a))(block.forward, i))
+    none, early = model(x, t, y, projections_only=True)
+    assert none is None and ran == [0]  # the smoke SiT aligns after block 1 of 2: block 2 never runs
+    torch.testing.assert_close(early[0], full[0])
+    (hidden,) = model.sit.forward_intermediates(x, t, y, indices=[0], intermediates_only=True)
+    assert hidden.shape == (4, 256, model.sit.hidden)

@@ -4,8 +4,9 @@ Per micro-batch, in the official order:
 
 1. VAE forward: posterior sample ``z`` (seeded noise) and its reconstruction.
 2. VAE objective = reconstruction (L1) + LPIPS + KL + GAN generator term + ``vae_lam`` x the alignment loss of the
-   SiT run on ``bn_running(z)`` with the SiT's parameters detached (its projector output is what the VAE aligns;
-   [CODE] ``requires_grad(model, False); model.eval()``). Gradient: VAE only.
+   SiT run on ``bn_running(z)`` with the SiT's parameters detached, up to the alignment depth only (its projector
+   output is what the VAE aligns; [CODE] ``requires_grad(model, False); model.eval()``, ``align_only``).
+   Gradient: VAE only.
 3. Discriminator objective: hinge loss on real images vs ``recon.detach()``. Gradient: discriminator only.
 4. SiT objective = velocity MSE + ``lam`` x alignment on ``bn(z.detach())`` in training mode (batch statistics,
    running stats updated): the stop-gradient keeps the diffusion loss out of the VAE. Gradient: SiT + projectors.
@@ -35,11 +36,11 @@ from study.repae.vae import unit_images
 __all__ = ["VAEObjective", "RepaeLosses", "RepaeStep", "frozen_call"]
 
 
-def frozen_call(module: nn.Module, *args: torch.Tensor):
-    """``module(*args)`` with its parameters detached: gradients reach the inputs, never the parameters (and no
-    DDP hook or requires_grad flag is touched). Buffers are the module's own (BatchNorm stats update as usual)."""
+def frozen_call(module: nn.Module, *args: torch.Tensor, **kwargs):
+    """``module(*args, **kwargs)`` with its parameters detached: gradients reach the inputs, never the parameters
+    (and no DDP hook or requires_grad flag is touched). Buffers are the module's own (BatchNorm stats update)."""
     params = {name: p.detach() for name, p in module.named_parameters()}
-    return functional_call(module, params, args)
+    return functional_call(module, params, args, kwargs)
 
 
 class VAEObjective(nn.Module):
@@ -125,7 +126,7 @@ class RepaeStep:
         x_frozen, _ = interpolate(self.path, self.bn.normalize_frozen(z), eps, t)
         y_align = labels if self.s.align_labels == "clean" else y_drop
         with autocast:
-            _, preds_frozen = frozen_call(self.denoiser, x_frozen, t, y_align)
+            _, preds_frozen = frozen_call(self.denoiser, x_frozen, t, y_align, projections_only=True)
         vae_align = self._align(preds_frozen, targets, z.device)
         vae = gen + self.s.vae_lam * vae_align
 
