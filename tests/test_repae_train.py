@@ -130,3 +130,25 @@ def test_table3a_sweep_plans_repa_e_against_irepa_e():
         assert (cfg.model.size, cfg.steps, cfg.ckpt_keep, cfg.data.codec) == ("SiT-XL/2", 100_000, [100_000], "sd-vae")
         assert cfg.method.repae is not None and cfg.method.repae.vae_lam == 1.5
         assert cfg.method.spatial_norm == (job.method == "irepa-e")
+
+
+def test_repa_e_and_irepa_e_trained_as_a_group_equal_separate_runs(tmp_path):
+    from study.train import train_group
+
+    base = ["device=cpu", "data.spec=synthetic:n=64,size=32,classes=4,seed=0", *AS_OVERRIDES, "steps=2",
+            "ckpt_every=2", "log_every=1", "grad_accum=2"]
+    cfgs = [load_train_config("smoke", base),
+            load_train_config("smoke", [*base, "method=irepa-e", "method.depth=null", "method.hidden_dim=64",
+                                        "method.repae.vae_weights=tiny", "method.repae.perceptual_weight=0",
+                                        "method.repae.disc_weights=random"])]
+    assert [c.method.name for c in cfgs] == ["repa-e", "irepa-e"]
+    for i, cfg in enumerate(cfgs):
+        T.train(cfg, tmp_path / f"alone{i}")
+    train_group(cfgs, [tmp_path / f"group{i}" for i in range(2)])
+    for i in range(2):
+        a, b = flat(state(tmp_path / f"alone{i}", 2)), flat(state(tmp_path / f"group{i}", 2))
+        assert a.keys() == b.keys()
+        for k in a:
+            torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
+    va, vb = (state(tmp_path / f"group{i}", 2)["repae"]["vae"] for i in range(2))
+    assert any(not torch.equal(va[k], vb[k]) for k in va)  # each run tunes its own VAE
