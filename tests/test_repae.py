@@ -215,3 +215,10 @@ def test_projections_only_stops_at_the_alignment_depth_with_the_same_projections
     torch.testing.assert_close(early[0], full[0])
     (hidden,) = model.sit.forward_intermediates(x, t, y, indices=[0], intermediates_only=True)
     assert hidden.shape == (4, 256, model.sit.hidden)
+
+
+def test_a_decoding_codec_leaves_the_training_vae_in_training_mode():
+    parts = RepaeParts(section(), optim=OptimSection(), init_stats=None)
+    parts.train()
+    parts.codec()
+    assert parts.vae.training

@@ -79,7 +79,10 @@ class RepaeParts:
     def codec(self, *, ema: bool = True) -> SDVAECodec:
         """Decode with the current VAE and the (EMA) BN statistics (for sample grids during training)."""
         bn = self.ema_bn if ema else self.bn
-        return SDVAECodec("repae-tuned", vae=self.vae, stats=bn.latent_stats(), device=self.device)
+        training = self.vae.training
+        codec = SDVAECodec("repae-tuned", vae=self.vae, stats=bn.latent_stats(), device=self.device)
+        self.vae.train(training)  # the codec puts its VAE in eval mode: this one keeps training
+        return codec
 
     # --------------------------------------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict[str, Any]:
