@@ -4,7 +4,7 @@ import re
 import pandas as pd
 
 from analysis.report import _paper_variant_rows, analyze, variant_pairs
-from analysis.reference import load_reference
+from analysis.reference import load_reference_data
 
 
 def test_variant_pairs_match_irepa_methods_to_their_repa_counterpart():
@@ -14,7 +14,7 @@ def test_variant_pairs_match_irepa_methods_to_their_repa_counterpart():
 
 
 def test_paper_variants_are_repa_e_and_meanflow():
-    rows = {recipe: (df, tables) for recipe, df, tables in _paper_variant_rows(load_reference("paper"))}
+    rows = {recipe: (df, tables) for recipe, df, tables in _paper_variant_rows(load_reference_data("paper"))}
     assert set(rows) == {"repa-e", "meanflow"}
     repae, tables = rows["repa-e"]
     assert tables == "3a" and set(repae["method"]) == {"repa-e", "irepa-e"} and len(repae) == 8
