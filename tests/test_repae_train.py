@@ -152,3 +152,23 @@ def test_repa_e_and_irepa_e_trained_as_a_group_equal_separate_runs(tmp_path):
             torch.testing.assert_close(b[k], a[k], rtol=1e-5, atol=1e-6, msg=k)
     va, vb = (state(tmp_path / f"group{i}", 2)["repae"]["vae"] for i in range(2))
     assert any(not torch.equal(va[k], vb[k]) for k in va)  # each run tunes its own VAE
+
+
+def test_estimate_adds_repa_e_work_per_image():
+    from jobs.estimate import estimate_spec
+    from jobs.spec import load_spec
+    from study.repae.cost import repae_train_flops
+
+    class Table:  # stand-in counts: which terms enter, and how often
+        def get(self, key, compute):
+            return {"sd-vae-enc-dec": 100.0, "vgg16-lpips": 10.0, "patchgan": 1.0}[key.split("|")[1]]
+
+    cfg = load_train_config("repa-e")  # SiT-XL/2 aligned after block 8 of 28
+    assert repae_train_flops(Table(), cfg, image_size=256, sit_flops=28.0, projector_flops=0.5) == \
+        3 * 100 + 3 * 10 + 6 * 1 + 2 * (28 * 8 / 28 + 0.5)
+    no_gan = load_train_config("repa-e", ["method.repae.disc_weight=0", "method.repae.perceptual_weight=0"])
+    assert repae_train_flops(Table(), no_gan, image_size=256, sit_flops=28.0, projector_flops=0.5) == 300 + 17
+    repae = estimate_spec(load_spec("table3a"))
+    repa = estimate_spec(load_spec("table3a", ["methods=[repa,irepa]"]))
+    assert repae["by_stage"]["train"] > 2 * repa["by_stage"]["train"]  # the VAE dominates (895 vs 237 GFLOPs)
+    assert any("REPA-E runs" in a for a in repae["assumptions"])
