@@ -98,7 +98,7 @@ def method_comparison(df: pd.DataFrame, y: str, path: Path, *, title: str = "") 
         part = df[df["model"].astype(str) == model]
         # points, not bars: FIDs of close encoders differ by little compared with their size, and a bar's
         # zero baseline would hide exactly the differences this figure is for
-        order = sorted(part["method"].astype(str).unique(), key=lambda m: (m != "repa", m))
+        order = sorted(part["method"].astype(str).unique(), key=lambda m: ("irepa" in m, m != "repa", m))
         sns.pointplot(data=part, x="encoder", y=y, hue="method", hue_order=order, ax=ax, errorbar=None, palette="deep",
                       dodge=0.3, linestyle="none", markers=["o", "D", "s", "^"][:part["method"].nunique()])
         ax.set_title(str(model), fontsize=9)

@@ -11,7 +11,7 @@ import html
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -24,7 +24,7 @@ from analysis.reference import METRICS, ReferenceData, load_reference_data
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
-           "ENCODER_KEYS"]
+           "ENCODER_KEYS", "variant_pairs"]
 
 #: Columns of the encoders table that must agree between the encoder rows analysed together.
 ENCODER_KEYS = ("dataset", "split", "limit", "weights", "far", "dmax", "near", "srss_min_fraction")
@@ -113,6 +113,14 @@ def method_gain(points: pd.DataFrame, quality: str) -> pd.DataFrame:
             wide[f"{m}_change_%"] = 100.0 * (wide[m] - wide[base]) / wide[base]
     wide.columns.name = None
     return wide
+
+
+def variant_pairs(methods: Iterable[Any]) -> list[tuple[str, str]]:
+    """The (REPA side, iREPA side) method pairs among ``methods``: an iREPA method is named as its REPA
+    counterpart with ``repa`` -> ``irepa`` (``repa``/``irepa``, ``repa-e``/``irepa-e``, ...)."""
+    names = {str(m) for m in methods}
+    return sorted((m.replace("irepa", "repa", 1), m) for m in names
+                  if "irepa" in m and m.replace("irepa", "repa", 1) in names)
 
 
 def smoke_reason(rows: pd.DataFrame, quality: str) -> str | None:
@@ -245,6 +253,13 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                                              title=f"{_label(q)} per encoder and method (this study)")
             figure_files.append((path, "Each encoder's quality under each training method, per model size "
                                        "(lower is better)"))
+        pairs = variant_pairs(user_points["method"].unique())
+        for base, improved in pairs if len(pairs) > 1 else []:
+            part = user_points[user_points["method"].isin([base, improved])]
+            path = figures.method_comparison(part, q, fig_dir / f"methods_{_slug(base)}.png",
+                                             title=f"{_label(q)}: {base} vs {improved} per encoder (this study)")
+            figure_files.append((path, f"REPA vs iREPA within one recipe: {base} and {improved} per encoder and "
+                                       f"model size (lower is better)"))
         curves = select_comparable(gen, {**gen_select, "step": "*"}, quality=q).rows
         if curves["step"].nunique() > 1:
             curve_points = curves.groupby(["model", "method", "encoder", "step"], as_index=False)[q].mean()
@@ -269,6 +284,11 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                                          title="The paper: REPA vs iREPA (Tables 4, 5, 6; no CFG)")
         figure_files.append((path, "The paper's REPA and iREPA gFID-50K per encoder: SiT-XL/2 at 100K (Table 4), "
                                    "SiT-B/2 and SiT-L/2 at 400K (Tables 5, 6)"))
+        for recipe, rows, tables in _paper_variant_rows(ref):
+            path = figures.method_comparison(rows, "fid", fig_dir / f"paper_methods_{_slug(recipe)}.png",
+                                             title=f"The paper: REPA vs iREPA with {recipe} (Table {tables}; no CFG)")
+            figure_files.append((path, f"The paper's REPA and iREPA gFID per encoder in the {recipe} recipe "
+                                       f"(Table {tables}, cfg 1.0)"))
 
     table = pd.concat(corr_frames, ignore_index=True) if corr_frames else pd.DataFrame()
     table.to_csv(out / "correlations.csv", index=False)
@@ -339,6 +359,26 @@ def _paper_method_rows(ref: ReferenceData) -> pd.DataFrame:
     rows = pd.concat(parts, ignore_index=True)
     rows["model"] = rows["model"] + " @ " + (rows["step"] // 1000).astype(str) + "K"
     return rows[["model", "method", "encoder", "fid"]]
+
+
+def _paper_variant_rows(ref: ReferenceData) -> list[tuple[str, pd.DataFrame, str]]:
+    """Per recipe other than plain REPA (REPA-E, MeanFlow, ...): its REPA/iREPA rows without CFG, one facet per
+    model, step and (where a recipe has several) sampler."""
+    t = ref.tables
+    t = t[(t["cfg_scale"] == 1.0) & (t["variant"].fillna("") == "") & (t["recipe"] != "repa") & t["encoder"].notna()]
+    out = []
+    for recipe, part in t.groupby("recipe", sort=True):
+        pairs = variant_pairs(part["method"].unique())
+        if not pairs:
+            continue
+        part = part[part["method"].isin([m for pair in pairs for m in pair])].copy()
+        label = part["model"] + " @ " + (part["step"] // 1000).astype(str) + "K"
+        if part["sampler"].nunique() > 1:
+            label = label + ", " + part["sampler"]
+        part["model"] = label
+        tables = ", ".join(sorted(part["table"].astype(str).unique()))
+        out.append((str(recipe), part[["model", "method", "encoder", "fid"]], tables))
+    return out
 
 
 def _label(col: str) -> str:

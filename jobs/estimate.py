@@ -427,6 +427,13 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
                                kernel_size=m.kernel_size, sit_precision=_prec_of(cfg.precision, cfg.tf32),
                                encoder_precision="bf16" if cfg.encoder.bf16 else ("tf32" if cfg.tf32 else "fp32"),
                                extra_forwards=meanflow_forwards(cfg.meanflow))
+        if m.repae is not None:  # REPA-E: + the VAE, LPIPS, PatchGAN and the VAE's alignment pass
+            from study.repae.cost import repae_train_flops
+
+            trained = ("train", _prec_of(cfg.precision, cfg.tf32))
+            sit = float(table.sit(**common))
+            per_image[trained] += repae_train_flops(table, cfg, image_size=geo["image_size"], sit_flops=sit,
+                                                    projector_flops=per_image[trained] / 3.0 - sit)
         per_image = {(k, settings.precision.get(k, p)): f for (k, p), f in per_image.items()}
         stops = [(first, settings.all_steps)] if settings.all_steps else [(u, u.steps) for u in members]
         done = 0
@@ -552,6 +559,9 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
         "train: steps x global batch x (3 x (SiT + projector forward) + frozen encoder forward), MeanFlow + 2 SiT "
         "forwards for the JVP (an assumption) + 1-2 for the folded CFG; GPU-hours do not "
         "depend on the GPU count (perfect data-parallel scaling, no communication or data-loading stalls)",
+        "train, REPA-E runs (method.repae) add per image 3 x SD-VAE encoder + decoder, 3 x VGG16 (LPIPS), 6 x "
+        "PatchGAN and 2 x (SiT up to the alignment depth + projector) forwards, at the SiT's precision "
+        "(study/repae/cost.py)",
         "train precision: the SiT under bf16 autocast (precision auto on a GPU); the frozen encoder outside autocast "
         "(tf32 with the training's tf32: true, bf16 with encoder.bf16)",
         "train runs: jobs that differ only in their step target are one run (a continuation costs its extra steps); "

@@ -79,12 +79,17 @@ class Denoiser(nn.Module):
         self.projectors = nn.ModuleList(projectors)
         self.depth = depth
 
-    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                **cond: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        """(prediction, each projector's output on the hidden tokens after block ``depth``); ``cond`` passes extra
-        network inputs (MeanFlow's ``r``)."""
+    def forward(self, x_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, *, projections_only: bool = False,
+                **cond: torch.Tensor) -> tuple[torch.Tensor | None, list[torch.Tensor]]:
+        """(prediction, each projector's output on the hidden tokens after block ``depth``). ``projections_only``:
+        (None, the projections), the blocks after ``depth`` not run (REPA-E's alignment pass for the VAE).
+        ``cond`` passes extra network inputs (MeanFlow's ``r``)."""
         if not len(self.projectors):
             return self.sit(x_t, t, y, **cond), []
+        if projections_only:
+            (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1], intermediates_only=True,
+                                                       **cond)
+            return None, [p(hidden, self.sit.grid) for p in self.projectors]
         v, (hidden,) = self.sit.forward_intermediates(x_t, t, y, indices=[self.depth - 1], **cond)
         return v, [p(hidden, self.sit.grid) for p in self.projectors]
 

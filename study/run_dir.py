@@ -6,8 +6,9 @@ steps), ``checkpoints/step_XXXXXXX.pt`` and ``samples/`` (preview sheets, sample
 
 A checkpoint is one atomically written ``torch.save`` dict with the keys ``model`` (SiT + projectors), ``ema`` (the
 EMA SiT), ``optimizer``, ``step``, ``data_position``, ``rng`` (torch/numpy/python/CUDA states), ``config_hash``,
-``world_size`` and ``meta`` (image size, classes, encoder widths, token grid, dataset and codec ids, latent stats).
-Only this module reads or writes those keys.
+``world_size`` and ``meta`` (image size, classes, encoder widths, token grid, dataset and codec ids, latent stats),
+plus, for REPA-E, ``repae`` (the tuned VAE and its config, the latent BN and its EMA, the discriminator, their
+optimizers: :meth:`study.repae.RepaeParts.state_dict`). Only this module reads or writes those keys.
 """
 from __future__ import annotations
 
@@ -137,24 +138,30 @@ def _latent_stats(meta: Mapping[str, Any]):
 
 
 def save_checkpoint(run_dir: Path, step: int, *, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-                    cfg: TrainConfig, config_hash: str, world_size: int, meta: Mapping[str, Any]) -> Path:
-    """Write the checkpoint of ``step`` atomically (call on the main rank only)."""
+                    cfg: TrainConfig, config_hash: str, world_size: int, meta: Mapping[str, Any],
+                    repae: Any = None) -> Path:
+    """Write the checkpoint of ``step`` atomically (call on the main rank only); ``repae``: a REPA-E run's
+    :class:`~study.repae.RepaeParts`."""
     path = checkpoint_path(run_dir, step)
+    extra = {"repae": repae.state_dict()} if repae is not None else {}
     atomic_torch_save({"model": model.state_dict(), "ema": ema.state_dict(), "optimizer": optimizer.state_dict(),
                        "step": step, "data_position": step * cfg.batch_size, "rng": _rng_state(),
-                       "config_hash": config_hash, "world_size": world_size, "meta": dict(meta)}, path)
+                       "config_hash": config_hash, "world_size": world_size, "meta": dict(meta), **extra}, path)
     return path
 
 
 def restore_checkpoint(path: Path, *, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-                       config_hash: str) -> int:
-    """Load model, EMA, optimizer and RNG states from ``path`` (written by the same config); returns its step."""
+                       config_hash: str, repae: Any = None) -> int:
+    """Load model, EMA, optimizer and RNG states (and a REPA-E run's VAE, BN, discriminator and their optimizers)
+    from ``path`` (written by the same config); returns its step."""
     state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
     if state.get("config_hash") != config_hash:
         raise ConfigError(f"checkpoint {path} was written by config {state.get('config_hash')}, not {config_hash}")
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])
+    if repae is not None:
+        repae.load_state_dict(state["repae"])
     _set_rng_state(state["rng"])
     return int(state["step"])
 
@@ -180,7 +187,10 @@ def load_sampling_model(run_dir: str | Path, step: int, device: torch.device | s
         raise FileNotFoundError(f"no checkpoint for step {step} in {run_dir}; available: {', '.join(have) or 'none'}")
     state = torch.load(ckpt, map_location="cpu", weights_only=False)
     meta = state["meta"]
-    codec = build_codec(cfg.data.codec, device, stats=_latent_stats(meta))
+    from study.repae.vae import codec_from_checkpoint
+
+    # REPA-E: decode with the run's tuned VAE and its EMA latent-BN statistics; otherwise the data's codec
+    codec = codec_from_checkpoint(state, device) or build_codec(cfg.data.codec, device, stats=_latent_stats(meta))
     sit = build_sit_for(cfg, image_size=meta["image_size"], num_classes=meta["num_classes"], codec=codec)
     sit.load_state_dict(state["ema"])
     return SamplingModel(cfg, sit.to(device).eval(), codec, meta, state.get("config_hash"))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from contextlib import nullcontext
+from contextlib import ExitStack, nullcontext
 from copy import deepcopy
 from pathlib import Path
 from typing import Any, Iterator
@@ -42,6 +42,10 @@ __all__ = ["train", "train_group", "check_group", "SHARED_KEYS", "TrainingStep",
            "GridMismatchError", "global_batch_indices", "step_noise", "open_train_dataset"]
 
 log = get_logger(__name__)
+
+
+#: The log keys a REPA-E run adds (study.repae.RepaeLosses.log_values); vae_kl is the unweighted KL.
+REPAE_LOG_KEYS = ("loss_vae", "loss_vae_align", "loss_disc", "vae_rec", "vae_lpips", "vae_kl", "vae_gan")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -272,34 +276,46 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
         torch.backends.cudnn.allow_tf32 = all(c.tf32 for c in cfgs)
     stop = min(cfg0.steps, max_steps) if max_steps is not None else cfg0.steps
 
-    # --- data, codec, frozen encoders (shared)
+    # --- data, codecs, frozen encoders (shared, except a REPA-E run's codec: the VAE it tunes)
     dataset = open_train_dataset(cfg0)
     image_size = int(dataset.image_size)
     num_classes = int(dataset.num_classes)
-    codec = build_codec(cfg0.data.codec, device,
-                        stats=cfg0.data.latent_stats or getattr(dataset, "latent_stats", None))
+    runs = [_Run(cfg, Path(d)) for cfg, d in zip(cfgs, run_dirs)]
+    stats = cfg0.data.latent_stats or getattr(dataset, "latent_stats", None)
+    codec = None  # the data's codec, built once for the runs whose VAE stays frozen
+    for run in runs:
+        run.repae = None
+        if run.cfg.method.repae is not None:  # REPA-E: its own VAE, normalised by a latent BN (study.repae)
+            from study.repae import RepaeParts, resolve_latent_stats
+
+            torch.manual_seed(run.cfg.seed)
+            run.repae = RepaeParts(run.cfg.method.repae, optim=run.cfg.optim, init_stats=resolve_latent_stats(stats),
+                                   device=device)
+            run.codec = run.repae.codec(ema=False)
+        else:
+            codec = codec or build_codec(cfg0.data.codec, device, stats=stats)
+            run.codec = codec
+        run.x_shape = (run.codec.channels, image_size // run.codec.downsample, image_size // run.codec.downsample)
+        run.latent = hasattr(run.codec, "stats")  # a VAE codec: posterior samples with seeded noise
     torch.manual_seed(cfg0.seed)
     aligning = any(c.method.align for c in cfgs)
     encoders = ([enc_registry.get_encoder(n, weights=cfg0.encoder.weights, device=device,
                                          bf16=cfg0.encoder.bf16 and device.type == "cuda") for n in cfg0.encoder.names]
                 if aligning else [])
-    dims = _encoder_dims(encoders, codec, image_size, patch_size(cfg0), device) if aligning else []
-    x_shape = (codec.channels, image_size // codec.downsample, image_size // codec.downsample)
-    latent = hasattr(codec, "stats")  # a VAE codec: stored moments are sampled with seeded posterior noise
     local = cfg0.batch_size // info.world_size
     micro = local // cfg0.grad_accum
 
     # --- each run: model, EMA, optimizer, run directory, resume
-    runs = [_Run(cfg, Path(d)) for cfg, d in zip(cfgs, run_dirs)]
     for run in runs:
         cfg = run.cfg
+        dims = _encoder_dims(encoders, run.codec, image_size, patch_size(cfg), device) if cfg.method.align else []
         torch.manual_seed(cfg.seed)  # model init is identical on every rank (and grouped or not)
-        run.model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=codec,
-                                   encoder_dims=dims if cfg.method.align else []).to(device)
-        run.meta = {"image_size": image_size, "num_classes": num_classes,
-                    "encoder_dims": dims if cfg.method.align else [], "grid": list(run.model.sit.grid),
-                    "dataset": getattr(dataset, "id", cfg.data.spec), "codec": getattr(codec, "id", cfg.data.codec),
-                    "latent_stats": latent_stats_dict(codec)}
+        run.model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=run.codec,
+                                   encoder_dims=dims).to(device)
+        run.meta = {"image_size": image_size, "num_classes": num_classes, "encoder_dims": dims,
+                    "grid": list(run.model.sit.grid), "dataset": getattr(dataset, "id", cfg.data.spec),
+                    "codec": getattr(run.codec, "id", cfg.data.codec), "latent_stats": latent_stats_dict(run.codec),
+                    **({"repae": True} if run.repae is not None else {})}
         run.ema = deepcopy(run.model.sit).requires_grad_(False).eval()
         run.opt = torch.optim.AdamW(run.model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
                                     weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
@@ -311,7 +327,8 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
         barrier()
         ckpt = latest_checkpoint(run.run_dir)
         if ckpt is not None:
-            run.step = restore_checkpoint(ckpt, model=run.model, ema=run.ema, optimizer=run.opt, config_hash=run.h)
+            run.step = restore_checkpoint(ckpt, model=run.model, ema=run.ema, optimizer=run.opt, config_hash=run.h,
+                                          repae=run.repae)
             log.info("resumed %s from step %d (%s)", run.run_dir, run.step, ckpt.name)
             if info.is_main:
                 truncate_log(run.run_dir / "log.jsonl", run.step)
@@ -323,16 +340,26 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
             run.ddp = nn.parallel.DistributedDataParallel(
                 run.model, device_ids=[device.index] if device.type == "cuda" else None)
         fwd = torch.compile(run.ddp) if cfg.compile else run.ddp
-        run.stepper = TrainingStep(cfg, fwd, encoders if cfg.method.align else [], codec, num_classes,
+        run.stepper = TrainingStep(cfg, fwd, encoders if cfg.method.align else [], run.codec, num_classes,
                                    run.model.sit.grid)
         run.autocast = _autocast(cfg, device)
         run.model.train()
+        run.e2e, run.ddp_parts = None, [run.ddp]
+        if run.repae is not None:  # REPA-E's VAE pass and discriminator get their own DDP wrappers
+            def wrap(m: nn.Module) -> nn.Module:
+                return (nn.parallel.DistributedDataParallel(
+                    m, device_ids=[device.index] if device.type == "cuda" else None) if info.distributed else m)
+            vae_fwd, disc_fwd = run.repae.wrap(wrap)
+            run.e2e = run.repae.stepper(lam=cfg.method.lam, path=cfg.flow.path, num_classes=num_classes, model=fwd,
+                                        denoiser=run.model, vae_pass=vae_fwd, disc=disc_fwd)
+            run.ddp_parts = [m for m in (run.ddp, vae_fwd, disc_fwd) if m is not None]
+            run.repae.train()
     start = min(run.step for run in runs)
     loader = torch.utils.data.DataLoader(
         dataset, batch_sampler=_StepBatches(len(dataset), cfg0.batch_size, cfg0.seed, start, stop, info.rank,
                                             info.world_size),
         collate_fn=collate, num_workers=cfg0.data.num_workers, pin_memory=device.type == "cuda")
-    shared = TrainingStep(cfg0, None, encoders, codec, num_classes, runs[0].model.sit.grid)
+    shared = TrainingStep(cfg0, None, encoders, runs[0].codec, num_classes, runs[0].model.sit.grid)
     name = runs[0].run_dir.name if len(runs) == 1 else f"{runs[0].run_dir.name} +{len(runs) - 1}"
 
     # --- the loop: one optimizer step per global batch and run
@@ -343,17 +370,17 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
             images = batch["image"].to(device, non_blocking=True)
             labels = batch["label"].to(device, non_blocking=True)
             # stored VAE moments are the input of a latent model only (a pixel-space model reads the images)
-            moments = batch["moments"].to(device, non_blocking=True) if latent and "moments" in batch else None
+            moments = (batch["moments"].to(device, non_blocking=True)
+                       if "moments" in batch and any(run.latent for run in runs) else None)
             features = [shared.features(images[i * micro:(i + 1) * micro]) if aligning else None
                         for i in range(cfg0.grad_accum)]  # one encoder forward per micro-batch for all runs
             sl = slice(info.rank * local, (info.rank + 1) * local)
             for run in todo:
-                _optimizer_step(run, step, images, labels, moments, features, sl, micro, x_shape, latent, info,
-                                preempt, device)
+                _optimizer_step(run, step, images, labels, moments, features, sl, micro, info, preempt, device)
             step += 1
             preempted = False
             for run in todo:
-                _after_step(run, stop, num_classes, codec, info, device)
+                _after_step(run, stop, num_classes, info, device)
                 preempted = preempted or run.preempted
             if preempted:
                 preempt.hand_over()
@@ -367,27 +394,40 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
 
 
 def _optimizer_step(run: _Run, step: int, images: torch.Tensor, labels: torch.Tensor, moments: torch.Tensor | None,
-                    features: list, sl: slice, micro: int, x_shape: tuple[int, ...], latent: bool, info,
-                    preempt: PreemptionSave, device: torch.device) -> None:
-    """Losses over the micro-batches, the all-reduce, clipping, AdamW and EMA: step ``step`` -> ``step + 1``."""
-    cfg = run.cfg
-    draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, x_shape, cfg.flow,
+                    features: list, sl: slice, micro: int, info, preempt: PreemptionSave,
+                    device: torch.device) -> None:
+    """Losses over the micro-batches, the all-reduce, clipping, AdamW and EMA: step ``step`` -> ``step + 1``.
+    A REPA-E run (``run.e2e``) also steps its VAE and discriminator and the EMA of its latent BN."""
+    cfg, latent = run.cfg, run.latent
+    draws = {k: v[sl].to(device) for k, v in step_noise(cfg.seed, step, cfg.batch_size, run.x_shape, cfg.flow,
                                                          cfg.model.class_dropout, posterior=latent,
                                                          meanflow=cfg.meanflow).items()}
     warm = min(1.0, (step + 1) / cfg.optim.warmup_steps) if cfg.optim.warmup_steps else 1.0
     lr = cfg.optim.lr * warm
     for group in run.opt.param_groups:
         group["lr"] = lr
-    sums = torch.zeros(4, device=device)
+    keys = REPAE_LOG_KEYS if run.e2e is not None else ()
+    sums = torch.zeros(4 + len(keys), device=device)
     for i in range(cfg.grad_accum):
         mb = slice(i * micro, (i + 1) * micro)
-        sync = nullcontext() if (i == cfg.grad_accum - 1 or not info.distributed) else run.ddp.no_sync()
-        with sync:
-            loss, loss_v, loss_a = run.stepper.losses(
-                images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], run.autocast,
-                moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None,
-                features=features[i] if cfg.method.align else None, r=draws["r"][mb] if "r" in draws else None)
-            (loss / cfg.grad_accum).backward()
+        with ExitStack() as sync:
+            if i < cfg.grad_accum - 1 and info.distributed:
+                for part in run.ddp_parts:
+                    sync.enter_context(part.no_sync())
+            if run.e2e is not None:  # REPA-E: the SiT's, the VAE's and the discriminator's objectives, one backward
+                out = run.e2e.losses(images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb],
+                                     draws["post"][mb], run.stepper.targets(images[mb], features[i]), step,
+                                     run.autocast)
+                loss, loss_v, loss_a, total = out.sit, out.loss_v, out.loss_align, out.total
+                extra = out.log_values()
+                sums[4:] += torch.tensor([extra[k] for k in keys], device=device) / cfg.grad_accum
+            else:
+                loss, loss_v, loss_a = run.stepper.losses(
+                    images[mb], labels[mb], draws["eps"][mb], draws["t"][mb], draws["drop"][mb], run.autocast,
+                    moments=None if moments is None else moments[mb], post=draws["post"][mb] if latent else None,
+                    features=features[i] if cfg.method.align else None, r=draws["r"][mb] if "r" in draws else None)
+                total = loss
+            (total / cfg.grad_accum).backward()
         sums[:3] += torch.stack([loss.detach(), loss_v.detach(), loss_a.detach()]) / cfg.grad_accum
     sums[3] = preempt.requested  # rides on the loss all-reduce: every rank saves at the same step
     values = all_reduce_mean(sums).tolist()
@@ -402,20 +442,24 @@ def _optimizer_step(run: _Run, step: int, images: torch.Tensor, labels: torch.Te
     run.opt.step()
     run.opt.zero_grad(set_to_none=True)
     _update_ema(run.ema, run.model.sit, cfg.ema_decay)
+    run.extra = {}
+    if run.repae is not None:  # the VAE's and discriminator's own clipping and optimizers; the BN's EMA
+        run.extra = {**dict(zip(keys, values[4:])), **run.repae.clip_and_step()}
+        run.repae.update_ema(cfg.ema_decay)
     run.step = step + 1
     run.images_seen += cfg.batch_size
     run.values, run.grad_norm, run.lr = values, float(grad_norm), lr
     run.preempted = values[3] > 0
 
 
-def _after_step(run: _Run, stop: int, num_classes: int, codec, info, device: torch.device) -> None:
+def _after_step(run: _Run, stop: int, num_classes: int, info, device: torch.device) -> None:
     """Logging, preview sheets and checkpoints of the step just taken."""
     cfg, step, values = run.cfg, run.step, run.values
     if step % cfg.log_every == 0 or step == stop:
         now = time.perf_counter()
         run.last = {"step": step, "loss": values[0], "loss_v": values[1], "loss_align": values[2],
                     "grad_norm": run.grad_norm, "images_per_s": run.images_seen / max(now - run.tick, 1e-9),
-                    "lr": run.lr}
+                    "lr": run.lr, **run.extra}
         run.tick, run.images_seen = now, 0
         if info.is_main:
             with open(run.run_dir / "log.jsonl", "a") as fh:
@@ -423,10 +467,11 @@ def _after_step(run: _Run, stop: int, num_classes: int, codec, info, device: tor
             log.info("%s step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", run.run_dir.name, step, *values[:3],
                      run.last["images_per_s"])
     if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
+        codec = run.repae.codec() if run.repae is not None else run.codec  # REPA-E: tuned VAE, EMA BN stats
         _save_preview(cfg, run.ema, codec, num_classes, run.run_dir, step, device)
     if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or run.preempted:
         if info.is_main:
             save_checkpoint(run.run_dir, step, model=run.model, ema=run.ema, optimizer=run.opt, cfg=cfg,
-                            config_hash=run.h, world_size=info.world_size, meta=run.meta)
+                            config_hash=run.h, world_size=info.world_size, meta=run.meta, repae=run.repae)
             prune_checkpoints(cfg, run.run_dir)
         barrier()

@@ -19,7 +19,7 @@ from study.config import ConfigError, StrictModel, apply_overrides, load_config,
 from study.sampler_settings import SamplerSettings
 
 __all__ = [
-    "ModelSection", "MethodSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
+    "ModelSection", "MethodSection", "RepaeSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
     "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets",
     "method_presets", "default_base",
     "load_train_config", "build_train_config",
@@ -45,6 +45,36 @@ class ModelSection(StrictModel):
         return v
 
 
+class RepaeSection(StrictModel):
+    """``method.repae``: REPA-E's end-to-end VAE tuning (``study.repae``), value by value with its source.
+
+    [CODE] = the official REPA-E code (End2End-Diffusion/REPA-E: ``train_repae.py`` defaults and README command,
+    ``configs/l1_lpips_kl_gan.yaml``, ``loss/losses.py``, ``models/sit.py``); [PAPER] = Leng et al. 2025
+    (arXiv 2504.10483). Where they disagree both readings are a setting, and the default is the code's.
+    """
+
+    vae: str = "stabilityai/sd-vae-ft-mse"  # the VAE to start from: diffusers folder or hub id ([CODE] REPA-E/sdvae)
+    vae_weights: Literal["pretrained", "tiny"] = "pretrained"  # tiny: random-init 2-level AutoencoderKL (/2), CPU
+    vae_lr: float = Field(1e-4, gt=0)    # [CODE] --vae-learning-rate; AdamW with optim.betas/eps/weight_decay
+    disc_lr: float = Field(1e-4, gt=0)   # [CODE] --disc-learning-rate
+    vae_lam: float = Field(1.5, ge=0)    # [CODE] --vae-align-proj-coeff: alignment weight in the VAE's objective
+    #                                      ([PAPER] writes one lambda for both: set vae_lam = method.lam for that)
+    align_labels: Literal["clean", "dropped"] = "clean"  # [CODE] the VAE's alignment pass runs the SiT in eval
+    #                                      mode, so without label dropout; "dropped" reuses the SiT pass's labels
+    bn_momentum: float = Field(0.1, gt=0, le=1)  # [CODE] --bn-momentum
+    bn_eps: float = Field(1e-4, gt=0)    # [CODE] BatchNorm2d(eps=1e-4, affine=False)
+    recon: Literal["l1", "mse"] = "l1"   # [CODE] reconstruction_loss: l1; [PAPER] L_MSE in L_REG
+    recon_weight: float = Field(1.0, ge=0)       # [CODE] reconstruction_weight
+    perceptual_weight: float = Field(1.0, ge=0)  # [CODE] LPIPS (VGG16) weight; 0 skips LPIPS (no VGG weights needed)
+    lpips_weights: Literal["pretrained", "random"] = "pretrained"  # random: an untrained stand-in (tests only)
+    kl_weight: float = Field(1e-6, ge=0)         # [CODE] kl_weight (KL summed over C,H,W, mean over the batch)
+    disc_weight: float = Field(0.1, ge=0)        # [CODE] discriminator_weight (generator's GAN term); 0: no GAN
+    disc_factor: float = Field(1.0, ge=0)        # [CODE] discriminator_factor (scales both GAN terms)
+    disc_start: int = Field(0, ge=0)             # [CODE] discriminator_start: GAN terms from this step on
+    disc_weights: Literal["pretrained", "random"] = "pretrained"  # [CODE] starts from REPA-E's trained PatchGAN
+    disc_path: str | None = None  # None: $REPA_STUDY_WEIGHTS/REPA-E/sdvae/sdvae-f8d4-discriminator-ckpt.pt
+
+
 class MethodSection(StrictModel):
     name: str = "repa"              # a label recorded with results; the values below define the method
     align: bool = True              # False: vanilla SiT (no encoder, no alignment loss)
@@ -55,6 +85,22 @@ class MethodSection(StrictModel):
     gamma: float = 0.6
     lam: float = Field(0.5, ge=0.0)  # weight of the alignment loss (lambda)
     depth: int | None = None        # align after this block; None: the size's default (4 for S/B, 8 for L/XL)
+    repae: RepaeSection | None = None  # REPA-E: tune the VAE end to end (study.repae); None: the VAE stays frozen
+
+    @model_validator(mode="after")
+    def _repae_aligns(self) -> "MethodSection":
+        if self.repae is not None and not self.align:
+            raise ValueError("method.repae (REPA-E) tunes the VAE through the alignment loss: it needs align: true")
+        return self
+
+    @model_serializer(mode="wrap")
+    def _omit_unset_repae(self, handler):
+        """``repae: None`` is left out of dumps, so other methods' configs and hashes are what they were before
+        the field existed."""
+        data = handler(self)
+        if data.get("repae", 0) is None:
+            data.pop("repae")
+        return data
 
 
 class EncoderSection(StrictModel):
@@ -179,12 +225,22 @@ class TrainConfig(StrictModel):
         if jit and self.xpred is None:
             raise ValueError(f"model.size {self.model.size!r} is a JiT, which predicts the clean image: set the "
                              "xpred section (e.g. base the config on the jit preset, or pass xpred.t_eps=0.05)")
+        if (self.meanflow is not None or self.xpred is not None) and self.method.repae is not None:
+            raise ValueError("method.repae (REPA-E) trains with the flow-matching loss: it does not combine with "
+                             "meanflow or xpred")
         if (self.meanflow is not None or self.xpred is not None) and self.flow.path != "linear":
             raise ValueError("meanflow and xpred are defined on the linear path: set flow.path=linear")
         modes = {"meanflow": self.meanflow is not None, "heun": self.xpred is not None, "sde": self.xpred is None}
         if not modes.get(self.grid.mode, True):
             raise ValueError(f"grid.mode {self.grid.mode!r} does not fit this objective (meanflow: a MeanFlow "
                              "model; heun: an x-prediction model; sde: not for x-prediction)")
+        return self
+
+    @model_validator(mode="after")
+    def _repae_needs_a_vae(self) -> "TrainConfig":
+        if self.method.repae is not None and self.data.codec in ("identity", "pixel"):
+            raise ValueError("method.repae (REPA-E) trains a VAE: set data.codec=sd-vae (the VAE it starts from is "
+                             "method.repae.vae), not the pixel-space identity codec")
         return self
 
 

@@ -68,7 +68,7 @@ def test_paper_reference_without_compute(tmp_path):
     page = (out / "report.html").read_text()
     assert "Smoke-scale" not in page and "arXiv 2512.10794" in page
     assert "fig4-occluded:5" in page and "unlabelled-27" in page
-    assert len(re.findall(r"data:image/png;base64,", page)) == 2
+    assert len(re.findall(r"data:image/png;base64,", page)) == 4  # + REPA vs iREPA with REPA-E and MeanFlow
     assert (out / "figures" / "paper_correlation.png").stat().st_size > 10_000
 
 

@@ -85,7 +85,7 @@ def test_plan_json_cli(tmp_path):
     (lambda d: d.update(eval_steps=[100, 5000]), "outside 1..steps"),
     (lambda d: d.update(methods=["repa", "repa"]), "duplicate"),
     (lambda d: d.update(methods=["repa", "nonsense"]), "'nonsense' is not a method preset"),
-    (lambda d: d.update(methods=["tiny"]), "'tiny' is not a method preset (irepa, irepa-released, "),
+    (lambda d: d.update(methods=["tiny"]), "'tiny' is not a method preset (irepa, irepa-e, irepa-released, "),
     (lambda d: d["fid"].update(extractor="inception"), "fid.reference is required"),
 ])
 def test_bad_specs_are_rejected(tmp_path, mutate, message):

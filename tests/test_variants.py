@@ -94,6 +94,8 @@ def test_incompatible_objectives_are_clear_errors():
         C.load_train_config("meanflow", ["xpred.t_eps=0.05"])
     with pytest.raises(ConfigError, match="grid.mode"):
         C.load_train_config("tiny", ["grid.mode=meanflow"])
+    with pytest.raises(ConfigError, match="does not combine"):
+        C.load_train_config("repa-e", ["meanflow.omega=1.0"])
     with pytest.raises(ConfigError, match="linear path"):
         C.load_train_config("meanflow", ["flow.path=cosine"])
     with pytest.raises(ConfigError, match="unknown JiT size"):

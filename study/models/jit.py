@@ -206,10 +206,12 @@ class JiT(nn.Module):
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                              indices: int | Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
+                              intermediates_only: bool = False
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
         """``x [B, C, S, S]`` (noisy image), ``t [B]``, ``y [B]`` (``num_classes`` = null) -> (x_pred, the image
-        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see ``block_indices``)."""
+        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see ``block_indices``).
+        ``intermediates_only``: the tokens alone, the later blocks not run."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"JiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
@@ -228,6 +230,8 @@ class JiT(nn.Module):
             h = block(h, c, rope)
             if i in wanted:
                 hidden.append(h[:, prefix:])
+                if intermediates_only and len(hidden) == len(wanted):
+                    return hidden
         return self.unpatchify(self.final(h[:, prefix:], c)), hidden
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

@@ -31,7 +31,8 @@ class MeanFlowSiT(SiT):
             nn.init.zeros_(layer.bias)
 
     def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
-                              r: torch.Tensor | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+                              intermediates_only: bool = False, r: torch.Tensor | None = None
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
         """As ``SiT.forward_intermediates``, with the interval start ``r [B]`` (``r <= t``)."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
@@ -45,6 +46,8 @@ class MeanFlowSiT(SiT):
             h = block(h, c)
             if i in wanted:
                 hidden.append(h)
+                if intermediates_only and len(hidden) == len(wanted):
+                    return hidden
         return self.unpatchify(self.final(h, c)), hidden
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,

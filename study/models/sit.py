@@ -195,10 +195,12 @@ class SiT(nn.Module):
         x = x.reshape(x.shape[0], h, w, p, p, c)
         return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
 
-    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
-                              indices: int | Sequence[int]) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
+                              intermediates_only: bool = False
+                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
         """``x [B, C, S, S]``, ``t [B]`` in [0, 1], ``y [B]`` (``num_classes`` = null) -> (prediction, the hidden
-        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see :func:`block_indices`)."""
+        tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see :func:`block_indices`).
+        ``intermediates_only`` (timm's): the hidden tokens alone, the blocks after the last one asked for not run."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
@@ -210,6 +212,8 @@ class SiT(nn.Module):
             h = block(h, c)
             if i in wanted:
                 hidden.append(h)
+                if intermediates_only and len(hidden) == len(wanted):
+                    return hidden
         return self.unpatchify(self.final(h, c)), hidden
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
