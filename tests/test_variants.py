@@ -154,3 +154,11 @@ def test_sweep_estimate_counts_jit_and_meanflow():
     flow = train_work(table, size="SiT-B/2", encoders=[], align=False, **sit)[("train", "bf16")]
     mf = train_work(table, size="SiT-B/2", encoders=[], align=False, extra_forwards=2.0, **sit)[("train", "bf16")]
     assert mf == pytest.approx(flow * 5 / 3)
+
+
+def test_the_analysis_pairs_repa_and_irepa_within_each_variant():
+    from analysis.report import variant_pairs
+
+    methods = C.method_presets()
+    assert {("meanflow-repa", "meanflow-irepa"), ("meanflow-cfg-repa", "meanflow-cfg-irepa"),
+            ("jit-repa", "jit-irepa")} <= set(variant_pairs(methods))
