@@ -162,3 +162,20 @@ def test_the_analysis_pairs_repa_and_irepa_within_each_variant():
     methods = C.method_presets()
     assert {("meanflow-repa", "meanflow-irepa"), ("meanflow-cfg-repa", "meanflow-cfg-irepa"),
             ("jit-repa", "jit-irepa")} <= set(variant_pairs(methods))
+
+
+def test_meanflow_on_two_gloo_ranks_matches_one_process(tmp_path):
+    """The JVP runs on the plain module (torch.func cannot run a DDP wrapper); the gradients still synchronise."""
+    import torch.multiprocessing as mp
+
+    from train_support import ddp_worker, free_port, smoke_config
+
+    overrides = ["steps=3", "ckpt_every=3", "batch_size=8", "method=irepa", "meanflow.kappa=0.5"]
+    T.train(smoke_config(*overrides), tmp_path / "single")
+    mp.spawn(ddp_worker, args=(2, free_port(), str(tmp_path / "ddp"), overrides), nprocs=2, join=True)
+    a, b = params(tmp_path / "single", 3), params(tmp_path / "ddp", 3)
+    assert any(k.startswith("ema.h_embed.") for k in a)
+    for k in a:
+        torch.testing.assert_close(a[k], b[k], rtol=1e-4, atol=1e-5, msg=k)
+    for ra, rb in zip(log_rows(tmp_path / "single"), log_rows(tmp_path / "ddp"), strict=True):
+        assert (rb["loss"], rb["grad_norm"]) == pytest.approx((ra["loss"], ra["grad_norm"]), rel=1e-4)
