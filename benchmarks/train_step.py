@@ -1,7 +1,7 @@
 """Training-step cost of REPA vs iREPA (and REPA-E vs iREPA-E), side by side: ms per optimizer step, images/s.
 
 One step = frozen encoder on the clean images + SiT forward/backward with the projector and both losses + gradient
-clipping + AdamW + EMA, exactly the code the training loop runs (``study.train.TrainingStep``), on synthetic tensors
+clipping + AdamW + EMA, exactly the code the training loop runs (``study.objective.TrainingStep``), on synthetic tensors
 (no data loading). Latent models get random stored SD-VAE moments (as ``repa-study data prepare`` writes them), pixel
 models random uint8 images.
 
@@ -30,7 +30,8 @@ from study.data.codecs import IdentityCodec, LatentStats
 from study.distributed import resolve_device
 from study.denoiser import build_denoiser
 from study.meanflow import meanflow_settings, sample_time_pair
-from study.train import TrainingStep, _autocast, _update_ema
+from study.objective import TrainingStep
+from study.train import _autocast, _update_ema
 from study.train_config import load_train_config
 
 

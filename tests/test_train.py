@@ -5,6 +5,7 @@ import pytest
 import torch
 import yaml
 
+import study.objective as O
 import study.train as T
 import study.train_config as C
 from study.config import ConfigError
@@ -85,7 +86,7 @@ def test_grid_mismatch_is_a_clear_error(tmp_path):
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
-    original = T.TrainingStep.losses
+    original = O.TrainingStep.losses
     calls = {"n": 0}
 
     def poisoned(self, *args, **kwargs):
@@ -93,7 +94,7 @@ def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypa
         loss, lv, la = original(self, *args, **kwargs)
         return (loss * float("nan"), lv, la) if calls["n"] >= 7 else (loss, lv, la)
 
-    monkeypatch.setattr(T.TrainingStep, "losses", poisoned)
+    monkeypatch.setattr(O.TrainingStep, "losses", poisoned)
     run = tmp_path / "run"
     with pytest.raises(T.NonFiniteLossError, match=r"non-finite loss at step 7 .*step_0000005.pt"):
         T.train(smoke_config("steps=10", "ckpt_every=5"), run)
@@ -129,7 +130,7 @@ def test_stored_vae_moments_are_sampled_with_the_step_noise():
     class Latent:
         channels, downsample, stats = 4, 8, LatentStats((0.5,) * 4, (0.1,) * 4, "test")
 
-    step = T.TrainingStep(smoke_config(), None, [], Latent(), 4, (16, 16))
+    step = O.TrainingStep(smoke_config(), None, [], Latent(), 4, (16, 16))
     moments, post = torch.randn(2, 8, 4, 4), torch.randn(2, 4, 4, 4)
     mean, logvar = moments.chunk(2, dim=1)
     want = (mean + torch.exp(0.5 * logvar) * post - 0.1) * 0.5
