@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jobs.plan import Job
-from jobs.tasks import job_dir, read_state, run_job, write_state
+from jobs.tasks import job_dir, job_done, read_state, run_job, write_state
 from study.log import get_logger, progress
 
 __all__ = ["drive", "run_debug", "spawn_driver", "driver_pid", "sweep_dir"]
@@ -185,8 +185,8 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
     todo = {j.job_id: j for j in jobs}
     labels = {j.job_id: j.label for j in jobs}
     final: dict[str, str] = {}
-    for job_id in list(todo):
-        if read_state(root, job_id).get("state") == "done":
+    for job_id, job in list(todo.items()):
+        if job_done(root, job):
             final[job_id] = "done"
             del todo[job_id]
     running: dict[str, subprocess.Popen] = {}

@@ -2,11 +2,12 @@
 
 A job id is ``config_hash`` of what determines the job's result (its stage, inputs and settings; never its
 resources or the executor), so the same spec always gives the same ids, a changed value that matters gives a new
-id, and a resubmission recognises the jobs that already finished.
+id, and a resubmission recognises the jobs that already finished. A training's id leaves out its length (its
+target ``steps`` and kept steps): raising the target resumes the same run, and its evaluations keep their ids.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
@@ -16,14 +17,18 @@ from study.config import StrictModel, config_hash
 from study.train_config import TrainConfig, build_train_config, default_base
 
 __all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
-           "AnalyzeParams"]
+           "AnalyzeParams", "training_runs"]
 
 STAGES = ("train", "eval", "score", "analyze")
 
 
 # ---------------------------------------------------------------------------------------------- stage inputs
 class TrainParams(StrictModel):
-    """What determines a training run (hashed into its job id); :meth:`config` is its typed training config."""
+    """What determines a training run's trajectory (hashed into its job id) and its length (``steps``, the
+    ``ckpt_keep`` steps: not hashed, so raising a target resumes the same run); :meth:`config` is its typed
+    training config."""
+
+    NOT_HASHED: ClassVar[Any] = {"steps", "ckpt_keep"}
 
     dataset: str
     encoder: str
@@ -52,10 +57,14 @@ class TrainGroupParams(StrictModel):
     its own run directory (``ROOT/jobs/<member id>``), state and evaluations; the group shares the data pipeline
     and the encoder forward (``study.train.train_group``)."""
 
+    NOT_HASHED: ClassVar[Any] = {"runs": {"__all__": TrainParams.NOT_HASHED}}
     runs: dict[str, TrainParams] = Field(..., min_length=2)
 
 
 class EvalParams(StrictModel):
+    """An evaluation: (run, step, FID settings); the protocol's name is a label of the settings, not hashed."""
+
+    NOT_HASHED: ClassVar[Any] = {"fid": {"protocol"}}
     train_job: str
     step: int
     dataset: str
@@ -95,7 +104,7 @@ class Job(StrictModel):
     steps: int | None = Field(None, description="training steps (train) or the evaluated step (eval)")
     depends_on: list[str] = Field(default_factory=list)
     params: TrainParams | TrainGroupParams | EvalParams | ScoreParams | AnalyzeParams = Field(
-        ..., description="the stage's inputs (what the id hashes)")
+        ..., description="the stage's inputs (what the id hashes, but for their NOT_HASHED fields)")
     resources: Resources = Field(default_factory=Resources)
 
     @model_validator(mode="before")
@@ -114,8 +123,35 @@ class Job(StrictModel):
 
 
 def _job(stage: str, params: StrictModel, resources: Resources, **fields: Any) -> Job:
-    job_id = f"{stage}-{config_hash({'stage': stage, **params.model_dump(mode='json')})}"
+    identity = params.model_dump(mode="json", exclude=getattr(params, "NOT_HASHED", None))
+    job_id = f"{stage}-{config_hash({'stage': stage, **identity})}"
     return Job(job_id=job_id, stage=stage, params=params, resources=resources, **fields)
+
+
+def training_runs(spec: SweepSpec) -> list[tuple[str, str, str, int, int, list[int]]]:
+    """Every run of the spec once: ``(model, encoder, method, seed, target steps, evaluated steps)``.
+
+    The grid ``models x encoders x methods x seeds`` trains to ``steps`` and evaluates ``eval_steps``; each
+    ``extend`` entry raises the target of the runs it selects (the highest wins) and adds its eval steps; an entry's
+    encoders or methods outside the spec's lists add runs, evaluated at ``eval_steps`` and its own.
+    """
+    runs: dict[tuple[str, str, str, int], tuple[int, set[int]]] = {}
+    for model in spec.models:
+        for encoder in spec.encoders:
+            for method in spec.methods:
+                for seed in spec.seeds:
+                    runs[(model, encoder, method, seed)] = (spec.steps, set(spec.eval_steps))
+    for ext in spec.extend:
+        for model in ext.models or spec.models:
+            for encoder in ext.encoders or spec.encoders:
+                for method in ext.methods or spec.methods:
+                    for seed in spec.seeds:
+                        steps, evals = runs.get((model, encoder, method, seed), (spec.steps, set(spec.eval_steps)))
+                        runs[(model, encoder, method, seed)] = (max(steps, ext.steps), evals | set(ext.eval_steps))
+    # the spec's model order first (one SLURM array per model and stage), then insertion order
+    order = {m: i for i, m in enumerate(spec.models)}
+    keys = sorted(runs, key=lambda k: order[k[0]])
+    return [(*k, runs[k][0], sorted(runs[k][1])) for k in keys]
 
 
 def _scoring_encoders(spec: SweepSpec) -> list[str]:
@@ -133,23 +169,21 @@ def plan(spec: SweepSpec) -> list[Job]:
     """All jobs of the sweep, in stage order (train, eval, score, analyze)."""
     trains: list[Job] = []
     evals: list[Job] = []
-    for model_name, size in spec.models.items():
-        for encoder in spec.encoders:
-            for method in spec.methods:
-                for seed in spec.seeds:
-                    params = TrainParams(
-                        dataset=spec.dataset, encoder=encoder, encoder_weights=spec.encoder_weights,
-                        model=model_name, model_size=size.size or model_name,
-                        model_overrides=list(size.train_overrides), method=method,
-                        base=spec.train_base or default_base(spec.dataset), seed=seed, steps=spec.steps,
-                        train_overrides=list(spec.train_overrides), ckpt_keep=sorted(spec.eval_steps))
-                    train = _job("train", params, size.train, encoder=encoder, model=model_name,
-                                 method=method, seed=seed, steps=spec.steps)
-                    trains.append(train)
-                    for step in spec.eval_steps:
-                        ident = EvalParams(train_job=train.job_id, step=step, dataset=spec.dataset, fid=spec.fid)
-                        evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
-                                          method=method, seed=seed, steps=step, depends_on=[train.job_id]))
+    for model_name, encoder, method, seed, steps, eval_steps in training_runs(spec):
+        size = spec.models[model_name]
+        params = TrainParams(
+            dataset=spec.dataset, encoder=encoder, encoder_weights=spec.encoder_weights,
+            model=model_name, model_size=size.size or model_name,
+            model_overrides=list(size.train_overrides), method=method,
+            base=spec.train_base or default_base(spec.dataset), seed=seed, steps=steps,
+            train_overrides=list(spec.train_overrides), ckpt_keep=eval_steps)
+        train = _job("train", params, size.train, encoder=encoder, model=model_name,
+                     method=method, seed=seed, steps=steps)
+        trains.append(train)
+        for step in eval_steps:
+            ident = EvalParams(train_job=train.job_id, step=step, dataset=spec.dataset, fid=spec.fid)
+            evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
+                              method=method, seed=seed, steps=step, depends_on=[train.job_id]))
     if spec.executor.group_methods:
         trains, evals = _group_methods(trains, evals)
     scores: list[Job] = []
@@ -171,11 +205,11 @@ def plan(spec: SweepSpec) -> list[Job]:
 
 
 def _group_methods(trains: list[Job], evals: list[Job]) -> tuple[list[Job], list[Job]]:
-    """One train job per (model, encoder, seed) holding its methods' trainings; evaluations keep their ids (they
-    name the member run) and wait for the group job."""
+    """One train job per (model, encoder, seed, target steps) holding its methods' trainings (a group trains to
+    one target); evaluations keep their ids (they name the member run) and wait for the group job."""
     groups: dict[tuple[Any, ...], list[Job]] = {}
     for job in trains:
-        groups.setdefault((job.model, job.encoder, job.seed), []).append(job)
+        groups.setdefault((job.model, job.encoder, job.seed, job.steps), []).append(job)
     out, carrier = [], {}
     for members in groups.values():
         if len(members) == 1:

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Iterable, Literal
+from typing import Any, Iterable, Literal
 
 from pydantic import Field, field_validator, model_validator
 
 import encoders
+from jobs.protocols import protocol_name, protocol_settings
 from study.config import ConfigError, StrictModel, load_config
 from study.sampler_settings import SamplerSettings
 from study.train_config import list_presets, method_presets
 
-__all__ = ["Resources", "ModelSize", "FidSettings", "ScoringSettings", "AnalyzeSettings", "ExecutorSettings",
-           "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path", "SWEEPS_DIR"]
+__all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
+           "ExecutorSettings", "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path",
+           "SWEEPS_DIR"]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
@@ -47,6 +49,11 @@ class ModelSize(StrictModel):
 
 
 class FidSettings(StrictModel):
+    """How checkpoints are evaluated. ``protocol`` names registered settings (:mod:`jobs.protocols`): it fills
+    extractor, n_samples, mode, num_steps and cfg_scale, and an explicit value contradicting it is an error."""
+
+    protocol: str | None = Field(None, description="a registered FID protocol, e.g. adm-50k-sde250 "
+                                                   "(jobs/protocols.py); unset: the settings below")
     n_samples: int = Field(50_000, ge=2)
     extractor: Literal["inception", "synthetic"] = "inception"
     mode: Literal["sde", "ode", "heun", "meanflow"] = Field("sde", description="study.sample.SAMPLER_MODES: meanflow "
@@ -57,10 +64,37 @@ class FidSettings(StrictModel):
     batch_size: int = Field(64, ge=1)
     reference: str | None = Field(None, description="reference statistics / images (default: the dataset's)")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _expand_protocol(cls, data: Any) -> Any:
+        if not isinstance(data, dict) or data.get("protocol") is None:
+            return data
+        fixed = protocol_settings(str(data["protocol"]))
+        clash = [f"{k}={data[k]!r} (the protocol says {v!r})" for k, v in fixed.items()
+                 if k in data and data[k] is not None and str(data[k]) != str(v)
+                 and not (_is_number(data[k]) and float(data[k]) == float(v))]
+        if clash:
+            raise ValueError(f"fid.protocol {data['protocol']!r} contradicts {', '.join(clash)}: drop these keys, "
+                             f"or unset the protocol (fid.protocol=null) to use your own settings")
+        return {**data, **fixed}
+
     @property
     def sampler(self) -> SamplerSettings:
         """The sampler these FID settings draw their samples with (the YAML keeps its flat keys)."""
         return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=self.seed)
+
+    @property
+    def protocol_name(self) -> str:
+        """The registered protocol these settings are, else a derived name (what generation rows record)."""
+        return protocol_name(self.model_dump())
+
+
+def _is_number(value: Any) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return False
+    return not isinstance(value, bool)
 
 
 class ScoringSettings(StrictModel):
@@ -96,6 +130,40 @@ class ExecutorSettings(StrictModel):
     max_node_mem_gb: float | None = Field(None, gt=0)
 
 
+class Extension(StrictModel):
+    """Runs trained further than the spec's ``steps``: those of the listed models, encoders and methods (each
+    unset: all of the spec's). An encoder or method not in the spec's lists adds runs (trained to ``steps``). A run
+    gets the highest target of the entries that select it and evaluates the spec's ``eval_steps`` plus theirs;
+    it stays one run (one train job, one id), so raising a target later resumes it."""
+
+    note: str = Field("", description="what these runs are for, e.g. the paper's table")
+    models: list[str] | None = Field(None, description="keys of `models` (default: all)")
+    encoders: list[str] | None = Field(None, description="catalog names (default: the spec's encoders)")
+    methods: list[str] | None = Field(None, description="training presets (default: the spec's methods)")
+    steps: int = Field(..., ge=1, description="the training target of these runs")
+    eval_steps: list[int] = Field(default_factory=list, description="checkpoints evaluated besides eval_steps")
+
+    @field_validator("models", "encoders", "methods")
+    @classmethod
+    def _unique(cls, value: list[str] | None) -> list[str] | None:
+        if value is not None:
+            if not value:
+                raise ValueError("an empty list selects nothing: leave the key out to select all")
+            dup = sorted({v for v in value if value.count(v) > 1})
+            if dup:
+                raise ValueError(f"duplicate entries {dup}")
+        return value
+
+    @model_validator(mode="after")
+    def _eval_within(self) -> "Extension":
+        bad = [s for s in self.eval_steps if s < 1 or s > self.steps]
+        if bad:
+            raise ValueError(f"eval_steps {bad} outside 1..steps ({self.steps})")
+        if len(set(self.eval_steps)) != len(self.eval_steps):
+            raise ValueError("duplicate eval_steps")
+        return self
+
+
 class SweepSpec(StrictModel):
     """The whole study: trainings (encoders x models x methods x seeds), evaluations, scoring, analysis."""
 
@@ -109,6 +177,8 @@ class SweepSpec(StrictModel):
     seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
     steps: int = Field(..., ge=1, description="training steps")
     eval_steps: list[int] = Field(..., min_length=1, description="checkpoints to evaluate")
+    extend: list[Extension] = Field(default_factory=list, description="runs trained beyond `steps` (and runs "
+                                                                      "added with their own targets)")
     train_base: str | None = Field(None, description="training preset underneath the method (default: 'tiny' "
                                                      "for synthetic data, else 'imagenet')")
     train_overrides: list[str] = Field(default_factory=list, description="overrides for every training")
@@ -140,6 +210,13 @@ class SweepSpec(StrictModel):
                              f"must exist after training")
         if len(set(self.eval_steps)) != len(self.eval_steps):
             raise ValueError("duplicate eval_steps")
+        for i, ext in enumerate(self.extend):
+            if ext.steps <= self.steps:
+                raise ValueError(f"extend[{i}].steps={ext.steps} must exceed steps ({self.steps}): an entry raises "
+                                 f"the target of the runs it selects")
+            unknown = [m for m in ext.models or () if m not in self.models]
+            if unknown:
+                raise ValueError(f"extend[{i}].models: {unknown} are not keys of models ({', '.join(self.models)})")
         return self
 
 
@@ -204,6 +281,8 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
     errors: list[str] = []
     _check_names(spec.encoders, f"{where}: encoders", errors)
+    for i, ext in enumerate(spec.extend):
+        _check_names(ext.encoders or (), f"{where}: extend[{i}].encoders", errors)
     if isinstance(spec.scoring.encoders, list):
         _check_names(spec.scoring.encoders, f"{where}: scoring.encoders", errors)
     for name, size in spec.models.items():
@@ -214,7 +293,8 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     if spec.analyze.enabled:
         _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
     methods, presets = method_presets(), list_presets()
-    for method in spec.methods:
+    wanted = list(dict.fromkeys([*spec.methods, *(m for ext in spec.extend for m in ext.methods or ())]))
+    for method in wanted:
         if method not in methods:
             errors.append(f"{where}: methods: {method!r} is not a method preset ({', '.join(methods)})")
     if spec.train_base is not None and spec.train_base not in presets:

@@ -23,7 +23,7 @@ from typing import Any, Iterable
 from jobs.local import claim_driver, drive, driver_pid, run_debug, spawn_driver, sweep_dir
 from jobs.plan import Job, plan
 from jobs.spec import SweepSpec
-from jobs.tasks import SweepTask, read_state, write_state
+from jobs.tasks import SweepTask, job_done, reached_step, read_state, write_state
 from results import ResultStore
 from results.provenance import now_iso
 from study.config import dump_config
@@ -127,16 +127,23 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
     root = ResultStore(root).root
     kind = executor or spec.executor.kind
     jobs = plan(spec)
-    done = [j.job_id for j in jobs if read_state(root, j.job_id).get("state") == "done"]
+    done = [j.job_id for j in jobs if job_done(root, j)]
     pid = driver_pid(root, spec.name)
     if pid is not None:
         raise SubmitError(f"a local driver for sweep {spec.name!r} is still running (pid {pid}); wait for it, "
                           f"or stop it with `repa-study sweep cancel {spec.name}`")
     active = sorted(_active_elsewhere(root, spec.name, jobs) - set(done))
     todo_ids = {j.job_id for j in jobs} - set(done) - set(active)
-    # a finished job whose inputs run again (e.g. the analysis after a failed evaluation) must run again too
+    # a finished job whose inputs run again (e.g. the analysis after a failed evaluation) must run again too,
+    # except an evaluation of a step its training already reached: extending a run keeps its checkpoints
+    def _reruns(dep: str, job: Job) -> bool:
+        if dep not in todo_ids:
+            return False
+        reached = reached_step(root, job.params.train_job) if job.stage == "eval" else None
+        return reached is None or job.steps > reached  # (the run, or its group, trains again past this step)
+
     for job in jobs:  # plan order is topological
-        if job.job_id in done and any(d in todo_ids for d in job.depends_on):
+        if job.job_id in done and any(_reruns(d, job) for d in job.depends_on):
             todo_ids.add(job.job_id)
             done.remove(job.job_id)
     todo = [j for j in jobs if j.job_id in todo_ids]
@@ -313,6 +320,8 @@ def sweep_status(spec: SweepSpec, root: str | Path | None = None) -> list[dict[s
         st = read_state(root, job.job_id)
         entry = subs.get(job.job_id, {})
         state = st.get("state", "pending")
+        if state == "done" and not job_done(root, job):  # a finished training whose target was raised since
+            state, entry = "pending", {}
         sid = entry.get("scheduler_id", "")
         if not entry and state == "pending":
             state = "not submitted"

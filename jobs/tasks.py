@@ -22,13 +22,15 @@ from typing import Any, Callable, Iterator
 import submitit
 
 from jobs.plan import Job, TrainGroupParams
+from jobs.protocols import row_protocol
 from results import ResultStore
 from results.provenance import now_iso
 from study.config import config_hash
 from study.io import atomic_write_json
 from study.log import get_logger
 
-__all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "JobBusyError", "STATE_FILE"]
+__all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "job_done", "reached_step",
+           "JobBusyError", "STATE_FILE"]
 
 log = get_logger(__name__)
 STATE_FILE = "state.json"
@@ -66,6 +68,35 @@ def write_state(root: str | Path, job_id: str, **fields: Any) -> dict[str, Any]:
 
 def is_done(root: str | Path, job_id: str) -> bool:
     return read_state(root, job_id).get("state") == "done"
+
+
+def reached_step(root: str | Path, job_id: str) -> int | None:
+    """The step a finished training reached (``None`` if it never finished)."""
+    state = read_state(root, job_id)
+    if state.get("state") != "done":
+        return None
+    if state.get("reached_step") is not None:
+        return int(state["reached_step"])
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # older state files: the job's target
+        return int(json.loads((job_dir(root, job_id) / "job.json").read_text())["steps"])
+    return None
+
+
+def _reached_target(root: str | Path, job_id: str, steps: int | None) -> bool:
+    reached = reached_step(root, job_id)
+    return reached is not None and (steps is None or reached >= steps)
+
+
+def job_done(root: str | Path, job: Job) -> bool:
+    """Whether ``job`` needs no (more) running: its state is done and, for a training, its run reached the job's
+    target step (a raised target makes a finished training run again, resuming from its newest checkpoint); a
+    group of trainings is done when each member is."""
+    if job.stage != "train":
+        return is_done(root, job.job_id)
+    if isinstance(job.params, TrainGroupParams):
+        return is_done(root, job.job_id) and all(_reached_target(root, mid, p.steps)
+                                                 for mid, p in job.params.runs.items())
+    return _reached_target(root, job.job_id, job.steps)
 
 
 @contextlib.contextmanager
@@ -109,7 +140,7 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
     own (its evaluations check that state), so a member finished here is never trained again."""
     from study.train import train_group
 
-    todo = {mid: p for mid, p in job.params.runs.items() if not is_done(root, mid)}
+    todo = {mid: p for mid, p in job.params.runs.items() if not _reached_target(root, mid, p.steps)}
     if not todo:
         return [("runs", [{"members": ",".join(job.params.runs)}])]
     cfgs = [p.config() for p in todo.values()]
@@ -138,7 +169,7 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
                                   "model": p.model, "method": p.method, "seed": p.seed, "config_hash": mid.split("-")[-1],
                                   "train_config_hash": config_hash(cfg), "group": job.job_id, "status": "done",
                                   "started_at": started, "ended_at": ended}])
-            write_state(root, mid, state="done", ended_at=ended)
+            write_state(root, mid, state="done", ended_at=ended, reached_step=int(summary.get("step") or p.steps))
     return [("runs", [{"members": ",".join(job.params.runs)}])]
 
 
@@ -146,13 +177,16 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
     from study.evaluate import evaluate_run
 
     p = job.params
-    if not is_done(root, p.train_job):
+    reached = reached_step(root, p.train_job)
+    if reached is None or reached < p.step:
         raise RuntimeError(f"training job {p.train_job} has not finished (state: "
-                           f"{read_state(root, p.train_job).get('state')}); its evaluation cannot run")
+                           f"{read_state(root, p.train_job).get('state')}"
+                           f"{f', reached step {reached}' if reached is not None else ''}); its evaluation at step "
+                           f"{p.step} cannot run")
     fid = p.fid
     row = evaluate_run(job_dir(root, p.train_job), p.step, n=fid.n_samples, extractor=fid.extractor,
                        ref=fid.reference, sampler=fid.sampler, batch_size=fid.batch_size, job_id=job.job_id)
-    return [("generation", [dict(row)])]
+    return [("generation", [{**dict(row), "protocol": row_protocol(row)}])]
 
 
 def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -207,7 +241,7 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
         STAGE_FUNCTIONS[job.stage](job, root, directory)
         return {}
     state = read_state(root, job.job_id)
-    if state.get("state") == "done":
+    if job_done(root, job):
         log.info("job %s (%s) already done; skipping", job.job_id, job.label)
         return state
     with _job_lock(directory):
@@ -231,7 +265,9 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
             extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
             store.write("runs", [{**_scalars(extra), **ident, "status": "done", "attempt": attempt,
                                   "started_at": started, "ended_at": ended, "log": log_path or ""}])
-            return write_state(root, job.job_id, state="done", ended_at=ended)
+            single = job.stage == "train" and not isinstance(job.params, TrainGroupParams)
+            reached = {"reached_step": int(extra.get("step") or job.steps)} if single else {}
+            return write_state(root, job.job_id, state="done", ended_at=ended, **reached)
         except SystemExit:
             # submitit's preemption/time-out handler exits after requeueing: not a failure
             write_state(root, job.job_id, state="requeued", ended_at=now_iso())
