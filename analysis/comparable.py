@@ -17,8 +17,8 @@ __all__ = ["IncomparableRowsError", "Selection", "select_comparable", "quality_c
            "COMPARABILITY_KEYS", "parse_select", "ANY"]
 
 #: Columns that must hold a single value among the rows analysed together (those absent from a table are ignored).
-COMPARABILITY_KEYS = ("n_samples", "reference", "ref_id", "extractor", "extractor_id", "sampler", "sampler_mode",
-                      "sampler_steps", "cfg_scale", "guidance_interval", "sample_rounding")
+COMPARABILITY_KEYS = ("protocol", "n_samples", "reference", "ref_id", "extractor", "extractor_id", "sampler",
+                      "sampler_mode", "sampler_steps", "cfg_scale", "guidance_interval", "sample_rounding")
 #: A ``select`` value that allows mixing a column's values on purpose.
 ANY = "*"
 _GROUP = ("model", "method", "encoder")

@@ -23,14 +23,23 @@ import click
               help="Bootstrap resamples for the 95% interval (0: none).")
 @click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
 @click.option("--no-strict", is_flag=True, help="Skip unreadable result files (with a warning) instead of failing.")
+@click.option("--agreement", nargs=2, default=None, metavar="PROTOCOL_A PROTOCOL_B",
+              help="Instead of the report: how well two FID protocols agree (e.g. screen-10k-sde50 adm-50k-sde250) "
+                   "on the runs evaluated under both: Spearman/Kendall of the encoder rankings and the share of "
+                   "REPA-vs-iREPA orderings kept, with bootstrap intervals. Writes agreement_*.csv.")
 def analyze_cmd(root: str | None, reference: str | None, out: str | None, select: tuple[str, ...],
-                quality: str | None, methods: tuple[str, ...], n_boot: int, seed: int, no_strict: bool) -> None:
+                quality: str | None, methods: tuple[str, ...], n_boot: int, seed: int, no_strict: bool,
+                agreement: tuple[str, str] | None) -> None:
     """Correlate generation quality with encoder metrics and write an HTML report (tables, figures)."""
     from analysis.report import analyze
     from results import ResultStore
 
     store = ResultStore(root)
     gen = store.read("generation", strict=not no_strict)
+    if agreement:
+        _agreement(gen, agreement, Path(out) if out else store.root / "reports" / f"agreement-{'-vs-'.join(agreement)}",
+                   select, quality, n_boot, seed)
+        return
     enc = store.read("encoders", strict=not no_strict)
     if gen.empty and reference is None:
         raise click.ClickException(f"no generation rows under {store.root}: run the study first (repa-study run), "
@@ -40,6 +49,39 @@ def analyze_cmd(root: str | None, reference: str | None, out: str | None, select
                      n_boot=n_boot, seed=seed)
     _print_summary(report)
     click.echo(f"report: {report / 'report.html'}")
+
+
+def _agreement(gen, protocols: tuple[str, str], out_dir: Path, select: tuple[str, ...], quality: str | None,
+               n_boot: int, seed: int) -> None:
+    import json
+
+    import pandas as pd
+
+    from analysis.agreement import protocol_agreement
+    from analysis.comparable import IncomparableRowsError, parse_select
+
+    try:
+        res = protocol_agreement(gen, *protocols, select=parse_select(list(select)), quality=(quality, quality),
+                                 n_boot=n_boot, seed=seed)
+    except (IncomparableRowsError, KeyError, ValueError) as exc:
+        raise click.ClickException(str(exc)) from exc
+    out_dir.mkdir(parents=True, exist_ok=True)
+    res.points.to_csv(out_dir / "agreement_points.csv", index=False)
+    res.encoders.to_csv(out_dir / "agreement_encoders.csv", index=False)
+    res.methods.to_csv(out_dir / "agreement_methods.csv", index=False)
+    (out_dir / "agreement.json").write_text(json.dumps(
+        {"protocols": list(res.protocols), "quality": list(res.quality), "notes": res.notes, "n_boot": n_boot,
+         "seed": seed, "encoders": res.encoders.to_dict(orient="records"),
+         "methods": res.methods.to_dict(orient="records")}, indent=1, default=str))
+    a, b = res.protocols
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200):
+        click.echo(f"agreement of {a} with {b}: " + "; ".join(res.notes))
+        click.echo(f"\nencoder rankings ({res.columns[0]} vs {res.columns[1]}):")
+        click.echo(res.encoders.round(3).to_string(index=False))
+        if not res.methods.empty:
+            click.echo("\nmethod orderings (same_order: share of encoders whose better method is the same):")
+            click.echo(res.methods.round(3).to_string(index=False))
+    click.echo(f"\nagreement tables: {out_dir}")
 
 
 def _print_summary(report: Path) -> None:
