@@ -14,7 +14,7 @@ import seaborn as sns  # noqa: E402
 
 from analysis.display import for_display  # noqa: E402
 
-__all__ = ["correlation_panel", "method_comparison", "convergence", "AXIS_LABELS"]
+__all__ = ["correlation_panel", "method_comparison", "convergence", "against_alpha", "AXIS_LABELS"]
 
 AXIS_LABELS = {"lp_top1": "Linear-probe top-1 (%)", "lds": "LDS", "cds": "CDS", "srss": "SRSS", "rmsc": "RMSC",
                "fid": "gFID", "fd_synthetic": "FD (synthetic extractor)"}
@@ -126,4 +126,26 @@ def convergence(df: pd.DataFrame, y: str, path: Path, *, title: str = "") -> Pat
         ax.set_xlabel("training step")
         ax.ticklabel_format(axis="y", useOffset=False, style="plain")
         ax.legend(fontsize=6.5, ncol=1, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    return _save(fig, path, title)
+
+
+def against_alpha(df: pd.DataFrame, ys: Sequence[str], path: Path, *, title: str = "") -> Path:
+    """One panel per column of ``ys`` (quality, LP accuracy, spatial metrics) against the CLS-mixing weight
+    ``alpha``; one line per (model, method, base encoder, form)."""
+    sns.set_theme(style="whitegrid", context="paper")
+    df = for_display(df)  # the axes show lp_top1 in percent
+    ys = [y for y in ys if y in df.columns and pd.to_numeric(df[y], errors="coerce").notna().any()]
+    fig, axes = plt.subplots(1, max(len(ys), 1), figsize=(3.2 * max(len(ys), 1), 3.1), squeeze=False)
+    curve = df.assign(curve=[f"{m} {me} {b}@{f}" for m, me, b, f in zip(df["model"], df["method"], df["base"],
+                                                                        df["form"])])
+    for ax, y in zip(axes[0], ys):
+        sns.lineplot(data=curve, x="alpha", y=y, hue="curve", marker="o", ax=ax, errorbar=None)
+        ax.set_xlabel("CLS mixing weight alpha")
+        ax.set_ylabel(_label(y))
+        ax.ticklabel_format(axis="y", useOffset=False, style="plain")
+        legend = ax.get_legend()
+        if legend is not None and ax is not axes[0][-1]:
+            legend.remove()
+    if ys:
+        axes[0][-1].legend(fontsize=6.5, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return _save(fig, path, title)

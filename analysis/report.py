@@ -2,7 +2,8 @@
 
 Writes ``correlations.csv`` / ``correlations.md`` (quality against LP accuracy and each spatial metric, per model
 size and pooled, training methods kept separate), ``points.csv`` (one row per model, method and encoder),
-``excluded.csv`` (rows left out and why), ``figures/*.png``, ``summary.json`` and a self-contained ``report.html``.
+``excluded.csv`` (rows left out and why), ``clsmix.csv`` (CLS-mixing curves, when encoders are ``@clsmix=``
+variants), ``figures/*.png``, ``summary.json`` and a self-contained ``report.html``.
 """
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import figures
+from analysis.clsmix import clsmix_points
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
 from analysis.correlate import correlate
 from analysis.display import check_fractions, for_display
@@ -260,6 +262,15 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                                              title=f"{_label(q)}: {base} vs {improved} per encoder (this study)")
             figure_files.append((path, f"REPA vs iREPA within one recipe: {base} and {improved} per encoder and "
                                        f"model size (lower is better)"))
+        mixing = clsmix_points(user_points)
+        if not mixing.empty:
+            mixing.to_csv(out / "clsmix.csv", index=False)
+            path = figures.against_alpha(mixing, [q, *METRICS], fig_dir / "clsmix.png",
+                                         title=f"{_label(q)}, LP accuracy and spatial metrics against CLS mixing "
+                                               f"(this study)")
+            figure_files.append((path, "The CLS-mixing experiment (the paper's Fig. 3c): each encoder variant "
+                                       "NAME@clsmix=alpha mixes the CLS token into every patch token; quality, "
+                                       "linear-probe accuracy and the spatial metrics against alpha"))
         curves = select_comparable(gen, {**gen_select, "step": "*"}, quality=q).rows
         if curves["step"].nunique() > 1:
             curve_points = curves.groupby(["model", "method", "encoder", "step"], as_index=False)[q].mean()

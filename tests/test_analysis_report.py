@@ -50,7 +50,7 @@ def test_smoke_report(tmp_path):
     assert "lp_top1 in percent" in per_encoder and f"<td>{lp_shown}</td>" in per_encoder  # shown in percent
     assert "not the paper's results" in page
     images = re.findall(r'src="data:image/png;base64,([A-Za-z0-9+/=]+)"', page)
-    assert len(images) == 4  # correlation panels (repa, irepa), methods, convergence
+    assert len(images) == 5  # correlation panels (repa, irepa), methods, CLS mixing (tiny-a@clsmix=0.3), convergence
     assert 'src="http' not in page and "<link" not in page  # self-contained
     summary = json.loads((out / "summary.json").read_text())
     assert summary["chosen"]["step"] == 100 and summary["smoke"]
