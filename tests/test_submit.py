@@ -14,6 +14,7 @@ import pytest
 from click.testing import CliRunner
 
 import jobs.local
+import jobs.tasks
 from jobs.plan import plan
 from jobs.spec import load_spec
 from jobs.submit import cancel_sweep, collect_sweep, submit_sweep, sweep_status
@@ -204,3 +205,35 @@ def test_slurm_executor_without_slurm_is_a_clear_error(fakes, monkeypatch):
     monkeypatch.setattr(jobs.submit, "slurm_available", lambda: False)
     with pytest.raises(jobs.submit.SubmitError, match="--executor local"):
         submit_sweep(load_spec("smoke", REDUCED), fakes / "root", executor="slurm")
+
+
+def test_raising_steps_resumes_the_same_run_and_keeps_its_evaluations(fakes):
+    """Plan at 100 steps, run, raise to 200: the train id is unchanged, the training resumes at 100, the rows of
+    step 100 are not recomputed; lowering the target again needs nothing to run."""
+    root = fakes / "root"
+    base = ["encoders=[dinov2-vit-b]", "methods=[repa]", "scoring.enabled=false", "steps=100", "eval_steps=[100]"]
+    short = load_spec("smoke", base)
+    assert submit_sweep(short, root, executor="debug", wait=True).ok
+    long = load_spec("smoke", base + ["steps=200", "eval_steps=[100, 200]"])
+    train = {j.job_id for j in plan(short) if j.stage == "train"}
+    assert train == {j.job_id for j in plan(long) if j.stage == "train"}
+    train_id = train.pop()
+    status = {r["job_id"]: r["state"] for r in sweep_status(long, root)}
+    assert status[train_id] == "not submitted"  # done at 100, its target is now 200
+    before = _invocations(root)
+
+    sub = submit_sweep(long, root, executor="debug", wait=True)
+    assert sub.ok
+    eval_100 = next(j.job_id for j in plan(long) if j.stage == "eval" and j.steps == 100)
+    assert eval_100 in sub.skipped_done and train_id in sub.submitted
+    assert {j.stage for j in plan(long) if j.job_id in sub.submitted} == {"train", "eval", "analyze"}
+    rerun = {k: v - before.get(k, 0) for k, v in _invocations(root).items() if v - before.get(k, 0)}
+    assert train_id in rerun and eval_100 not in rerun
+    runs = ResultStore(root).read("runs", dedupe=False)
+    assert sorted(runs.loc[runs["job_id"] == train_id, "resumed_from"]) == [0, 100]
+    gen = ResultStore(root).read("generation", dedupe=False)
+    assert sorted(gen["step"]) == [100, 200]  # one row per step: step 100 was not evaluated again
+    assert jobs.tasks.reached_step(root, train_id) == 200
+
+    lower = submit_sweep(short, root, executor="debug", wait=True)
+    assert lower.ok and not lower.submitted  # the run is past 100: its kept checkpoint serves
