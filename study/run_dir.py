@@ -1,8 +1,14 @@
 """A training run's directory, and the one owner of what a checkpoint holds.
 
 ``RUN_DIR/`` holds ``config.yaml`` (the resolved :class:`~study.train_config.TrainConfig`) and ``config_hash``,
-``provenance.json`` (git commit, versions, seeds, one entry per session), ``log.jsonl`` (one line per ``log_every``
-steps), ``checkpoints/step_XXXXXXX.pt`` and ``samples/`` (preview sheets, sample shards).
+``provenance.json`` (git commit, versions, seeds, one entry per session with its target ``steps`` and
+``ckpt_keep``), ``log.jsonl`` (one line per ``log_every`` steps), ``checkpoints/step_XXXXXXX.pt`` and ``samples/``
+(preview sheets, sample shards).
+
+A run's identity (:func:`run_hash`, the ``config_hash`` file and every checkpoint's ``config_hash``) is its config
+without its length (:data:`LENGTH_FIELDS`: ``steps`` and which checkpoints are written and kept): raising ``steps``
+resumes the same run from its newest checkpoint, lowering it leaves the run at its kept checkpoints, and every step
+an earlier session kept (its target, its ``ckpt_keep``: the evaluated steps) stays kept.
 
 A checkpoint is one atomically written ``torch.save`` dict with the keys ``model`` (SiT + projectors), ``ema`` (the
 EMA SiT), ``optimizer``, ``step``, ``data_position``, ``rng`` (torch/numpy/python/CUDA states), ``config_hash``,
@@ -15,7 +21,7 @@ from __future__ import annotations
 import json
 import random
 from pathlib import Path
-from typing import Any, Mapping, NamedTuple
+from typing import Any, Iterable, Mapping, NamedTuple
 
 import numpy as np
 import torch
@@ -29,7 +35,7 @@ from study.models.sit import SiT
 from study.train_config import TrainConfig
 
 __all__ = [
-    "checkpoint_path", "latest_checkpoint", "kept_checkpoint", "prune_checkpoints", "save_checkpoint",
+    "run_hash", "LENGTH_FIELDS", "checkpoint_path", "latest_checkpoint", "kept_checkpoint", "earlier_kept_steps", "prune_checkpoints", "save_checkpoint",
     "restore_checkpoint", "write_run_header", "truncate_log", "read_config", "latent_stats_dict", "SamplingModel",
     "load_sampling_model",
 ]
@@ -46,18 +52,32 @@ def read_config(run_dir: str | Path) -> TrainConfig:
     return load_config(TrainConfig, load_yaml(path))
 
 
+#: TrainConfig fields that set how long a run trains and which checkpoints it writes and keeps, not its trajectory.
+LENGTH_FIELDS = ("steps", "ckpt_every", "ckpt_keep", "ckpt_keep_every")
+
+
+def run_hash(cfg: TrainConfig) -> str:
+    """The run's identity: the hash of its config without :data:`LENGTH_FIELDS`."""
+    return config_hash(cfg.model_dump(mode="json", exclude=set(LENGTH_FIELDS)))
+
+
 def write_run_header(cfg: TrainConfig, run_dir: Path, *, world_size: int, device: str) -> str:
-    """Write ``config.yaml``, ``config_hash`` and the provenance (one entry per session); returns the hash.
-    A directory that already holds a run of another config is an error (never overwritten)."""
+    """Write ``config.yaml``, ``config_hash`` (:func:`run_hash`) and the provenance (one entry per session);
+    returns the hash. A directory that already holds another run (a config differing in more than its length) is
+    an error (never overwritten)."""
     from results.provenance import now_iso, provenance
 
-    h = config_hash(cfg)
+    h = run_hash(cfg)
     existing = run_dir / "config.yaml"
     if existing.is_file():
         old = read_config(run_dir)
-        if config_hash(old) != h:
-            raise ConfigError(f"{run_dir} already holds a run with a different config (hash {config_hash(old)} vs "
-                              f"{h}); use a new run directory, or the same config to resume")
+        if run_hash(old) != h:
+            diff = sorted(k for k in type(cfg).model_fields if k not in LENGTH_FIELDS and getattr(old, k) != getattr(cfg, k))
+            raise ConfigError(f"{run_dir} already holds another run (hash {run_hash(old)} vs {h}; differing: "
+                              f"{', '.join(diff)}); use a new run directory, or the same config to resume (only "
+                              f"{', '.join(LENGTH_FIELDS)} may change)")
+        if old.steps != cfg.steps:
+            log.info("%s: target %d -> %d steps (same run)", run_dir, old.steps, cfg.steps)
     dump_config(cfg, existing)
     atomic_write_text(run_dir / "config_hash", h + "\n")
     prov = {**provenance(), "config_hash": h, "seed": cfg.seed, "world_size": world_size, "device": device,
@@ -65,7 +85,8 @@ def write_run_header(cfg: TrainConfig, run_dir: Path, *, world_size: int, device
     prov_path = run_dir / "provenance.json"
     history = json.loads(prov_path.read_text()).get("sessions", []) if prov_path.is_file() else []
     prov["sessions"] = history + [{"started_at": prov["started_at"], "git_commit": prov["git_commit"],
-                                   "world_size": world_size, "host": prov["host"]}]
+                                   "world_size": world_size, "host": prov["host"], "steps": cfg.steps,
+                                   "ckpt_keep": list(cfg.ckpt_keep)}]
     atomic_write_json(prov_path, prov, indent=2)
     return h
 
@@ -88,21 +109,34 @@ def latest_checkpoint(run_dir: str | Path) -> Path | None:
     return ckpts[-1] if ckpts else None
 
 
-def kept_checkpoint(cfg: TrainConfig, step: int) -> bool:
+def kept_checkpoint(cfg: TrainConfig, step: int, earlier: Iterable[int] = ()) -> bool:
     """Whether the checkpoint of ``step`` is kept for good (else it is a resume point, removed once a newer
-    checkpoint exists): the final step, the ``ckpt_keep`` steps and multiples of ``ckpt_keep_every``; every
-    checkpoint when neither is set."""
+    checkpoint exists): the final step, the ``ckpt_keep`` steps, multiples of ``ckpt_keep_every`` and the
+    ``earlier`` steps (what earlier sessions of the run kept: :func:`earlier_kept_steps`); every checkpoint when
+    neither ``ckpt_keep`` nor ``ckpt_keep_every`` is set."""
     if cfg.ckpt_keep_every is None and not cfg.ckpt_keep:
         return True
-    return (step == cfg.steps or step in cfg.ckpt_keep
+    return (step == cfg.steps or step in cfg.ckpt_keep or step in set(earlier)
             or (cfg.ckpt_keep_every is not None and step % cfg.ckpt_keep_every == 0))
+
+
+def earlier_kept_steps(run_dir: str | Path) -> set[int]:
+    """The targets and ``ckpt_keep`` steps of every session the run's provenance records (a run extended from
+    100 to 200 steps keeps its step-100 checkpoint, which its evaluations read)."""
+    path = Path(run_dir) / "provenance.json"
+    try:
+        sessions = json.loads(path.read_text()).get("sessions", [])
+    except (OSError, ValueError):
+        return set()
+    return {int(s) for sess in sessions for s in [sess.get("steps"), *(sess.get("ckpt_keep") or [])] if s is not None}
 
 
 def prune_checkpoints(cfg: TrainConfig, run_dir: Path) -> None:
     """Remove resume-only checkpoints older than the newest one (a SiT-XL/2 checkpoint is about 11 GB)."""
     ckpts = sorted((run_dir / "checkpoints").glob("step_*.pt"))
+    earlier = earlier_kept_steps(run_dir)
     for path in ckpts[:-1]:
-        if not kept_checkpoint(cfg, int(path.stem.split("_")[1])):
+        if not kept_checkpoint(cfg, int(path.stem.split("_")[1]), earlier):
             path.unlink(missing_ok=True)
 
 
@@ -151,11 +185,12 @@ def save_checkpoint(run_dir: Path, step: int, *, model: nn.Module, ema: nn.Modul
 
 
 def restore_checkpoint(path: Path, *, model: nn.Module, ema: nn.Module, optimizer: torch.optim.Optimizer,
-                       config_hash: str, repae: Any = None) -> int:
+                       config_hash: str, repae: Any = None, also_accept: Iterable[str] = ()) -> int:
     """Load model, EMA, optimizer and RNG states (and a REPA-E run's VAE, BN, discriminator and their optimizers)
-    from ``path`` (written by the same config); returns its step."""
+    from ``path`` (written by the same run: ``config_hash`` is its :func:`run_hash`; ``also_accept``: other hashes
+    of it, e.g. the full config hash older checkpoints carry); returns its step."""
     state = torch.load(path, map_location="cpu", weights_only=False)  # RNG states must stay CPU tensors
-    if state.get("config_hash") != config_hash:
+    if state.get("config_hash") not in (config_hash, *also_accept):
         raise ConfigError(f"checkpoint {path} was written by config {state.get('config_hash')}, not {config_hash}")
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])

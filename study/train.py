@@ -32,7 +32,7 @@ from study.log import get_logger, progress
 from study.meanflow import meanflow_settings, sample_time_pair
 from study.objective import TrainingStep
 from study.preemption import PreemptionSave
-from study.run_dir import (latent_stats_dict, latest_checkpoint, prune_checkpoints, restore_checkpoint,
+from study.run_dir import (latent_stats_dict, latest_checkpoint, prune_checkpoints, restore_checkpoint, run_hash,
                            save_checkpoint, truncate_log, write_run_header)
 from study.sample import sample_images, save_image_sheet
 from study.train_config import FlowSection, MeanFlowSection, TrainConfig
@@ -252,12 +252,13 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
             run.run_dir.mkdir(parents=True, exist_ok=True)
             run.h = write_run_header(cfg, run.run_dir, world_size=info.world_size, device=str(device))
         else:
-            run.h = config_hash(cfg)
+            run.h = run_hash(cfg)
         barrier()
         ckpt = latest_checkpoint(run.run_dir)
         if ckpt is not None:
             run.step = restore_checkpoint(ckpt, model=run.model, ema=run.ema, optimizer=run.opt, config_hash=run.h,
-                                          repae=run.repae)
+                                          repae=run.repae,
+                                          also_accept=[config_hash(cfg)])  # checkpoints written before run_hash
             log.info("resumed %s from step %d (%s)", run.run_dir, run.step, ckpt.name)
             if info.is_main:
                 truncate_log(run.run_dir / "log.jsonl", run.step)

@@ -76,8 +76,8 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
     assert [r["step"] for r in rows_b] == list(range(1, 9))  # the log lines past the checkpoint were replaced
     assert [r["loss"] for r in rows_b] == pytest.approx([r["loss"] for r in rows], abs=1e-6)
 
-    with pytest.raises(ConfigError, match="different config"):
-        T.train(smoke_config("steps=9", "ckpt_every=3", "method=irepa"), full)
+    with pytest.raises(ConfigError, match="already holds another run"):  # a length change alone would resume
+        T.train(smoke_config("steps=9", "ckpt_every=3", "method=repa"), full)
 
 
 def test_grid_mismatch_is_a_clear_error(tmp_path):
