@@ -58,6 +58,10 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
                       ["job_id", "stage", "encoder", "model", "method", "seed", "steps", "deps"]))
     counts = Counter(r["stage"] for r in rows)
     click.echo(f"\n{len(rows)} jobs: " + ", ".join(f"{counts[s]} {s}" for s in ("train", "eval", "score", "analyze")))
+    for stage, what in (("train", "training targets"), ("eval", "evaluated steps")):
+        steps = Counter(r["steps"] for r in rows if r["stage"] == stage)
+        if steps:
+            click.echo(f"{what}: " + ", ".join(f"{n} x {s}" for s, n in sorted(steps.items())))
 
 
 @sweep_group.command("estimate")
