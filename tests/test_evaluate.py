@@ -218,6 +218,7 @@ def test_cli_eval_fid_writes_a_generation_row(tmp_path, monkeypatch):
     df = ResultStore(tmp_path / "results").read("generation")
     assert len(df) == 1 and df.loc[0, "job_id"] == "job-cli" and df.loc[0, "n_samples"] == 80
     assert df.loc[0, "fd_synthetic"] > 0 and "fid" not in df.columns
+    assert df.loc[0, "protocol"].startswith("synthetic-80-")  # the FID protocol, as sweep evaluations record it
     # 81 > the 80 shards hold: the sampler is asked, and a run without checkpoints is a clear error, not a row
     bad = CliRunner().invoke(cli, ["eval", "fid", str(run), "--step", "3", "--n", "81", "--extractor", "synthetic",
                                    "--root", str(tmp_path / "results")])

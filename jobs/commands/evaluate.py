@@ -48,11 +48,15 @@ def fid_cmd(run_dir: str, step: int, n: int, ref: str | None, ref_n: int | None,
     """Score checkpoint STEP of RUN_DIR on N samples and write one row to the `generation` table."""
     from study.evaluate import evaluate_run
 
+    from jobs.protocols import row_protocol
+
     row = evaluate_run(run_dir, step, n=n, extractor=extractor, ref=ref, sampler=sampler, batch_size=batch_size,
                        device=device, samples=samples, inception_weights=inception_weights, ref_n=ref_n,
                        job_id=job_id)
+    row = {**row, "protocol": row_protocol(row)}  # as sweep evaluations record it (analyze never mixes protocols)
     shown = {k: row.get(k) for k in ("job_id", "step", row["fd_metric"], "sfid", "inception_score", "precision",
-                                     "recall", "n_samples", "reference", "extractor", "time_total_s") if k in row}
+                                     "recall", "n_samples", "protocol", "reference", "extractor", "time_total_s")
+             if k in row}
     click.echo(json.dumps(shown, indent=1, default=str))
     if not no_write:
         from results import ResultStore
