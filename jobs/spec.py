@@ -132,9 +132,9 @@ class ExecutorSettings(StrictModel):
 
 class Extension(StrictModel):
     """Runs trained further than the spec's ``steps``: those of the listed models, encoders and methods (each
-    unset: all of the spec's). An encoder or method not in the spec's lists adds runs (trained to ``steps``). A run
-    gets the highest target of the entries that select it and evaluates the spec's ``eval_steps`` plus theirs;
-    it stays one run (one train job, one id), so raising a target later resumes it."""
+    unset: all of the spec's). An encoder or method not in the spec's lists adds runs (trained to this entry's
+    ``steps``). A run gets the highest target of the entries that select it and evaluates the spec's ``eval_steps``
+    plus theirs; it stays one run (one train job, one id), so raising a target later resumes it."""
 
     note: str = Field("", description="what these runs are for, e.g. the paper's table")
     models: list[str] | None = Field(None, description="keys of `models` (default: all)")
@@ -211,9 +211,9 @@ class SweepSpec(StrictModel):
         if len(set(self.eval_steps)) != len(self.eval_steps):
             raise ValueError("duplicate eval_steps")
         for i, ext in enumerate(self.extend):
-            if ext.steps <= self.steps:
-                raise ValueError(f"extend[{i}].steps={ext.steps} must exceed steps ({self.steps}): an entry raises "
-                                 f"the target of the runs it selects")
+            if ext.steps < self.steps:
+                raise ValueError(f"extend[{i}].steps={ext.steps} is below steps ({self.steps}): an entry raises "
+                                 f"the target of the runs it selects (or adds runs, or eval steps, at steps)")
             unknown = [m for m in ext.models or () if m not in self.models]
             if unknown:
                 raise ValueError(f"extend[{i}].models: {unknown} are not keys of models ({', '.join(self.models)})")

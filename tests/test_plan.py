@@ -183,7 +183,7 @@ def test_plan_json_cli(tmp_path):
     (lambda d: d.update(methods=["repa", "nonsense"]), "'nonsense' is not a method preset"),
     (lambda d: d.update(methods=["tiny"]), "'tiny' is not a method preset (irepa, irepa-conv-only, irepa-e, "),
     (lambda d: d["fid"].update(extractor="inception"), "fid.reference is required"),
-    (lambda d: d.update(extend=[{"steps": 100}]), "must exceed steps"),
+    (lambda d: d.update(extend=[{"steps": 100}]), "extend[0].steps=100 is below steps (200)"),
     (lambda d: d.update(extend=[{"models": ["SiT-B/2"], "steps": 400}]), "are not keys of models"),
     (lambda d: d.update(extend=[{"encoders": ["nope-vit"], "steps": 400}]), "extend[0].encoders: unknown encoder"),
     (lambda d: d.update(extend=[{"methods": ["nonsense"], "steps": 400}]), "'nonsense' is not a method preset"),
