@@ -65,6 +65,9 @@ def protocol_name(settings: Mapping[str, Any]) -> str:
 
 
 def row_protocol(row: Mapping[str, Any]) -> str:
-    """The protocol of a ``generation`` row, from what it records was really measured."""
-    return protocol_name({"extractor": row["extractor"], "n_samples": row["n_samples"], "mode": row["sampler_mode"],
+    """The protocol of a ``generation`` row, from what it records was really measured (samples rounded to uint8
+    otherwise than the authors'/ADM ``floor`` get a ``-<rounding>`` suffix: another protocol)."""
+    name = protocol_name({"extractor": row["extractor"], "n_samples": row["n_samples"], "mode": row["sampler_mode"],
                           "num_steps": row["sampler_steps"], "cfg_scale": row["cfg_scale"]})
+    rounding = row.get("sample_rounding") or "floor"
+    return name if rounding == "floor" else f"{name}-{rounding}"

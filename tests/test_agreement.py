@@ -39,6 +39,7 @@ def test_protocol_names():
            "cfg_scale": 1.0}
     assert row_protocol(row) == "screen-10k-sde50"
     assert row_protocol({**row, "cfg_scale": 2.0}) == "inception-10000-sde50-cfg2"
+    assert row_protocol({**row, "sample_rounding": "round"}) == "screen-10k-sde50-round"
 
 
 def test_analysis_refuses_to_mix_protocols():

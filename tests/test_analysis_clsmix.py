@@ -10,9 +10,9 @@ from analysis.report import analyze
 
 def _points():
     rows = []
-    for enc, lp, lds, fid in [("dinov2-vit-b", 70.7, 0.40, 19.2), ("dinov2-vit-b@clsmix=0.25", 74.0, 0.30, 22.0),
-                              ("dinov2-vit-b@clsmix=0.5", 78.5, 0.20, 25.4), ("dinov2-vit-b@clsmixc=0.1", 72.0, 0.35, 20.0),
-                              ("pe-vit-b", 60.0, 0.30, 22.5)]:
+    for enc, lp, lds, fid in [("dinov2-vit-b", 0.707, 0.40, 19.2), ("dinov2-vit-b@clsmix=0.25", 0.74, 0.30, 22.0),
+                              ("dinov2-vit-b@clsmix=0.5", 0.785, 0.20, 25.4),
+                              ("dinov2-vit-b@clsmixc=0.1", 0.72, 0.35, 20.0), ("pe-vit-b", 0.60, 0.30, 22.5)]:
         rows.append({"model": "SiT-XL/2", "method": "repa", "encoder": enc, "fid": fid, "lp_top1": lp, "lds": lds})
     return pd.DataFrame(rows)
 
@@ -42,6 +42,7 @@ def test_analyze_draws_metrics_against_alpha(tmp_path):
     out = analyze(pd.DataFrame(gen), pd.DataFrame(enc), tmp_path / "rep", n_boot=50)
     table = pd.read_csv(out / "clsmix.csv")
     assert list(table["alpha"]) == [0.0, 0.1, 0.2, 0.3]
-    assert np.allclose(table["lp_top1"], [70, 72, 74, 76]) and table["fid"].is_monotonic_increasing
+    assert np.allclose(table["lp_top1"], [0.70, 0.72, 0.74, 0.76])  # tables hold fractions
+    assert table["fid"].is_monotonic_increasing
     assert (out / "figures" / "clsmix.png").stat().st_size > 1000
     assert "CLS-mixing experiment" in (out / "report.html").read_text()

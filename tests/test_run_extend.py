@@ -99,3 +99,38 @@ def test_sweep_raised_from_100_to_200_steps_resumes_and_keeps_step_100(tmp_path,
         assert old["written_at"] == row_100.iloc[0]["written_at"] and old["train_job_id"] == train_id
     finally:
         torch.set_num_threads(threads)
+
+
+def test_a_grouped_sweep_extends_too(tmp_path):
+    """executor.group_methods: the group job keeps its id when the target is raised, is not done until every member
+    reached it, and trains its members on from their checkpoints; the evaluations of step 4 are not run again."""
+    from jobs.plan import plan
+    from jobs.spec import load_spec
+    from jobs.submit import submit_sweep
+    from jobs.tasks import job_dir, job_done, reached_step
+    from results import ResultStore
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        sweep = ["dataset=synthetic:n=64,size=32,classes=4,seed=0", "encoders=[dinov2-vit-b]", "methods=[repa, irepa]",
+                 "train_overrides=[batch_size=8, ckpt_every=4, log_every=1, sample_every=0, method.hidden_dim=32, "
+                 "threads=1]", "fid.n_samples=16", "fid.num_steps=2", "fid.batch_size=16", "scoring.enabled=false",
+                 "analyze.enabled=false", "models={smoke: {}}", "executor.group_methods=true"]
+        root = tmp_path / "root"
+        short, long = (load_spec("smoke", [*sweep, *s]) for s in (["steps=4", "eval_steps=[4]"],
+                                                                  ["steps=8", "eval_steps=[4, 8]"]))
+        assert not submit_sweep(short, root, executor="debug").failed
+        [group] = [j for j in plan(short) if j.stage == "train"]
+        [group_long] = [j for j in plan(long) if j.stage == "train"]
+        assert group_long.job_id == group.job_id and list(group_long.params.runs) == list(group.params.runs)
+        assert job_done(root, group) and not job_done(root, group_long)
+        sub = submit_sweep(long, root, executor="debug")
+        assert not sub.failed and group.job_id in sub.submitted
+        assert {j.steps for j in plan(long) if j.stage == "eval" and j.job_id in sub.submitted} == {8}
+        for mid in group.params.runs:
+            assert reached_step(root, mid) == 8 and _ckpts(job_dir(root, mid)) == [4, 8]
+        gen = ResultStore(root).read("generation", dedupe=False)
+        assert sorted(gen["step"]) == [4, 4, 8, 8]
+    finally:
+        torch.set_num_threads(threads)
