@@ -50,6 +50,8 @@ class _Root(click.Group):
     def invoke(self, ctx: click.Context):
         try:
             return super().invoke(ctx)
+        except (click.ClickException, click.exceptions.Exit, click.Abort):
+            raise  # click's own (usage errors exit 2): already what the user should see
         except Exception as exc:
             if _is_user_error(exc) and not logging.getLogger("repa_study").isEnabledFor(logging.DEBUG):
                 raise click.ClickException(str(exc)) from exc
