@@ -22,13 +22,13 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from jobs.plan import Job
+from jobs.states import CANCELLED, DONE, FAILED
 from jobs.tasks import job_dir, job_done, read_state, run_job, write_state
 from study.log import get_logger, progress
 
 __all__ = ["drive", "run_debug", "spawn_driver", "driver_pid", "sweep_dir"]
 
 log = get_logger(__name__)
-ENDED = ("done", "failed", "cancelled")
 #: How one job is started. The default forks each job from a fork server that has imported torch & co. once
 #: (a fresh process per job, without the import cost); any other command runs as a subprocess with the job's
 #: arguments appended (tests point it at a worker with stand-in stages).
@@ -187,7 +187,7 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
     final: dict[str, str] = {}
     for job_id, job in list(todo.items()):
         if job_done(root, job):
-            final[job_id] = "done"
+            final[job_id] = DONE
             del todo[job_id]
     running: dict[str, subprocess.Popen] = {}
     previous_handler = None
@@ -202,14 +202,14 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
                     continue
                 del running[job_id]
                 state = read_state(root, job_id).get("state")
-                if proc.returncode != 0 and state not in ("failed",):
+                if proc.returncode != 0 and state != FAILED:
                     # the process died before it could record its failure (killed, crashed)
-                    write_state(root, job_id, state="failed",
+                    write_state(root, job_id, state=FAILED,
                                 error=f"process exited with status {proc.returncode}")
-                    state = "failed"
-                final[job_id] = state or "failed"
+                    state = FAILED
+                final[job_id] = state or FAILED
                 bar.update(1)
-                log.log(20 if final[job_id] == "done" else 30, "%s %s: %s", final[job_id], job_id,
+                log.log(20 if final[job_id] == DONE else 30, "%s %s: %s", final[job_id], job_id,
                         labels[job_id])
                 if on_update:
                     on_update(final)
@@ -231,7 +231,7 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
-            write_state(root, job_id, state="cancelled", error="the local driver was stopped")
+            write_state(root, job_id, state=CANCELLED, error="the local driver was stopped")
         raise
     finally:
         bar.close()
@@ -249,10 +249,10 @@ def run_debug(jobs: Sequence[Job], root: str | Path, sweep: str) -> dict[str, st
     final: dict[str, str] = {}
     for job in progress(list(jobs), desc=f"sweep {sweep} (debug)", unit="job"):
         try:
-            final[job.job_id] = run_job(job, root, sweep).get("state", "done")
+            final[job.job_id] = run_job(job, root, sweep).get("state", DONE)
         except Exception:  # noqa: BLE001 - recorded in the job's state; the other jobs still run
             log.exception("job %s failed", job.job_id)
-            final[job.job_id] = "failed"
+            final[job.job_id] = FAILED
     return final
 
 
@@ -295,7 +295,7 @@ def _main(argv: list[str]) -> int:
             WORKER_COMMAND = json.loads(argv[5])
         jobs = [Job.model_validate(j) for j in json.loads(Path(plan_file).read_text())]
         final = drive(jobs, root, sweep, workers=int(workers))
-        failed = sorted(k for k, v in final.items() if v != "done")
+        failed = sorted(k for k, v in final.items() if v != DONE)
         print(f"sweep {sweep}: {len(final) - len(failed)} done, {len(failed)} not done", flush=True)
         return 1 if failed else 0
     print("usage: python -m jobs.local one JOB.json ROOT SWEEP LOG | drive PLAN.json ROOT SWEEP WORKERS [CMD]",

@@ -23,6 +23,8 @@ from typing import Any, Iterable
 from jobs.local import claim_driver, drive, driver_pid, run_debug, spawn_driver, sweep_dir
 from jobs.plan import Job, plan
 from jobs.spec import SweepSpec
+from jobs.states import (CANCELLED, DONE, ENDED, FAILED, LOST, NOT_SUBMITTED, PENDING, PROBLEMS, REQUEUED,
+                         RUNNING)
 from jobs.tasks import SweepTask, job_done, reached_step, read_state, write_state
 from results import ResultStore
 from results.provenance import now_iso
@@ -33,7 +35,6 @@ __all__ = ["Submission", "submit_sweep", "sweep_status", "cancel_sweep", "collec
            "slurm_available"]
 
 log = get_logger(__name__)
-ENDED = ("done", "failed", "cancelled")
 #: The submitit callable for one job (a Checkpointable); tests substitute a subclass with stand-in stages.
 TASK_CLASS = SweepTask
 
@@ -55,7 +56,7 @@ class Submission:
 
     @property
     def failed(self) -> list[str]:
-        return sorted(k for k, v in (self.final or {}).items() if v != "done")
+        return sorted(k for k, v in (self.final or {}).items() if v != DONE)
 
     @property
     def ok(self) -> bool:
@@ -161,17 +162,17 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
         if wait and active:
             sub.final = _wait_slurm(root, spec.name, {j: "" for j in active}, poll_s)
         elif wait:
-            sub.final = {j: "done" for j in done}
+            sub.final = {j: DONE for j in done}
         return sub
     for job in todo:
-        if read_state(root, job.job_id).get("state") in ("failed", "cancelled", "requeued", "running", "done"):
-            write_state(root, job.job_id, state="pending", error=None)
+        if read_state(root, job.job_id).get("state") in (FAILED, CANCELLED, REQUEUED, RUNNING, DONE):
+            write_state(root, job.job_id, state=PENDING, error=None)
     if kind == "debug":
         sub.submitted = {j.job_id: "debug" for j in todo}
         _record(root, spec.name, [{"job_id": k, "executor": kind, "scheduler_id": v, "submitted_at": now_iso()}
                                   for k, v in sub.submitted.items()])
         final = run_debug(todo, root, spec.name)
-        sub.final = {**{j: "done" for j in done}, **final}
+        sub.final = {**{j: DONE for j in done}, **final}
     elif kind == "local":
         sub.submitted = {j.job_id: "local" for j in todo}
         _record(root, spec.name, [{"job_id": k, "executor": kind, "scheduler_id": v, "submitted_at": now_iso()}
@@ -182,7 +183,7 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
                 final = drive(todo, root, spec.name, workers=spec.executor.local_workers)
             finally:
                 pid_file.unlink(missing_ok=True)
-            sub.final = {**{j: "done" for j in done}, **final}
+            sub.final = {**{j: DONE for j in done}, **final}
         else:
             plan_file = directory / "todo.json"
             plan_file.write_text(json.dumps([j.model_dump(mode="json") for j in todo]))
@@ -195,7 +196,7 @@ def submit_sweep(spec: SweepSpec, root: str | Path | None = None, *, executor: s
         sub.submitted = _submit_slurm(spec, root, todo, slurm or {}, queued)
         if wait:
             final = _wait_slurm(root, spec.name, {**sub.submitted, **{j: "" for j in active}}, poll_s)
-            sub.final = {**{j: "done" for j in done}, **final}
+            sub.final = {**{j: DONE for j in done}, **final}
     else:
         raise SubmitError(f"unknown executor {kind!r} (slurm, local or debug)")
     return sub
@@ -280,16 +281,16 @@ def _wait_slurm(root: Path, sweep: str, submitted: dict[str, str], poll_s: float
             for job_id, sid in ids.items():
                 if job_id in final:
                     continue
-                state = read_state(root, job_id).get("state", "pending")
+                state = read_state(root, job_id).get("state", PENDING)
                 if state in ENDED:
                     final[job_id] = state
                 elif sid not in queue:
                     missing[job_id] += 1
                     if missing[job_id] >= 3:
-                        write_state(root, job_id, state="failed",
+                        write_state(root, job_id, state=FAILED,
                                     error=f"SLURM job {sid} left the queue without finishing (cancelled, killed, "
                                           f"or out of time without requeue); see its log in the submitit folder")
-                        final[job_id] = "failed"
+                        final[job_id] = FAILED
                 else:
                     missing[job_id] = 0
                 if job_id in final:
@@ -319,22 +320,22 @@ def sweep_status(spec: SweepSpec, root: str | Path | None = None) -> list[dict[s
     for job in jobs:
         st = read_state(root, job.job_id)
         entry = subs.get(job.job_id, {})
-        state = st.get("state", "pending")
-        if state == "done" and not job_done(root, job):  # a finished training whose target was raised since
-            state, entry = "pending", {}
+        state = st.get("state", PENDING)
+        if state == DONE and not job_done(root, job):  # a finished training whose target was raised since
+            state, entry = PENDING, {}
         sid = entry.get("scheduler_id", "")
         if not entry and state == "pending":
-            state = "not submitted"
-        elif state in ("running", "pending", "requeued") and entry:
+            state = NOT_SUBMITTED
+        elif state in (RUNNING, PENDING, REQUEUED) and entry:
             alive = (queue.get(sid) is not None) if entry.get("executor") == "slurm" else driver is not None
             if entry.get("executor") == "slurm" and sid in queue:
-                state = "running" if queue[sid] in ("RUNNING", "COMPLETING") else "pending"
+                state = RUNNING if queue[sid] in ("RUNNING", "COMPLETING") else PENDING
             elif not alive and entry.get("executor") != "debug":
-                state = "lost" if state == "running" else "not submitted"
+                state = LOST if state == RUNNING else NOT_SUBMITTED
         log_path = st.get("log") or ""
         rows.append({"job_id": job.job_id, "stage": job.stage, "label": job.label, "state": state,
                      "attempt": st.get("attempt", 0), "scheduler_id": sid, "log": log_path,
-                     "error": _last_error_line(st) if state in ("failed", "lost", "cancelled") else ""})
+                     "error": _last_error_line(st) if state in PROBLEMS else ""})
     return rows
 
 
@@ -358,10 +359,10 @@ def cancel_sweep(spec: SweepSpec, root: str | Path | None = None) -> list[str]:
                 break
             time.sleep(0.1)
         cancelled += [j for j, s in subs.items() if s.get("executor") == "local"
-                      and read_state(root, j).get("state") not in ("done", "failed")]
+                      and read_state(root, j).get("state") not in (DONE, FAILED)]
     for job_id in set(cancelled):
-        if read_state(root, job_id).get("state") not in ("done", "failed"):
-            write_state(root, job_id, state="cancelled", error="cancelled by `sweep cancel`")
+        if read_state(root, job_id).get("state") not in (DONE, FAILED):
+            write_state(root, job_id, state=CANCELLED, error="cancelled by `sweep cancel`")
     return sorted(set(cancelled))
 
 

@@ -23,6 +23,7 @@ import submitit
 
 from jobs.plan import Job, TrainGroupParams
 from jobs.protocols import row_protocol
+from jobs.states import DONE, FAILED, PENDING, REQUEUED, RUNNING, UNKNOWN
 from results import ResultStore
 from results.provenance import now_iso
 from study.config import config_hash
@@ -55,9 +56,9 @@ def read_state(root: str | Path, job_id: str) -> dict[str, Any]:
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
-        return {"state": "pending"}
+        return {"state": PENDING}
     except json.JSONDecodeError:
-        return {"state": "unknown", "error": f"unreadable {path}"}
+        return {"state": UNKNOWN, "error": f"unreadable {path}"}
 
 
 def write_state(root: str | Path, job_id: str, **fields: Any) -> dict[str, Any]:
@@ -67,7 +68,7 @@ def write_state(root: str | Path, job_id: str, **fields: Any) -> dict[str, Any]:
 
 
 def is_done(root: str | Path, job_id: str) -> bool:
-    return read_state(root, job_id).get("state") == "done"
+    return read_state(root, job_id).get("state") == DONE
 
 
 def reached_step(root: str | Path, job_id: str) -> int | None:
@@ -152,13 +153,13 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
             member = Job(job_id=mid, stage="train", encoder=p.encoder, model=p.model, method=p.method, seed=p.seed,
                          steps=p.steps, params=p, resources=job.resources)
             _write_json(job_dir(root, mid) / "job.json", {"group": job.job_id, **member.model_dump(mode="json")})
-            write_state(root, mid, state="running", group=job.job_id, started_at=started, ended_at=None, error=None)
+            write_state(root, mid, state=RUNNING, group=job.job_id, started_at=started, ended_at=None, error=None)
     try:
         summaries = train_group(cfgs, dirs)
     except BaseException as exc:
         if primary:
             for mid in todo:
-                write_state(root, mid, state="failed", ended_at=now_iso(),
+                write_state(root, mid, state=FAILED, ended_at=now_iso(),
                             error=f"group {job.job_id}: {type(exc).__name__}: {exc}".splitlines()[0][:500])
         raise
     if primary:
@@ -167,9 +168,9 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
             ended = now_iso()
             store.write("runs", [{**_scalars(summary), "job_id": mid, "stage": "train", "encoder": p.encoder,
                                   "model": p.model, "method": p.method, "seed": p.seed, "config_hash": mid.split("-")[-1],
-                                  "train_config_hash": config_hash(cfg), "group": job.job_id, "status": "done",
+                                  "train_config_hash": config_hash(cfg), "group": job.job_id, "status": DONE,
                                   "started_at": started, "ended_at": ended}])
-            write_state(root, mid, state="done", ended_at=ended, reached_step=int(summary.get("step") or p.steps))
+            write_state(root, mid, state=DONE, ended_at=ended, reached_step=int(summary.get("step") or p.steps))
     return [("runs", [{"members": ",".join(job.params.runs)}])]
 
 
@@ -248,7 +249,7 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
         _write_json(directory / "job.json", {"sweep": sweep, **job.model_dump(mode="json")})
         started = now_iso()
         attempt = int(state.get("attempt", 0)) + 1
-        write_state(root, job.job_id, state="running", attempt=attempt, started_at=started, ended_at=None,
+        write_state(root, job.job_id, state=RUNNING, attempt=attempt, started_at=started, ended_at=None,
                     error=None, log=log_path or state.get("log"), pid=os.getpid(), host=os.uname().nodename,
                     slurm_job_id=os.environ.get("SLURM_JOB_ID"))
         log.info("job %s (%s): attempt %d", job.job_id, job.label, attempt)
@@ -263,22 +264,22 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
                 store.write(table, [{**ident, **row, **_forced(ident), "started_at": started, "ended_at": ended}
                                     for row in rows])
             extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
-            store.write("runs", [{**_scalars(extra), **ident, "status": "done", "attempt": attempt,
+            store.write("runs", [{**_scalars(extra), **ident, "status": DONE, "attempt": attempt,
                                   "started_at": started, "ended_at": ended, "log": log_path or ""}])
             single = job.stage == "train" and not isinstance(job.params, TrainGroupParams)
             reached = {"reached_step": int(extra.get("step") or job.steps)} if single else {}
-            return write_state(root, job.job_id, state="done", ended_at=ended, **reached)
+            return write_state(root, job.job_id, state=DONE, ended_at=ended, **reached)
         except SystemExit:
             # submitit's preemption/time-out handler exits after requeueing: not a failure
-            write_state(root, job.job_id, state="requeued", ended_at=now_iso())
+            write_state(root, job.job_id, state=REQUEUED, ended_at=now_iso())
             raise
         except Exception as exc:
             ended = now_iso()
             last = f"{type(exc).__name__}: {exc}".strip().splitlines()
             error = last[0][:500] if last else type(exc).__name__
-            write_state(root, job.job_id, state="failed", ended_at=ended, error=error,
+            write_state(root, job.job_id, state=FAILED, ended_at=ended, error=error,
                         traceback=traceback.format_exc()[-4000:])
-            store.write("runs", [{**ident, "status": "failed", "attempt": attempt, "error": error,
+            store.write("runs", [{**ident, "status": FAILED, "attempt": attempt, "error": error,
                                   "started_at": started, "ended_at": ended, "log": log_path or ""}])
             raise
 

@@ -8,6 +8,7 @@ from collections import Counter
 import click
 
 from jobs.commands.common import ROOT_OPTION, text_table
+from jobs.states import PROBLEMS, RUNNING, STATUS_ORDER
 
 SET_OPTION = click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
                           help="override a spec value, e.g. --set steps=100 --set executor.local_workers=2")
@@ -21,7 +22,7 @@ def _load(spec: str, overrides: tuple[str, ...]):
 
 def status_text(rows: list[dict], show_all: bool = False) -> str:
     """A stage x state count table, then the jobs that need attention (or every job with ``show_all``)."""
-    states = ["done", "running", "pending", "requeued", "not submitted", "failed", "lost", "cancelled"]
+    states = list(STATUS_ORDER)
     counts = Counter((r["stage"], r["state"]) for r in rows)
     seen = [s for s in states if any(k[1] == s for k in counts)] + sorted({k[1] for k in counts} - set(states))
     summary = []
@@ -30,7 +31,7 @@ def status_text(rows: list[dict], show_all: bool = False) -> str:
         if n:
             summary.append({"stage": stage, **{s: counts.get((stage, s), 0) for s in seen}, "total": n})
     out = [text_table(summary, ["stage", *seen, "total"])]
-    detail = rows if show_all else [r for r in rows if r["state"] in ("failed", "lost", "cancelled", "running")]
+    detail = rows if show_all else [r for r in rows if r["state"] in (*PROBLEMS, RUNNING)]
     if detail:
         out += ["", text_table(detail, ["state", "stage", "label", "job_id", "attempt", "scheduler_id", "log", "error"])]
     return "\n".join(out)
