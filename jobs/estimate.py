@@ -65,10 +65,10 @@ KIND_DOC = {
     "encode": "encoder forward and spatial-metric Gram matrices in scoring",
     "probe": "linear-probe L-BFGS evaluations",
 }
-# what the code runs today outside training (study/sample.py has no autocast and torch keeps TF32 matmuls off by
-# default; cuDNN convolutions allow TF32 by default; the Inception extractor turns TF32 off; scoring's encoders run
-# without bf16 unless asked; the probe is fp32)
-DEFAULT_PRECISION = {"sample": "fp32", "decode": "tf32", "extract": "fp32", "encode": "fp32", "probe": "fp32"}
+# what the code runs today outside training (study/sample.py has no autocast and turns TF32 matmuls on with the run's
+# tf32 setting, true in every preset, as DiT/SiT/REPA sample; cuDNN convolutions allow TF32 by default; the Inception
+# extractor turns TF32 off; scoring's encoders run without bf16 unless asked; the probe is fp32)
+DEFAULT_PRECISION = {"sample": "tf32", "decode": "tf32", "extract": "fp32", "encode": "fp32", "probe": "fp32"}
 
 IMAGENET_SPLITS = {"train": 1_281_167, "val": 50_000}
 IMAGENET_CLASSES = 1000

@@ -160,6 +160,9 @@ def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings 
     run_dir = Path(run_dir)
     info = init_distributed(device or "auto")
     cfg, sit, codec, meta, h = load_sampling_model(run_dir, step, info.device)
+    if info.device.type == "cuda":  # the run's tf32 setting, as DiT/SiT/REPA sample (their --tf32 defaults to True)
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
     out = Path(out_dir) if out_dir else run_dir / "samples" / sampler.dir_name(step)
     out.mkdir(parents=True, exist_ok=True)
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
