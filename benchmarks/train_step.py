@@ -103,21 +103,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
         opt.zero_grad(set_to_none=True)
         _update_ema(ema, model.sit, 0.9999)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    for _ in range(args.warmup):
-        one()
-    sync()
-    times = []
-    for _ in range(args.steps):
-        t0 = time.perf_counter()
-        one()
-        sync()
-        times.append(time.perf_counter() - t0)
-    times.sort()
-    ms = 1000 * times[len(times) // 2]  # median
+    ms = _timed(one, args, device)
     return {"ms": ms, "img_s": args.batch / (ms / 1000), "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
 
 

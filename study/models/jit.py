@@ -20,7 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.models.jit_sizes import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
-from study.models.sit import LabelEmbedder, TimestepEmbedder, block_indices, modulate, sincos_pos_embed_2d
+from study.models.sit import (LabelEmbedder, TimestepEmbedder, block_indices, init_conditioning_and_zero_adaln,
+                              modulate, sincos_pos_embed_2d, unpatchify, xavier_linear)
 
 __all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
 
@@ -179,32 +180,16 @@ class JiT(nn.Module):
 
     def _init_weights(self) -> None:
         """The released initialisation: xavier linears and patch convs, N(0, 0.02) embeddings, zeroed adaLN/head."""
-        def basic(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(basic)
+        self.apply(xavier_linear)
         for conv in (self.x_embed.proj1, self.x_embed.proj2):
             nn.init.xavier_uniform_(conv.weight.data.view(conv.weight.shape[0], -1))
         nn.init.zeros_(self.x_embed.proj2.bias)
-        nn.init.normal_(self.y_embed.table.weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
+        init_conditioning_and_zero_adaln(self)
         if self.in_context_len:
             nn.init.normal_(self.in_context_pos, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[-1].weight)
-            nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.final.ada[-1], self.final.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        p, c = self.patch_size, self.in_channels
-        h, w = self.grid
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+        return unpatchify(x, self.patch_size, self.in_channels, self.grid)
 
     def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
                               intermediates_only: bool = False

@@ -8,19 +8,18 @@ A plain subclass: ``SiT`` and its checkpoints are unchanged; a MeanFlow checkpoi
 """
 from __future__ import annotations
 
-from typing import Sequence
-
 import torch
 from torch import nn
 
-from study.models.sit import SiT, TimestepEmbedder, block_indices
+from study.models.sit import SiT, TimestepEmbedder
 from study.models.sizes import parse_size
 
 __all__ = ["MeanFlowSiT", "build_meanflow_sit"]
 
 
 class MeanFlowSiT(SiT):
-    """``forward(x, t, y, r=None) -> u``; ``r=None`` means ``r = t`` (the instantaneous velocity)."""
+    """``forward(x, t, y, r=None) -> u``; ``r=None`` means ``r = t`` (the instantaneous velocity). The SiT's own
+    ``forward``/``forward_intermediates`` pass ``r`` on to :meth:`condition`."""
 
     def __init__(self, **kwargs) -> None:
         super().__init__(**kwargs)
@@ -30,29 +29,14 @@ class MeanFlowSiT(SiT):
         for layer in (self.h_embed.mlp[0], self.h_embed.mlp[2]):
             nn.init.zeros_(layer.bias)
 
-    def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
-                              intermediates_only: bool = False, r: torch.Tensor | None = None
-                              ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
-        """As ``SiT.forward_intermediates``, with the interval start ``r [B]`` (``r <= t``)."""
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
-            raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
-                             f"got {tuple(x.shape)}")
-        wanted = set(block_indices(indices, self.depth))
+    def condition(self, t: torch.Tensor, y: torch.Tensor, r: torch.Tensor | None = None) -> torch.Tensor:
+        """The SiT's conditioning plus the embedding of the interval ``h = t - r`` (``r [B] <= t``; None: r = t)."""
         interval = torch.zeros_like(t) if r is None else t - r
-        h = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
-        c = self.t_embed(t) + self.h_embed(interval) + self.y_embed(y)
-        hidden = []
-        for i, block in enumerate(self.blocks):
-            h = block(h, c)
-            if i in wanted:
-                hidden.append(h)
-                if intermediates_only and len(hidden) == len(wanted):
-                    return hidden
-        return self.unpatchify(self.final(h, c)), hidden
+        return self.t_embed(t) + self.h_embed(interval) + self.y_embed(y)
 
     def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor,
                 r: torch.Tensor | None = None) -> torch.Tensor:
-        return self.forward_intermediates(x, t, y, indices=[], r=r)[0]
+        return super().forward(x, t, y, r=r)
 
 
 def build_meanflow_sit(size: str, *, input_size: int, in_channels: int, num_classes: int,

@@ -19,7 +19,8 @@ from torch import nn
 
 from study.models.sizes import SIZES, SiTSize, parse_size
 
-__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit", "block_indices"]
+__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit", "block_indices", "unpatchify",
+           "init_conditioning_and_zero_adaln", "xavier_linear"]
 
 
 # ---------------------------------------------------------------------------------------------------- embeddings
@@ -123,6 +124,36 @@ class FinalLayer(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------------------- model
+def unpatchify(x: torch.Tensor, patch: int, channels: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Tokens ``[B, H*W, p*p*C]`` (row-major grid) -> images ``[B, C, H*p, W*p]``."""
+    h, w = grid
+    x = x.reshape(x.shape[0], h, w, patch, patch, channels)
+    return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], channels, h * patch, w * patch)
+
+
+def xavier_linear(m: nn.Module) -> None:
+    """DiT's init of a linear layer (``model.apply(xavier_linear)``): xavier-uniform weight, zero bias."""
+    if isinstance(m, nn.Linear):
+        nn.init.xavier_uniform_(m.weight)
+        if m.bias is not None:
+            nn.init.zeros_(m.bias)
+
+
+def init_conditioning_and_zero_adaln(model: nn.Module) -> None:
+    """DiT's initialisation of the conditioning: N(0, 0.02) label table and timestep MLP, and every adaLN modulation
+    and the output layer at zero (adaLN-Zero: each block starts as the identity, the prediction at 0). For any model
+    with ``y_embed``, ``t_embed``, ``blocks[i].ada`` and ``final.ada``/``final.linear`` (the SiT, JiT)."""
+    nn.init.normal_(model.y_embed.table.weight, std=0.02)
+    nn.init.normal_(model.t_embed.mlp[0].weight, std=0.02)
+    nn.init.normal_(model.t_embed.mlp[2].weight, std=0.02)
+    for block in model.blocks:
+        nn.init.zeros_(block.ada[-1].weight)
+        nn.init.zeros_(block.ada[-1].bias)
+    for layer in (model.final.ada[-1], model.final.linear):
+        nn.init.zeros_(layer.weight)
+        nn.init.zeros_(layer.bias)
+
+
 def block_indices(indices: int | Sequence[int], depth: int) -> list[int]:
     """timm's convention: an int ``n`` selects the last ``n`` blocks, a sequence selects those 0-based block indices
     (negative ones count from the end). Returns sorted, unique, non-negative indices."""
@@ -170,43 +201,32 @@ class SiT(nn.Module):
 
     def _init_weights(self) -> None:
         """DiT's initialisation: xavier linears, zeroed adaLN modulations and output layer (adaLN-Zero)."""
-        def basic(m: nn.Module) -> None:
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight)
-                if m.bias is not None:
-                    nn.init.zeros_(m.bias)
-        self.apply(basic)
+        self.apply(xavier_linear)
         w = self.x_embed.weight.data
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.zeros_(self.x_embed.bias)
-        nn.init.normal_(self.y_embed.table.weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[0].weight, std=0.02)
-        nn.init.normal_(self.t_embed.mlp[2].weight, std=0.02)
-        for block in self.blocks:
-            nn.init.zeros_(block.ada[-1].weight)
-            nn.init.zeros_(block.ada[-1].bias)
-        for layer in (self.final.ada[-1], self.final.linear):
-            nn.init.zeros_(layer.weight)
-            nn.init.zeros_(layer.bias)
+        init_conditioning_and_zero_adaln(self)
 
     def unpatchify(self, x: torch.Tensor) -> torch.Tensor:
-        p, c = self.patch_size, self.in_channels
-        h, w = self.grid
-        x = x.reshape(x.shape[0], h, w, p, p, c)
-        return torch.einsum("nhwpqc->nchpwq", x).reshape(x.shape[0], c, h * p, w * p)
+        return unpatchify(x, self.patch_size, self.in_channels, self.grid)
+
+    def condition(self, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The adaLN conditioning vector of times ``t`` and labels ``y`` (subclasses add inputs, e.g. MeanFlow's r)."""
+        return self.t_embed(t) + self.y_embed(y)
 
     def forward_intermediates(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, indices: int | Sequence[int],
-                              intermediates_only: bool = False
+                              intermediates_only: bool = False, **cond: torch.Tensor | None
                               ) -> tuple[torch.Tensor, list[torch.Tensor]] | list[torch.Tensor]:
         """``x [B, C, S, S]``, ``t [B]`` in [0, 1], ``y [B]`` (``num_classes`` = null) -> (prediction, the hidden
         tokens ``[B, N, hidden]`` after each block in ``indices``, in block order; see :func:`block_indices`).
-        ``intermediates_only`` (timm's): the hidden tokens alone, the blocks after the last one asked for not run."""
+        ``intermediates_only`` (timm's): the hidden tokens alone, the blocks after the last one asked for not run.
+        ``cond``: extra conditioning inputs of a subclass's :meth:`condition`."""
         if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size or x.shape[1] != self.in_channels:
             raise ValueError(f"SiT expects inputs [B, {self.in_channels}, {self.input_size}, {self.input_size}], "
                              f"got {tuple(x.shape)}")
         wanted = set(block_indices(indices, self.depth))
         h = self.x_embed(x).flatten(2).transpose(1, 2) + self.pos_embed.to(x.dtype)
-        c = self.t_embed(t) + self.y_embed(y)
+        c = self.condition(t, y, **cond)
         hidden = []
         for i, block in enumerate(self.blocks):
             h = block(h, c)
@@ -216,9 +236,9 @@ class SiT(nn.Module):
                     return hidden
         return self.unpatchify(self.final(h, c)), hidden
 
-    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, t: torch.Tensor, y: torch.Tensor, **cond: torch.Tensor | None) -> torch.Tensor:
         """The prediction alone (what samplers call)."""
-        return self.forward_intermediates(x, t, y, indices=[])[0]
+        return self.forward_intermediates(x, t, y, indices=[], **cond)[0]
 
 
 def build_sit(size: str, *, input_size: int, in_channels: int, num_classes: int, patch_size: int | None = None,
