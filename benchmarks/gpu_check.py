@@ -6,8 +6,8 @@ Measured, each with its counted FLOPs per image so that `repa-study sweep estima
   forward/backward with projector and both losses, clipping, AdamW, EMA) under bf16 on 256 px SD-VAE-shaped latents,
   for REPA and iREPA, with a B-size (dinov2-vit-b) and a g-size (dinov2-vit-g) random-init encoder, without and then
   with torch.compile: images/s, median step ms, peak memory;
-- ``sample``: the SDE sampler's SiT forwards for SiT-B/2 and SiT-XL/2, in fp32 (what study/sample.py runs) and
-  under bf16 autocast: images/s for a 250-step sampling;
+- ``sample``: the SDE sampler's SiT forwards for SiT-B/2 and SiT-XL/2, in fp32 with TF32 matmuls (what
+  study/sample.py runs with the run's ``tf32: true``) and under bf16 autocast: images/s for a 250-step sampling;
 - ``decode``: the SD-VAE decoder (random init, sd-vae-ft-mse's architecture) on 32x32x4 latents;
 - ``extract``: the ADM Inception extractor (torch-fidelity, random BN-calibrated weights) on 256 px images;
 - ``encode``: scoring's encoder forward (fp32) for dinov2-vit-b and dinov2-vit-g.
@@ -131,7 +131,9 @@ def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) ->
             continue
         try:
             if enc_name not in built:  # built once (a g-size random init takes a while); both fit on one GPU
-                built[enc_name] = encoders.get_encoder(enc_name, weights=cfg.weights, device=device)
+                # under bf16 autocast on a GPU, as the paper-scale presets run it (imagenet: encoder.bf16: true)
+                built[enc_name] = encoders.get_encoder(enc_name, weights=cfg.weights, device=device,
+                                                       bf16=device.type == "cuda")
             args = SimpleNamespace(model=model, batch=cfg.batch[model], image_size=cfg.image_size, codec=cfg.codec,
                                    encoder=enc_name, weights=cfg.weights, precision=cfg.precision,
                                    compile=compile_, steps=cfg.steps, warmup=cfg.warmup + (2 if compile_ else 0))
@@ -145,7 +147,8 @@ def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) ->
                               patch_size=train_cfg.model.patch_size, qk_norm=False,
                               encoders=[(enc_name, cfg.weights)], align=m.align, projector=m.projector,
                               hidden_dim=m.hidden_dim, kernel_size=m.kernel_size,
-                              sit_precision="bf16" if cfg.precision != "fp32" else "tf32", encoder_precision="tf32")
+                              sit_precision="bf16" if cfg.precision != "fp32" else "tf32",
+                              encoder_precision="bf16" if device.type == "cuda" else "tf32")
             rec.update(images_per_s=round(r["img_s"], 2), step_ms=round(r["ms"], 2), peak_mem_gb=_peak_gb(device),
                        params_m=round(r["params_m"], 1), work={p: f for (_, p), f in _merge(work).items()})
         except Exception as exc:  # noqa: BLE001 - a failed configuration is a result, the run goes on
@@ -183,7 +186,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
     channels, side = (4, cfg.image_size // 8) if cfg.codec == "sd-vae" else (3, cfg.image_size)
     out = []
     for model in cfg.models:
-        for precision in ("fp32", "bf16"):
+        for precision in ("tf32", "bf16"):
             batch = cfg.sample_batch
             rec: dict[str, Any] = {"model": model, "precision": precision, "batch": batch, "num_steps": 250,
                                    "measured_steps": cfg.sample_steps}
@@ -205,7 +208,8 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
                         sample_latents(sit, labels, noise, path="linear",
                                        sampler=SamplerSettings(mode="sde", num_steps=cfg.sample_steps))
 
-                secs = _median_time(run, device, steps=cfg.repeats, warmup=1)
+                with _tf32(True):  # sample_run turns TF32 matmuls on with the run's tf32 (true in every preset)
+                    secs = _median_time(run, device, steps=cfg.repeats, warmup=1)
                 per_forward = secs / cfg.sample_steps
                 flops = table.sit(model, input_size=side, in_channels=channels, num_classes=1000,
                                   patch_size=2 if cfg.codec != "sd-vae" else None)
