@@ -148,11 +148,13 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
     dirs = [job_dir(root, mid) for mid in todo]
     started = now_iso()
     primary = _global_rank() == 0
-    for mid, p in todo.items():
+    members = {mid: Job(job_id=mid, stage="train", encoder=p.encoder, model=p.model, method=p.method, seed=p.seed,
+                        steps=p.steps, params=p, resources=job.resources) for mid, p in todo.items()}
+    sweep = json.loads((job_dir(root, job.job_id) / "job.json").read_text()).get("sweep", "") if primary else ""
+    for mid, member in members.items():
         if primary:
-            member = Job(job_id=mid, stage="train", encoder=p.encoder, model=p.model, method=p.method, seed=p.seed,
-                         steps=p.steps, params=p, resources=job.resources)
-            _write_json(job_dir(root, mid) / "job.json", {"group": job.job_id, **member.model_dump(mode="json")})
+            _write_json(job_dir(root, mid) / "job.json", {"sweep": sweep, "group": job.job_id,
+                                                          **member.model_dump(mode="json")})
             write_state(root, mid, state=RUNNING, group=job.job_id, started_at=started, ended_at=None, error=None)
     try:
         summaries = train_group(cfgs, dirs)
@@ -164,13 +166,12 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
         raise
     if primary:
         store = ResultStore(root)
-        for (mid, p), summary, cfg in zip(todo.items(), summaries, cfgs):
+        for (mid, member), summary, cfg in zip(members.items(), summaries, cfgs):
             ended = now_iso()
-            store.write("runs", [{**_scalars(summary), "job_id": mid, "stage": "train", "encoder": p.encoder,
-                                  "model": p.model, "method": p.method, "seed": p.seed, "config_hash": mid.split("-")[-1],
+            store.write("runs", [{**_scalars(summary), **_identity_columns(member, sweep),
                                   "train_config_hash": config_hash(cfg), "group": job.job_id, "status": DONE,
                                   "started_at": started, "ended_at": ended}])
-            write_state(root, mid, state=DONE, ended_at=ended, reached_step=int(summary.get("step") or p.steps))
+            write_state(root, mid, state=DONE, ended_at=ended, reached_step=int(summary.get("step") or member.steps))
     return [("runs", [{"members": ",".join(job.params.runs)}])]
 
 
