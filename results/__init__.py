@@ -2,5 +2,8 @@
 from results.store import (SCHEMA_VERSION, TABLE_KEYS, TABLES, CorruptResultError, ResultStore, StoreError,
                            default_root)
 
+#: The ``encoder`` column of runs that align to no encoder (a ``vanilla`` method, trained once per model and seed).
+NO_ENCODER = "none"
+
 __all__ = ["ResultStore", "CorruptResultError", "StoreError", "TABLES", "TABLE_KEYS", "SCHEMA_VERSION",
-           "default_root"]
+           "default_root", "NO_ENCODER"]
