@@ -10,11 +10,17 @@ import re
 
 import pandas as pd
 
-__all__ = ["clsmix_points", "FORMS"]
+__all__ = ["clsmix_points", "parse_variant", "FORMS"]
 
 _VARIANT = re.compile(r"^(?P<base>[^@]+)@(?P<form>clsmixc?)=(?P<alpha>[0-9]*\.?[0-9]+)$")
 #: ``form`` column values: the variant suffix and what it computes.
 FORMS = {"clsmix": "p + alpha * cls", "clsmixc": "(1 - alpha) * p + alpha * cls"}
+
+
+def parse_variant(name: str) -> tuple[str, str, float] | None:
+    """``"BASE@clsmix=0.5"`` -> ``("BASE", "clsmix", 0.5)``; None for an encoder that is no CLS-mixing variant."""
+    m = _VARIANT.match(str(name))
+    return (m["base"], m["form"], float(m["alpha"])) if m else None
 
 
 def clsmix_points(points: pd.DataFrame) -> pd.DataFrame:
