@@ -3,7 +3,9 @@
 Writes ``correlations.csv`` / ``correlations.md`` (quality against LP accuracy and each spatial metric, per model
 size and pooled, training methods kept separate), ``points.csv`` (one row per model, method and encoder),
 ``excluded.csv`` (rows left out and why), ``clsmix.csv`` (CLS-mixing curves, when encoders are ``@clsmix=``
-variants), ``figures/*.png``, ``summary.json`` and a self-contained ``report.html``.
+variants), ``comparisons.csv`` (differences against seed noise, :mod:`analysis.comparisons`), ``seeds.csv`` (the
+per-seed values), ``figures/*.png``, ``summary.json`` and a self-contained ``report.html``. Rows of runs that align
+to no encoder (``encoder == results.NO_ENCODER``, the vanilla baseline) are compared with, never correlated.
 """
 from __future__ import annotations
 
@@ -12,7 +14,7 @@ import html
 import json
 import logging
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -20,9 +22,12 @@ import pandas as pd
 from analysis import figures
 from analysis.clsmix import clsmix_points
 from analysis.comparable import IncomparableRowsError, Selection, parse_select, select_comparable
+from analysis.comparisons import (baseline_methods, clsmix_direction, compare, findings, noise_sd, seed_spread,
+                                  variant_pairs)
 from analysis.correlate import correlate
 from analysis.display import check_fractions, for_display
 from analysis.reference import METRICS, ReferenceData, load_reference_data
+from results import NO_ENCODER
 from results.provenance import now_iso, provenance
 
 __all__ = ["analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason", "METRICS",
@@ -104,25 +109,25 @@ def correlation_table(points: pd.DataFrame, quality: str, *, study: str, methods
 
 
 def method_gain(points: pd.DataFrame, quality: str) -> pd.DataFrame:
-    """Per (model, encoder): quality under each training method, and the change from REPA (or the first method)."""
-    if points["method"].nunique() < 2:
+    """Per (model, encoder): quality under each aligned training method and the change from REPA (or the first
+    method); a baseline that aligns to no encoder (vanilla) is a column of its model's value, with each aligned
+    method's change from it (``<method>_vs_<baseline>_%``)."""
+    none = points["encoder"].astype(str) == NO_ENCODER
+    aligned, baseline = points[~none], points[none]
+    if aligned.empty or aligned["method"].nunique() + baseline["method"].nunique() < 2:
         return pd.DataFrame()
-    wide = points.pivot_table(index=["model", "encoder"], columns="method", values=quality).reset_index()
-    methods = [m for m in sorted(points["method"].unique()) if m in wide.columns]
+    wide = aligned.pivot_table(index=["model", "encoder"], columns="method", values=quality).reset_index()
+    methods = [m for m in sorted(aligned["method"].unique()) if m in wide.columns]
     base = "repa" if "repa" in methods else methods[0]
     for m in methods:
         if m != base:
             wide[f"{m}_change_%"] = 100.0 * (wide[m] - wide[base]) / wide[base]
+    for b, part in baseline.groupby("method", sort=True):
+        wide[b] = wide["model"].map(part.groupby("model")[quality].mean())
+        for m in methods:
+            wide[f"{m}_vs_{b}_%"] = 100.0 * (wide[m] - wide[b]) / wide[b]
     wide.columns.name = None
     return wide
-
-
-def variant_pairs(methods: Iterable[Any]) -> list[tuple[str, str]]:
-    """The (REPA side, iREPA side) method pairs among ``methods``: an iREPA method is named as its REPA
-    counterpart with ``repa`` -> ``irepa`` (``repa``/``irepa``, ``repa-e``/``irepa-e``, ...)."""
-    names = {str(m) for m in methods}
-    return sorted((m.replace("irepa", "repa", 1), m) for m in names
-                  if "irepa" in m and m.replace("irepa", "repa", 1) in names)
 
 
 def smoke_reason(rows: pd.DataFrame, quality: str) -> str | None:
@@ -147,7 +152,7 @@ def smoke_reason(rows: pd.DataFrame, quality: str) -> str | None:
 
 # ---------------------------------------------------------------------------------------------- output helpers
 def _fmt(v: Any) -> str:
-    if v is None or (isinstance(v, float) and np.isnan(v)):
+    if v is None or v is pd.NA or (isinstance(v, float) and np.isnan(v)):
         return ""
     if isinstance(v, (float, np.floating)):
         return f"{v:.4g}" if abs(v) < 1e-3 and v != 0 else f"{v:.3f}"
@@ -213,6 +218,10 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
     notes: list[str] = []
     smoke = None
     user_points = pd.DataFrame()
+    comparisons = pd.DataFrame()
+    spread = pd.DataFrame()
+    found: list[str] = []
+    noise: dict[str, Any] = {"sd": None, "df": 0}
     figure_files: list[tuple[Path, str]] = []
 
     if not gen.empty:
@@ -223,15 +232,31 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
         enc_tab, enc_notes = encoder_table(encoders_df if encoders_df is not None else pd.DataFrame(), sel_map)
         notes += selection.notes + enc_notes
         user_points = study_points(selection.rows, q, enc_tab)
-        unscored = sorted(set(user_points.loc[user_points[list(METRICS)].isna().all(axis=1), "encoder"].astype(str)))
+        # runs aligned to no encoder (vanilla) are baselines to compare with, not points of an encoder correlation
+        scored = user_points[user_points["encoder"].astype(str) != NO_ENCODER]
+        unscored = sorted(set(scored.loc[scored[list(METRICS)].isna().all(axis=1), "encoder"].astype(str)))
         if unscored:
             notes.append(f"no encoder scores for {', '.join(unscored)}: their points are missing from the "
                          f"correlations (score them with `repa-study encoders score`)")
             _log.warning("%s", notes[-1])
         smoke = smoke_reason(pd.concat([selection.rows, encoders_df if encoders_df is not None else pd.DataFrame()],
                                        ignore_index=True, sort=False), q)
-        corr = correlation_table(user_points, q, study="this study", methods=methods, n_boot=n_boot, seed=seed)
+        corr = correlation_table(scored, q, study="this study", methods=methods, n_boot=n_boot, seed=seed)
         corr_frames.append(corr)
+        comparisons = compare(selection.rows, q)
+        spread = seed_spread(selection.rows, q)
+        sd, ndf = noise_sd(selection.rows, q)
+        noise = {"sd": sd if np.isfinite(sd) else None, "df": ndf}
+        direction = clsmix_direction(scored, q)
+        found = findings(comparisons, corr, direction, q)
+        comparisons.to_csv(out / "comparisons.csv", index=False)
+        spread.to_csv(out / "seeds.csv", index=False)
+        if not direction.empty:
+            direction.to_csv(out / "clsmix_direction.csv", index=False)
+        baselines = baseline_methods(selection.rows)
+        if baselines:
+            notes.append(f"baseline method(s) without an encoder ({', '.join(baselines)}): compared with in the "
+                         f"comparisons, left out of the correlations")
         summary.update(quality=q, chosen={k: _jsonable(v) for k, v in selection.chosen.items()},
                        n_rows=len(selection.rows), n_excluded=len(excluded), smoke=smoke)
         user_points.to_csv(out / "points.csv", index=False)
@@ -240,7 +265,7 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
         overlay = None
         if ref is not None and q == "fid":
             overlay = ref.points
-        for method_name, part in user_points.groupby("method", sort=True):
+        for method_name, part in scored.groupby("method", sort=True):
             if not any(part[m].notna().any() for m in METRICS):
                 continue
             path = figures.correlation_panel(
@@ -262,7 +287,7 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                                              title=f"{_label(q)}: {base} vs {improved} per encoder (this study)")
             figure_files.append((path, f"REPA vs iREPA within one recipe: {base} and {improved} per encoder and "
                                        f"model size (lower is better)"))
-        mixing = clsmix_points(user_points)
+        mixing = clsmix_points(scored)
         if not mixing.empty:
             mixing.to_csv(out / "clsmix.csv", index=False)
             path = figures.against_alpha(mixing, [q, *METRICS], fig_dir / "clsmix.png",
@@ -306,6 +331,9 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
     (out / "correlations.md").write_text(to_markdown(table))
     summary["correlations"] = json.loads(table.to_json(orient="records"))
     summary["notes"] = notes
+    summary["comparisons"] = json.loads(comparisons.to_json(orient="records")) if len(comparisons) else []
+    summary["findings"] = found
+    summary["noise_sd"] = noise
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
 
     # ------------------------------------------------------------------ HTML
@@ -319,6 +347,9 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
                         f"The 27 per-encoder points were digitised from the paper's Fig. 4 (about ±1 px: ±0.025 FID, "
                         f"±0.03 LP points, ±0.0004 LDS); eight occluded cells repeat the occluding marker's value. "
                         f"See docs/analysis.md and analysis/reference/README.md for every value's source.</div>")
+    if found:
+        sections.append("<h2>Findings at this scale</h2><ul>" + "".join(f"<li>{html.escape(f)}</li>" for f in found)
+                        + "</ul>")
     if not gen.empty:
         chosen = ", ".join(f"{k} = {_fmt(v)}" for k, v in summary["chosen"].items())
         sections.append(f"<h2>Rows analysed</h2><p>{summary['n_rows']} generation rows at {html.escape(chosen)}; "
@@ -329,6 +360,7 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
             sections.append("<h3>Excluded rows</h3>" + _html_table(reasons))
         if notes:
             sections.append("<ul>" + "".join(f"<li>{html.escape(n)}</li>" for n in notes) + "</ul>")
+        sections.append(_comparisons_section(comparisons, summary["quality"], noise))
     sections.append("<h2>Correlations</h2><p>Correlation of generation quality (lower is better) with each encoder "
                     "metric; 95% interval: percentile bootstrap over encoders (seed "
                     f"{seed}, {n_boot} resamples). Negative r: a higher metric goes with better generation."
@@ -341,8 +373,11 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
         if not gain.empty:
             gain.to_csv(out / "methods.csv", index=False)
             sections.append("<h2>Training methods per encoder (this study)</h2><p>Quality per method; "
-                            "<code>change_%</code>: relative change from the first method to each other one "
-                            "(negative = lower = better).</p>" + _html_table(gain))
+                            "<code>change_%</code>: relative change from REPA (or the first method) to each other "
+                            "one; <code>_vs_vanilla_%</code>: from the run without alignment (negative = lower = "
+                            "better).</p>" + _html_table(gain))
+        sections.append("<h2>Per-seed spread</h2><p>Each (model, method, encoder) cell's quality per seed "
+                        "(<code>per_seed</code>), mean, std, min and max over seeds.</p>" + _html_table(spread))
         sections.append("<h2>Per-encoder points (this study)</h2><p>lp_top1 in percent.</p>"
                         + _html_table(for_display(user_points)))
     if ref is not None:
@@ -361,6 +396,26 @@ def analyze(generation_df: pd.DataFrame | None, encoders_df: pd.DataFrame | None
     (out / "report.html").write_text(page, encoding="utf-8")
     _log.info("report written to %s", out / "report.html")
     return out
+
+
+def _comparisons_section(comp: pd.DataFrame, quality: str, noise: Mapping[str, Any]) -> str:
+    head = "<h2>Comparisons (difference vs seed noise)</h2>"
+    if comp.empty:
+        return head + ("<p><em>No comparisons: the rows hold no vanilla baseline, REPA/iREPA pair or CLS-mixing "
+                       "variant next to its base encoder.</em></p>")
+    if noise.get("sd") is None:
+        text = ("<p>Only one seed per cell: there is no seed-noise estimate, so the differences are shown without "
+                "intervals and none is called distinguishable.</p>")
+    else:
+        text = (f"<p><code>diff</code> = mean(a) - mean(b) of {html.escape(quality)} over seeds (negative: a is "
+                f"lower = better). Interval: diff ± t·sd·√(1/n_a + 1/n_b), with sd = {noise['sd']:.3g} the "
+                f"seed-to-seed standard deviation pooled over all cells with 2+ seeds ({noise['df']} degrees of "
+                f"freedom; for a mean over k encoders the variance of that mean). <code>distinguishable</code>: the "
+                f"interval excludes 0. It covers seed noise only: encoders and methods are fixed, not sampled.</p>")
+    cols = ["question", "model", "a", "b", "diff", "ci_low", "ci_high", "distinguishable", "n_a", "n_b"]
+    if comp["note"].astype(str).str.len().gt(0).any():
+        cols.append("note")
+    return head + text + _html_table(comp[cols])
 
 
 def _paper_method_rows(ref: ReferenceData) -> pd.DataFrame:
