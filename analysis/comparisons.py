@@ -246,7 +246,10 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
         sd, df = float(comp["noise_sd"].iloc[0]), int(comp["df"].iloc[0])
         if np.isfinite(sd):
             out.append(f"Seed noise: pooled seed-to-seed sd of {quality} {_g(sd)} ({df} degrees of freedom, over all "
-                       f"cells with 2+ seeds); a difference whose interval excludes 0 is distinguishable from it.")
+                       f"cells with 2+ seeds); a difference whose interval excludes 0 is distinguishable from it. "
+                       f"Each interval holds at {100 * float(comp['level'].iloc[0]):g}% on its own: among "
+                       f"{len(comp)} comparisons, if no difference were real, about "
+                       f"{(1 - float(comp['level'].iloc[0])) * len(comp):.2g} would look distinguishable by chance.")
         else:
             out.append("Only one seed per cell: there is no seed-noise estimate, so no difference below is tested "
                        "against noise.")
@@ -258,12 +261,14 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
         if "study" in corr.columns and (corr["study"] == "this study").any():
             corr = corr[corr["study"] == "this study"]
         if "method" in corr.columns:
-            corr = corr[corr["method"] == ("pearson" if (corr["method"] == "pearson").any() else corr["method"].iloc[0])]
+            kind = "pearson" if (corr["method"] == "pearson").any() else corr["method"].iloc[0]
+            corr = corr[corr["method"] == kind]
         if "model" in corr.columns and (corr["model"] == "all").any():
             corr = corr[corr["model"] == "all"]
         kind = str(corr["method"].iloc[0]).capitalize() if "method" in corr.columns else "Pearson"
         ns = []
-        for tm, part in corr.groupby("train_method", sort=True):
+        for tm in sorted(corr["train_method"].astype(str).unique(), key=lambda m: ("irepa" in m, m)):
+            part = corr[corr["train_method"].astype(str) == tm]
             for x in ("lp_top1", *SPATIAL):
                 for row in part[part["x"] == x].itertuples(index=False):
                     n = int(row.n)

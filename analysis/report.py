@@ -410,8 +410,9 @@ def _comparisons_section(comp: pd.DataFrame, quality: str, noise: Mapping[str, A
         text = (f"<p><code>diff</code> = mean(a) - mean(b) of {html.escape(quality)} over seeds (negative: a is "
                 f"lower = better). Interval: diff ± t·sd·√(1/n_a + 1/n_b), with sd = {noise['sd']:.3g} the "
                 f"seed-to-seed standard deviation pooled over all cells with 2+ seeds ({noise['df']} degrees of "
-                f"freedom; for a mean over k encoders the variance of that mean). <code>distinguishable</code>: the "
-                f"interval excludes 0. It covers seed noise only: encoders and methods are fixed, not sampled.</p>")
+                f"freedom; for a mean over k encoders, the plain ones without CLS-mixing variants, the variance of "
+                f"that mean). <code>distinguishable</code>: the interval excludes 0. It covers seed noise only: "
+                f"encoders and methods are fixed, not sampled.</p>")
     cols = ["question", "model", "a", "b", "diff", "ci_low", "ci_high", "distinguishable", "n_a", "n_b"]
     if comp["note"].astype(str).str.len().gt(0).any():
         cols.append("note")
