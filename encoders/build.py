@@ -1,8 +1,10 @@
-"""Build the model behind a catalog entry: one generic builder per source (timm, hf, timm+ckpt).
+"""Build the model behind a catalog entry: one generic builder per source (timm, hf, timm+ckpt, local).
 
 ``weights``:
 - ``pretrained``: real weights from the library's standard cache (HF hub cache, torch hub cache), or a file in
-  ``$REPA_STUDY_WEIGHTS``; offline and missing, a :class:`MissingWeightsError` says what to put where;
+  ``$REPA_STUDY_WEIGHTS``; offline and missing, a :class:`MissingWeightsError` says what to put where. A ``local``
+  entry's weights are trained by this project (``repa-study encoders pretrain NAME``) into
+  :func:`local_weights_path`;
 - ``random``: the full-size architecture, random init (no download);
 - ``tiny``: the same architecture shrunk by the entry's ``tiny`` overrides (tests and the embedded default);
 - ``meta``: full size on the meta device (no memory, no weights): shapes and parameter counts only.
@@ -89,10 +91,34 @@ def _timm_source_hint(spec: EncoderSpec) -> str:
     return f"timm has no download source for {spec.model_id!r}."
 
 
+class ConvStemPatchEmbed(nn.Module):
+    """timm's ``PatchEmbed`` with a small conv stem as its projection (two 3x3 convs, then a strided conv to the
+    patch grid): the local inductive bias that lets the miniature's tiny ViTs learn the synthetic shapes in
+    hundreds of steps, not tens of thousands. Named in a catalog entry as ``create_kwargs: {embed_layer: conv-stem}``."""
+
+    def __new__(cls, *args, **kwargs):
+        from timm.layers import PatchEmbed
+
+        embed = PatchEmbed(*args, **kwargs)
+        cin, dim, p = embed.proj.in_channels, embed.proj.out_channels, embed.patch_size[0]
+        embed.proj = nn.Sequential(nn.Conv2d(cin, 32, 3, 1, 1), nn.GELU(), nn.Conv2d(32, 32, 3, 1, 1), nn.GELU(),
+                                   nn.Conv2d(32, dim, p + 1, p, p // 2))
+        return embed
+
+
+#: ``create_kwargs: {embed_layer: NAME}`` values (a class cannot be written in YAML).
+EMBED_LAYERS = {"conv-stem": ConvStemPatchEmbed}
+
+
 def _timm_kwargs(spec: EncoderSpec, weights: Weights) -> dict:
     kwargs = dict(num_classes=0, **spec.create_kwargs)
     if weights == "tiny":
         kwargs.update(spec.tiny)
+    if isinstance(kwargs.get("embed_layer"), str):
+        if kwargs["embed_layer"] not in EMBED_LAYERS:
+            raise ValueError(f"encoder {spec.name!r}: unknown embed_layer {kwargs['embed_layer']!r}; known: "
+                             f"{sorted(EMBED_LAYERS)}")
+        kwargs["embed_layer"] = EMBED_LAYERS[kwargs["embed_layer"]]
     return kwargs
 
 
@@ -142,6 +168,28 @@ def _build_timm_ckpt(spec: EncoderSpec, weights: Weights) -> nn.Module:
     return model
 
 
+def local_weights_path(spec: EncoderSpec) -> Path:
+    """Where ``repa-study encoders pretrain`` puts a ``local`` entry's weights: keyed by the entry's fingerprint, so
+    a changed recipe or architecture never loads weights trained for the old one."""
+    return weights_dir() / "local" / f"{spec.name}-{spec.fingerprint()}.safetensors"
+
+
+def _build_local(spec: EncoderSpec, weights: Weights) -> nn.Module:
+    import timm
+
+    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
+    if weights != "pretrained" or spec.pretrain is None or spec.pretrain.recipe == "none":
+        return model  # recipe 'none': the seeded random init is the encoder
+    path = _local_file(spec) or local_weights_path(spec)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"encoder {spec.name!r} is trained by this project ({spec.pretrain.recipe}, {spec.pretrain.steps} steps "
+            f"on {spec.pretrain.data}) and has not been trained here yet: run `repa-study encoders pretrain "
+            f"{spec.name}` (minutes on a CPU); it writes {path}. Sweeps and `repa-study run` do this themselves.")
+    model.load_state_dict(_load_checkpoint(path), strict=True)
+    return model
+
+
 def _build_hf(spec: EncoderSpec, weights: Weights) -> nn.Module:
     import transformers
 
@@ -177,7 +225,7 @@ def _pe_integer_rope(model: nn.Module) -> None:
 
 
 POST_BUILD_FIXES = {"pe_integer_rope": _pe_integer_rope}
-_BUILDERS = {"timm": _build_timm, "timm+ckpt": _build_timm_ckpt, "hf": _build_hf}
+_BUILDERS = {"timm": _build_timm, "timm+ckpt": _build_timm_ckpt, "hf": _build_hf, "local": _build_local}
 
 
 def init_seed(spec: EncoderSpec, weights: str) -> int:

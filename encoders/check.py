@@ -25,8 +25,8 @@ def _differs(field: str, ours: Any, theirs: Any) -> bool:
 def timm_cfg_mismatches(spec: EncoderSpec) -> list[str]:
     """Where the preprocessing the entry applies (mean, std, resize mode) differs from timm's ``pretrained_cfg``
     of ``model_id`` without a ``timm_cfg_overrides`` reason, and overrides that no longer differ. Empty for
-    ``hf`` entries (no timm cfg)."""
-    if spec.source == "hf":
+    ``hf`` and ``local`` entries (no timm cfg; local weights are trained with the entry's own preprocessing)."""
+    if spec.source in ("hf", "local"):
         return []
     import timm
 

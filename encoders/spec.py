@@ -25,7 +25,7 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 #: The token grid every encoder must produce for a 256x256 image (the SiT's grid at 256 px).
 STUDY_GRID = 16
-SOURCES = ("timm", "hf", "timm+ckpt")
+SOURCES = ("timm", "hf", "timm+ckpt", "local")
 #: Names known to the builder (kept here so that the schema can validate entries without importing torch).
 ADAPTERS = ("mocov3_to_timm",)
 POST_BUILD = ("pe_integer_rope",)
@@ -49,12 +49,36 @@ class Resize(_Strict):
 Triple = tuple[float, float, float]
 
 
+class Pretrain(_Strict):
+    """How the project trains a ``source: local`` encoder itself (``study.pretrain``; weights cached, deterministic).
+
+    ``supervised``: cross-entropy on the labels from the CLS token and the mean patch token; ``mim``: SimMIM-style
+    masked patch prediction (a learned mask token replaces ``mask_ratio`` of the patches, a linear head predicts
+    their pixels); ``none``: the seeded random init is the encoder (a control with no training).
+    """
+
+    recipe: Literal["supervised", "mim", "none"]
+    data: str = Field("synthetic:n=4096,size=32,classes=10,seed=0", description="dataset spec (train split)")
+    steps: int = Field(0, ge=0)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.05, ge=0)
+    mask_ratio: float = Field(0.5, gt=0, lt=1, description="mim: fraction of patches masked")
+    seed: int = 0
+
+    @model_validator(mode="after")
+    def _steps_match_recipe(self) -> "Pretrain":
+        if (self.recipe == "none") != (self.steps == 0):
+            raise ValueError("recipe 'none' trains nothing (steps: 0); the other recipes need steps >= 1")
+        return self
+
+
 class EncoderSpec(_Strict):
     """One catalog entry. Fields marked 'asserted' are checked against the built model by ``check_encoder``."""
 
     name: str
     family: str
-    source: Literal["timm", "hf", "timm+ckpt"] = "timm"
+    source: Literal["timm", "hf", "timm+ckpt", "local"] = "timm"
     model_id: str = Field(description="timm 'arch.tag', HF repo id, or timm arch for timm+ckpt")
     revision: str | None = None
     hf_class: str | None = None
@@ -85,6 +109,7 @@ class EncoderSpec(_Strict):
     params_m: float = Field(gt=0)
     study: bool = Field(False, description="one of the 27 encoders of the paper's correlation study")
     tiny: dict[str, Any] = Field(default_factory=dict)
+    pretrain: Pretrain | None = Field(None, description="source 'local': how the project trains the weights")
     notes: str = ""
 
     @field_validator("mean", "std", mode="before")
@@ -150,6 +175,9 @@ class EncoderSpec(_Strict):
                 raise ValueError(f"unknown adapter {self.adapter!r}; known: {list(ADAPTERS)}")
         elif self.adapter or self.checkpoint:
             raise ValueError(f"checkpoint/adapter only apply to source 'timm+ckpt', not {self.source!r}")
+        if (self.source == "local") != (self.pretrain is not None):
+            raise ValueError("source 'local' needs a pretrain recipe (pretrain: {recipe: ...}), and only local "
+                             "entries have one")
         if self.source == "hf" and self.timm_cfg_overrides:
             raise ValueError("timm_cfg_overrides only apply to timm entries (source 'timm' or 'timm+ckpt')")
         return self

@@ -13,8 +13,9 @@ from pydantic import Field, model_validator
 
 import encoders
 from jobs.spec import FidSettings, Resources, SweepSpec
+from results import NO_ENCODER
 from study.config import StrictModel, config_hash
-from study.train_config import TrainConfig, build_train_config, default_base
+from study.train_config import TrainConfig, build_train_config, default_base, method_aligns
 
 __all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
            "AnalyzeParams", "training_runs"]
@@ -131,23 +132,27 @@ def _job(stage: str, params: StrictModel, resources: Resources, **fields: Any) -
 def training_runs(spec: SweepSpec) -> list[tuple[str, str, str, int, int, list[int]]]:
     """Every run of the spec once: ``(model, encoder, method, seed, target steps, evaluated steps)``.
 
-    The grid ``models x encoders x methods x seeds`` trains to ``steps`` and evaluates ``eval_steps``; each
+    A method that aligns to no encoder (``vanilla``) has one run per model and seed, its encoder
+    :data:`results.NO_ENCODER`. The grid ``models x encoders x methods x seeds`` trains to ``steps`` and evaluates ``eval_steps``; each
     ``extend`` entry raises the target of the runs it selects (the highest wins) and adds its eval steps; an entry's
     encoders or methods outside the spec's lists add runs, evaluated at ``eval_steps`` and its own.
     """
     runs: dict[tuple[str, str, str, int], tuple[int, set[int]]] = {}
+    aligns = {m: method_aligns(m) for m in [*spec.methods, *(m for ext in spec.extend for m in ext.methods or ())]}
     for model in spec.models:
         for encoder in spec.encoders:
             for method in spec.methods:
                 for seed in spec.seeds:
-                    runs[(model, encoder, method, seed)] = (spec.steps, set(spec.eval_steps))
+                    key = (model, encoder if aligns[method] else NO_ENCODER, method, seed)
+                    runs[key] = (spec.steps, set(spec.eval_steps))
     for ext in spec.extend:
         for model in ext.models or spec.models:
             for encoder in ext.encoders or spec.encoders:
                 for method in ext.methods or spec.methods:
                     for seed in spec.seeds:
-                        steps, evals = runs.get((model, encoder, method, seed), (spec.steps, set(spec.eval_steps)))
-                        runs[(model, encoder, method, seed)] = (max(steps, ext.steps), evals | set(ext.eval_steps))
+                        key = (model, encoder if aligns[method] else NO_ENCODER, method, seed)
+                        steps, evals = runs.get(key, (spec.steps, set(spec.eval_steps)))
+                        runs[key] = (max(steps, ext.steps), evals | set(ext.eval_steps))
     # the spec's model order first (one SLURM array per model and stage), then insertion order
     order = {m: i for i, m in enumerate(spec.models)}
     keys = sorted(runs, key=lambda k: order[k[0]])
@@ -159,7 +164,8 @@ def _scoring_encoders(spec: SweepSpec) -> list[str]:
     if chosen == "trained":
         return list(spec.encoders)
     if chosen == "all":
-        known = encoders.list_encoders()
+        # the catalog's published encoders (local ones are the miniature's, trained for synthetic data)
+        known = [n for n, s in encoders.load_catalog().items() if s.source != "local"]
         # the catalog's entries plus any trained variants (e.g. NAME@clsmix=A) not already listed
         return list(known) + [e for e in spec.encoders if e not in known]
     return list(chosen)

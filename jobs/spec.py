@@ -99,7 +99,8 @@ def _is_number(value: Any) -> bool:
 
 class ScoringSettings(StrictModel):
     enabled: bool = True
-    encoders: list[str] | Literal["all", "trained"] = Field("all", description="names, 'all' or 'trained'")
+    encoders: list[str] | Literal["all", "trained"] = Field("all", description="names, 'all' (the catalog's "
+                                                                               "published encoders) or 'trained'")
     dataset: str | None = Field(None, description="dataset spec for scoring (default: the sweep's dataset)")
     split: str = "val"
     limit: int | None = Field(None, ge=1)

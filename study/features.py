@@ -41,6 +41,7 @@ from study.io import atomic_path, atomic_savez, atomic_write_json
 from study.log import get_logger, progress
 from study.metrics.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, masks_to_grid, resolve_grid, spatial_metrics
 from study.paths import cache_dir
+from study.pretrain import load_encoder
 
 __all__ = ["FeatureSet", "extract_encoder_features", "feature_cache_dir", "open_data", "resolve_device",
            "FORMAT_VERSION"]
@@ -263,7 +264,7 @@ def extract_encoder_features(encoder: Any, data: Any, split: str = "train", limi
     started = time.perf_counter()
     if pending:
         if enc is None:
-            enc = encoders.get_encoder(enc_name, weights=weights, device=device, bf16=bf16)
+            enc = load_encoder(enc_name, weights=weights, device=device, bf16=bf16)
         if n_chunks - len(pending):
             log.info("resuming feature extraction of %s: %d of %d chunks already done", enc_name,
                      n_chunks - len(pending), n_chunks)

@@ -186,7 +186,7 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
     """Train several runs in one process on one data pipeline and one encoder forward per step (e.g. REPA and iREPA
     against the same encoder): each keeps its own run directory, model, EMA, optimizer, noise and checkpoints, so
     each ends exactly as it would trained alone. Returns :func:`train`'s summary per run."""
-    import encoders as enc_registry
+    from study.pretrain import load_encoder
 
     # --- set-up: threads, process group, precision
     check_group(cfgs)
@@ -228,8 +228,8 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
         run.latent = hasattr(run.codec, "stats")  # a VAE codec: posterior samples with seeded noise
     torch.manual_seed(cfg0.seed)
     aligning = any(c.method.align for c in cfgs)
-    encoders = ([enc_registry.get_encoder(n, weights=cfg0.encoder.weights, device=device,
-                                         bf16=cfg0.encoder.bf16 and device.type == "cuda") for n in cfg0.encoder.names]
+    encoders = ([load_encoder(n, weights=cfg0.encoder.weights, device=device,
+                              bf16=cfg0.encoder.bf16 and device.type == "cuda") for n in cfg0.encoder.names]
                 if aligning else [])
     local = cfg0.batch_size // info.world_size
     micro = local // cfg0.grad_accum

@@ -255,6 +255,11 @@ def method_presets() -> list[str]:
     return [name for name in list_presets() if "name" in (load_yaml(PRESETS_DIR / f"{name}.yaml").get("method") or {})]
 
 
+def method_aligns(method: str) -> bool:
+    """Whether the method preset aligns to an encoder (``vanilla`` does not: one run serves every encoder)."""
+    return bool(MethodSection(**_method_of(method)).align)
+
+
 def default_base(dataset: str) -> str:
     """The preset underneath a sweep point: ``tiny`` for synthetic data, else ``imagenet``."""
     return "tiny" if dataset.startswith("synthetic") else "imagenet"

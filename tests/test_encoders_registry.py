@@ -15,10 +15,11 @@ langpe-vit-g spatialpe-vit-b spatialpe-vit-l spatialpe-vit-g cradio-vit-b cradio
 mocov3-vit-b mocov3-vit-l jepa-vit-h mae-vit-l""".split()
 EXTRA_10 = """sam2-vit-s sam2-vit-b sam2-vit-l siglip-vit-b siglip-vit-l siglip-vit-so400m siglip2-vit-b siglip2-vit-l
 siglip2-vit-so400m siglip2-vit-g""".split()
+MINI_3 = ["mini-sup", "mini-mim", "mini-random"]  # source: local, the miniature's (tests/test_pretrain.py)
 
 
 def test_catalog_names_exact():
-    assert sorted(list_encoders()) == sorted(STUDY_27 + EXTRA_10)
+    assert sorted(list_encoders()) == sorted(STUDY_27 + EXTRA_10 + MINI_3)
     study = [name for name, spec in load_catalog().items() if spec.study]
     assert sorted(study) == sorted(STUDY_27)
 
@@ -234,7 +235,7 @@ def test_cli_list_show_check():
     res = runner.invoke(cli, ["encoders", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
-    assert len(rows) == 37
+    assert len(rows) == 40 and sum(r["source"] == "local" for r in rows) == 3
     for key in ("name", "family", "source", "model_id", "input_res", "patch_size", "grid", "embed_dim",
                 "prefix_tokens", "final_norm", "mean", "std", "license", "params_m"):
         assert key in rows[0]

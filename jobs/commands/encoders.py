@@ -1,5 +1,6 @@
-"""`repa-study encoders list | show | check | features | score | predict`: browse and validate the encoder
-catalog, cache encoder features, score spatial structure and linear-probe accuracy, predict an encoder's REPA FID."""
+"""`repa-study encoders list | show | check | pretrain | features | score | predict`: browse and validate the
+encoder catalog, train the local (miniature) encoders, cache encoder features, score spatial structure and
+linear-probe accuracy, predict an encoder's REPA FID."""
 from __future__ import annotations
 
 import json
@@ -97,6 +98,31 @@ def _common(fn):
     fn = click.option("--data", "data", required=True,
                       help="Dataset spec: 'synthetic', 'synthetic:n=512,size=64', or an ImageNet-style folder.")(fn)
     return fn
+
+
+@encoders_group.command("pretrain")
+@click.argument("names", nargs=-1)
+@click.option("--all", "all_local", is_flag=True, help="Every `source: local` entry of the catalog.")
+@click.option("--force", is_flag=True, help="Train again even if the weights exist (they are replaced atomically).")
+def pretrain_cmd(names: tuple[str, ...], all_local: bool, force: bool) -> None:
+    """Train the weights of `source: local` entries (the miniature's tiny encoders) by their catalog recipe.
+
+    Deterministic (seeded, one thread) and cached under $REPA_STUDY_WEIGHTS/local keyed by the entry's fingerprint;
+    existing weights are kept unless --force. `repa-study run` and the study's jobs do this themselves.
+    """
+    from encoders import get_spec, load_catalog
+    from study.pretrain import pretrain_encoder
+
+    if all_local:
+        names = names + tuple(n for n, s in load_catalog().items() if s.pretrain and s.pretrain.recipe != "none")
+    if not names:
+        raise click.UsageError("name at least one encoder (or --all)")
+    for name in dict.fromkeys(get_spec(n).name for n in names):
+        spec = get_spec(name)
+        if spec.pretrain is not None and spec.pretrain.recipe == "none":
+            click.echo(f"{name}: recipe 'none' (its seeded random init is the encoder): nothing to train")
+            continue
+        click.echo(f"{name}: {pretrain_encoder(name, force=force)}")
 
 
 @encoders_group.command("features")
