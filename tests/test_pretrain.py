@@ -118,11 +118,13 @@ def test_vanilla_is_planned_once_per_model_and_seed():
     from study.train_config import method_aligns
 
     assert not method_aligns("vanilla") and method_aligns("repa") and method_aligns("irepa")
-    spec = load_spec("mini")
+    spec = load_spec("mini", ["executor.group_methods=false"])
     trains = [j for j in plan(spec) if j.stage == "train"]
     vanilla = [j for j in trains if j.method == "vanilla"]
     assert sorted(j.seed for j in vanilla) == sorted(spec.seeds) and {j.encoder for j in vanilla} == {NO_ENCODER}
-    aligned = [j for j in trains if j.method != "vanilla"]
-    assert len(aligned) == len(spec.encoders) * 2 * len(spec.seeds)
+    assert sum(j.method == "repa" for j in trains) == 5 * 2 and sum(j.method == "irepa" for j in trains) == 3 * 2
+    grouped = [j for j in plan(load_spec("mini")) if j.stage == "train"]
+    assert sorted(j.method for j in grouped if j.seed == 0) == ["repa", "repa", "repa+irepa", "repa+irepa",
+                                                                "repa+irepa", "vanilla"]
     cfg = vanilla[0].params.config()
     assert not cfg.method.align and cfg.encoder.name == NO_ENCODER

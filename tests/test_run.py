@@ -34,7 +34,7 @@ def _install_fakes(tmp_path, monkeypatch):
 def test_run_prints_summary_and_report(tmp_path, monkeypatch):
     _install_fakes(tmp_path, monkeypatch)
     root = tmp_path / "root"
-    args = ["run", "--root", str(root), "--executor", "debug", "--set", "encoders=[dinov2-vit-b, mae-vit-l]"]
+    args = ["run", "smoke", "--root", str(root), "--executor", "debug", "--set", "encoders=[dinov2-vit-b, mae-vit-l]"]
     result = CliRunner().invoke(cli, args)
     assert result.exit_code == 0, result.output
     out = result.output
@@ -48,8 +48,26 @@ def test_run_prints_summary_and_report(tmp_path, monkeypatch):
     assert again.exit_code == 0 and "(15 were already done)" in again.output
 
 
+def test_run_defaults_to_the_miniature_and_pretrains_its_local_encoders_first(tmp_path, monkeypatch):
+    import study.pretrain
+
+    _install_fakes(tmp_path, monkeypatch)
+    asked = []
+    monkeypatch.setattr(study.pretrain, "pretrain_missing",
+                        lambda names, workers=1: asked.append((list(names), workers)) or ["mini-sup", "mini-mim"])
+    result = CliRunner().invoke(cli, ["run", "--root", str(tmp_path / "root"), "--executor", "debug",
+                                      "--set", "executor.group_methods=false"])
+    assert result.exit_code == 0, result.output
+    assert "sweep 'mini-quick'" in result.output and "pretrained mini-sup, mini-mim" in result.output
+    assert asked == [(["mini-sup", "mini-mim", "mini-random", "mini-sup@clsmix=0.5", "mini-sup@clsmix=1.0",
+                       "mini-sup", "mini-mim", "mini-random"], 2)]
+    assert "none" in result.output and "vanilla" in result.output  # the baseline's row in the summary table
+    res = CliRunner().invoke(cli, ["run", "mini", "--spec", "smoke"])
+    assert res.exit_code == 2 and "two specs given" in res.output
+
+
 def test_run_rejects_a_bad_override(tmp_path):
-    result = CliRunner().invoke(cli, ["run", "--root", str(tmp_path / "r"), "--set", "encoders=[nope-vit]"])
+    result = CliRunner().invoke(cli, ["run", "smoke", "--root", str(tmp_path / "r"), "--set", "encoders=[nope-vit]"])
     assert result.exit_code != 0 and "unknown encoder 'nope-vit'" in result.output
     assert not (tmp_path / "r").exists()
 
@@ -71,7 +89,7 @@ def test_reduced_smoke_sweep_end_to_end(tmp_path):
     if missing:
         pytest.skip(f"stage modules not available yet: {missing}")
     root = tmp_path / "root"
-    args = ["run", "--root", str(root),
+    args = ["run", "--spec", "smoke", "--root", str(root),
             "--set", "encoders=[dinov2-vit-b, dinov2-vit-b@clsmix=0.5]",
             "--set", "steps=20", "--set", "eval_steps=[20]",
             "--set", "train_overrides=[batch_size=8, ckpt_every=10, log_every=10, sample_every=0]",
