@@ -91,23 +91,21 @@ def _timm_source_hint(spec: EncoderSpec) -> str:
     return f"timm has no download source for {spec.model_id!r}."
 
 
-class ConvStemPatchEmbed(nn.Module):
+def conv_stem_patch_embed(*args, **kwargs) -> nn.Module:
     """timm's ``PatchEmbed`` with a small conv stem as its projection (two 3x3 convs, then a strided conv to the
     patch grid): the local inductive bias that lets the miniature's tiny ViTs learn the synthetic shapes in
     hundreds of steps, not tens of thousands. Named in a catalog entry as ``create_kwargs: {embed_layer: conv-stem}``."""
+    from timm.layers import PatchEmbed
 
-    def __new__(cls, *args, **kwargs):
-        from timm.layers import PatchEmbed
-
-        embed = PatchEmbed(*args, **kwargs)
-        cin, dim, p = embed.proj.in_channels, embed.proj.out_channels, embed.patch_size[0]
-        embed.proj = nn.Sequential(nn.Conv2d(cin, 32, 3, 1, 1), nn.GELU(), nn.Conv2d(32, 32, 3, 1, 1), nn.GELU(),
-                                   nn.Conv2d(32, dim, p + 1, p, p // 2))
-        return embed
+    embed = PatchEmbed(*args, **kwargs)
+    cin, dim, p = embed.proj.in_channels, embed.proj.out_channels, embed.patch_size[0]
+    embed.proj = nn.Sequential(nn.Conv2d(cin, 32, 3, 1, 1), nn.GELU(), nn.Conv2d(32, 32, 3, 1, 1), nn.GELU(),
+                               nn.Conv2d(32, dim, p + 1, p, p // 2))
+    return embed
 
 
 #: ``create_kwargs: {embed_layer: NAME}`` values (a class cannot be written in YAML).
-EMBED_LAYERS = {"conv-stem": ConvStemPatchEmbed}
+EMBED_LAYERS = {"conv-stem": conv_stem_patch_embed}
 
 
 def _timm_kwargs(spec: EncoderSpec, weights: Weights) -> dict:
@@ -174,13 +172,19 @@ def local_weights_path(spec: EncoderSpec) -> Path:
     return weights_dir() / "local" / f"{spec.name}-{spec.fingerprint()}.safetensors"
 
 
+def local_weights_file(spec: EncoderSpec) -> Path:
+    """The file a ``local`` entry's pretrained weights load from: a user's ``$REPA_STUDY_WEIGHTS/<name>.*`` if
+    there is one, else :func:`local_weights_path` (which may not exist yet)."""
+    return _local_file(spec) or local_weights_path(spec)
+
+
 def _build_local(spec: EncoderSpec, weights: Weights) -> nn.Module:
     import timm
 
     model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
-    if weights != "pretrained" or spec.pretrain is None or spec.pretrain.recipe == "none":
+    if weights != "pretrained" or not spec.trained_here:
         return model  # recipe 'none': the seeded random init is the encoder
-    path = _local_file(spec) or local_weights_path(spec)
+    path = local_weights_file(spec)
     if not path.is_file():
         raise MissingWeightsError(
             f"encoder {spec.name!r} is trained by this project ({spec.pretrain.recipe}, {spec.pretrain.steps} steps "

@@ -183,6 +183,11 @@ class EncoderSpec(_Strict):
         return self
 
     @property
+    def trained_here(self) -> bool:
+        """A local entry whose weights this project trains (recipe other than 'none')."""
+        return self.pretrain is not None and self.pretrain.recipe != "none"
+
+    @property
     def num_tokens(self) -> int:
         return self.grid * self.grid
 

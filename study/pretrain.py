@@ -27,6 +27,7 @@ from torch import nn
 import encoders
 from encoders.spec import EncoderSpec, Pretrain
 from study.data import open_dataset
+from study.distributed import cpu_threads
 from study.io import atomic_path
 from study.log import get_logger, progress
 
@@ -38,9 +39,7 @@ log = get_logger(__name__)
 def needs_pretraining(name: str, weights: str = "pretrained") -> bool:
     """Whether ``get_encoder(name, weights)`` needs weights this project trains (a local entry, not yet trained)."""
     spec = encoders.get_spec(name)
-    if weights != "pretrained" or spec.pretrain is None or spec.pretrain.recipe == "none":
-        return False
-    return not encoders.local_weights_path(spec).is_file()
+    return weights == "pretrained" and spec.trained_here and not encoders.local_weights_file(spec).is_file()
 
 
 def ensure_pretrained(name: str, weights: str = "pretrained") -> None:
@@ -67,16 +66,6 @@ def _locked(path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 def pretrain_encoder(name: str, *, force: bool = False, steps: int | None = None) -> Path:
     """Train the local entry ``name`` by its recipe and save its weights; returns the weight file.
 
@@ -99,7 +88,7 @@ def pretrain_encoder(name: str, *, force: bool = False, steps: int | None = None
             log.info("encoder %s: pretrained weights found at %s", spec.name, path)
             return path
         started = time.perf_counter()
-        with _one_thread(), torch.random.fork_rng(devices=[]):
+        with cpu_threads(1), torch.random.fork_rng(devices=[]):
             state, last = _train(spec, recipe)
         from safetensors.torch import save_file
 
@@ -146,7 +135,7 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
     torch.manual_seed(recipe.seed)
     vit = encoders.build_model(spec, "random")  # the entry's seeded init
     vit.train().requires_grad_(True)
-    probe = encoders.Encoder(spec, vit, "random")  # its preprocessing (resize + normalisation)
+    prep = encoders.Encoder(spec, vit, "random")  # its preprocessing (resize + normalisation)
     prefix, p = spec.prefix_tokens, spec.patch_size
     heads = _Heads(recipe, int(vit.num_features), data.num_classes, p * p * 3)
     params = list(vit.parameters()) + list(heads.parameters())
@@ -161,7 +150,7 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
         if len(order) < recipe.batch_size:
             order += rng.permutation(len(images)).tolist()
         idx, order = order[:recipe.batch_size], order[recipe.batch_size:]
-        x = probe.preprocess(images[idx])
+        x = prep.preprocess(images[idx])
         if recipe.recipe == "supervised":
             y = labels[idx]
             tokens = _tokens(vit, x, heads, None)

@@ -114,12 +114,12 @@ def pretrain_cmd(names: tuple[str, ...], all_local: bool, force: bool) -> None:
     from study.pretrain import pretrain_encoder
 
     if all_local:
-        names = names + tuple(n for n, s in load_catalog().items() if s.pretrain and s.pretrain.recipe != "none")
+        names = names + tuple(n for n, s in load_catalog().items() if s.trained_here)
     if not names:
         raise click.UsageError("name at least one encoder (or --all)")
     for name in dict.fromkeys(get_spec(n).name for n in names):
         spec = get_spec(name)
-        if spec.pretrain is not None and spec.pretrain.recipe == "none":
+        if spec.source == "local" and not spec.trained_here:
             click.echo(f"{name}: recipe 'none' (its seeded random init is the encoder): nothing to train")
             continue
         click.echo(f"{name}: {pretrain_encoder(name, force=force)}")

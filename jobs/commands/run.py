@@ -79,8 +79,9 @@ def run_cmd(spec_arg: str | None, spec_name: str | None, overrides: tuple[str, .
     SPEC (or --spec) is a shipped sweep name or a YAML path; default ``mini-quick``, the study in miniature within
     15 minutes on 2 CPU cores: tiny encoders it pretrains on synthetic shapes (supervised, masked-patch, random
     init, CLS-mixing variants), a tiny SiT trained vanilla, with REPA and with iREPA, two seeds, the small-data
-    Frechet distance, spatial metrics and linear probes; ``mini`` is the same design trained 4x longer. It pretrains the sweep's local encoders, runs the jobs on the local executor, analyzes them, then
-    prints the findings, a summary table and where the report is. ``smoke`` is the 3-minute pipeline check.
+    Frechet distance, spatial metrics and linear probes; ``mini`` is the same design trained 4x longer. It
+    pretrains the sweep's local encoders, runs the jobs on the local executor, analyzes them, then prints the
+    findings, a summary table and where the report is. ``smoke`` is the 3-minute pipeline check.
     Re-running resumes: finished jobs are skipped.
     """
     from jobs.plan import plan
