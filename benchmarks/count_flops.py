@@ -1,10 +1,10 @@
-"""Count the FLOPs the cost model needs and write them to study/flops.json (what `repa-study sweep estimate` reads).
+"""Count the FLOPs the cost model needs and write them to jobs/cost/flops.json (what `repa-study sweep estimate` reads).
 
 Every catalog entry at full size, SiT-S/B/L/XL on SD-VAE latents of 256 px (32x32x4, 1000 classes), the projectors
 of the shipped methods for every (SiT width, encoder width) pair, the SD-VAE decoder and InceptionV3; all on the meta
 device (no memory, no weights), with torch.utils.flop_counter. Prints the time each group took.
 
-    .venv/bin/python benchmarks/count_flops.py            # rewrite study/flops.json
+    .venv/bin/python benchmarks/count_flops.py            # rewrite jobs/cost/flops.json
     .venv/bin/python benchmarks/count_flops.py --check    # count again and compare with the shipped file
 """
 from __future__ import annotations
@@ -17,7 +17,7 @@ import time
 import torch
 
 import encoders
-from study.cost import FLOPS_FILE, FlopTable
+from jobs.cost.flops import FLOPS_FILE, FlopTable
 from study.models.sit import parse_size
 
 SIT_SIZES = ("SiT-S/2", "SiT-B/2", "SiT-L/2", "SiT-XL/2")
@@ -54,7 +54,7 @@ def main() -> int:
     if args.check:
         shipped = json.loads(FLOPS_FILE.read_text())["entries"]
         diff = {k: (shipped.get(k), v) for k, v in table.entries.items() if shipped.get(k) != v}
-        print(json.dumps(diff, indent=1) if diff else "shipped study/flops.json is up to date")
+        print(json.dumps(diff, indent=1) if diff else "shipped jobs/cost/flops.json is up to date")
         return 1 if diff else 0
     print(f"wrote {table.save(args.out)} ({len(table.entries)} entries)")
     return 0

@@ -27,7 +27,7 @@ def _time(fn, repeats: int) -> tuple[float, object]:
 
 
 def bench_frechet(dim: int, n: int, repeats: int, skip_sqrtm: bool) -> None:
-    from study.metrics.fid import compute_statistics, frechet_distance, frechet_distance_sqrtm
+    from study.evaluation.fid import compute_statistics, frechet_distance, frechet_distance_sqrtm
 
     rng = np.random.default_rng(0)
     mix = rng.standard_normal((dim, dim)) / np.sqrt(dim)
@@ -44,11 +44,11 @@ def bench_frechet(dim: int, n: int, repeats: int, skip_sqrtm: bool) -> None:
 
 
 def bench_extraction(device: str, sizes: list[int], batch: int, batches: int) -> None:
-    from study.metrics.extractor import SmallCNN, SyntheticExtractor
-    from study.metrics.inception import InceptionExtractor, random_inception_state_dict
-
     import tempfile
     from pathlib import Path
+
+    from study.evaluation import SmallCNN, SyntheticExtractor
+    from study.evaluation.inception import InceptionExtractor, random_inception_state_dict
 
     with tempfile.TemporaryDirectory() as tmp:
         weights = Path(tmp) / "random-inception.pth"

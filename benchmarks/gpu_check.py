@@ -7,12 +7,12 @@ Measured, each with its counted FLOPs per image so that `repa-study sweep estima
   for REPA and iREPA, with a B-size (dinov2-vit-b) and a g-size (dinov2-vit-g) random-init encoder, without and then
   with torch.compile: images/s, median step ms, peak memory;
 - ``sample``: the SDE sampler's SiT forwards for SiT-B/2 and SiT-XL/2, in fp32 with TF32 matmuls (what
-  study/sample.py runs with the run's ``tf32: true``) and under bf16 autocast: images/s for a 250-step sampling;
+  study/sampling/sample.py runs with the run's ``tf32: true``) and under bf16 autocast: images/s for a 250-step sampling;
 - ``decode``: the SD-VAE decoder (random init, sd-vae-ft-mse's architecture) on 32x32x4 latents;
 - ``extract``: the ADM Inception extractor (torch-fidelity, random BN-calibrated weights) on 256 px images;
 - ``encode``: scoring's encoder forward (fp32) for dinov2-vit-b and dinov2-vit-g.
 
-Output schema (``repa-study/gpu_check/1``; what jobs/estimate.py reads from ``benchmarks/results/<gpu>.json``):
+Output schema (``repa-study/gpu_check/1``; what jobs/cost/estimate.py reads from ``benchmarks/results/<gpu>.json``):
 
     {"schema", "gpu": "h100|h200|a100|<slug>", "device_name", "dry_run", "torch", "cuda", "created", "budget_s",
      "elapsed_s",
@@ -24,7 +24,7 @@ Output schema (``repa-study/gpu_check/1``; what jobs/estimate.py reads from ``be
      "extract": [{"batch", "precision", "images_per_s", "work"}],
      "encode":  [{"encoder", "batch", "precision", "images_per_s", "work"}]}
 
-``work`` is FLOPs per image by precision (study.cost counts); ``images_per_s`` is per GPU. A section that fails
+``work`` is FLOPs per image by precision (jobs.cost.flops counts); ``images_per_s`` is per GPU. A section that fails
 records ``error`` and the run goes on; configurations past ``--budget-s`` record ``skipped``.
 
     benchmarks/gpu_check.sh --out benchmarks/results/h100.json      # on the GPU
@@ -109,12 +109,12 @@ def _tf32(on: bool):
 
 # ------------------------------------------------------------------------------------------------ sections
 def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
-    import encoders
     from train_step import bench
 
-    from jobs.estimate import train_work
-    from study.cost import flop_table
-    from study.train_config import load_train_config
+    import encoders
+    from jobs.cost.estimate import train_work
+    from jobs.cost.flops import flop_table
+    from study.config import load_train_config
 
     table = flop_table()
     # eager first; then compiled, B-size encoder before g-size and the models interleaved, so that a budget cut
@@ -167,7 +167,7 @@ def _merge(work: dict[tuple[str, str], float]) -> dict[tuple[str, str], float]:
 
 
 class _Noise:
-    """What study.sample.sample_latents draws noise from (a callable with a device)."""
+    """What study.sampling.sample.sample_latents draws noise from (a callable with a device)."""
 
     def __init__(self, shape: tuple[int, ...], device: torch.device) -> None:
         self.shape, self.device = shape, device
@@ -177,10 +177,10 @@ class _Noise:
 
 
 def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
-    from study.cost import flop_table
-    from study.models.sit import build_sit
-    from study.sample import sample_latents
-    from study.sampler_settings import SamplerSettings
+    from jobs.cost.flops import flop_table
+    from study.config import SamplerSettings
+    from study.models import build_sit
+    from study.sampling import sample_latents
 
     table = flop_table()
     channels, side = (4, cfg.image_size // 8) if cfg.codec == "sd-vae" else (3, cfg.image_size)
@@ -226,7 +226,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 def decode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
     from diffusers import AutoencoderKL
 
-    from study.cost import SD_VAE_CONFIG, flop_table
+    from jobs.cost.flops import SD_VAE_CONFIG, flop_table
 
     latent = cfg.latent_side
     rec: dict[str, Any] = {"batch": cfg.decode_batch, "precision": "tf32", "latent": latent}
@@ -247,8 +247,8 @@ def decode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 
 
 def extract_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
-    from study.cost import flop_table
-    from study.metrics.inception import InceptionExtractor, random_inception_state_dict
+    from jobs.cost.flops import flop_table
+    from study.evaluation.inception import InceptionExtractor, random_inception_state_dict
 
     rec: dict[str, Any] = {"batch": cfg.extract_batch, "precision": "fp32", "image_size": 256}
     if not budget.left():
@@ -269,8 +269,7 @@ def extract_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) 
 
 def encode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
     import encoders
-
-    from study.cost import flop_table
+    from jobs.cost.flops import flop_table
 
     out = []
     for name in cfg.encoders:
@@ -317,7 +316,7 @@ def main() -> int:
     ap.add_argument("--sections", default="sample,decode,extract,encode,train",
                     help="comma-separated, run in this order (the short ones first, training last)")
     args = ap.parse_args()
-    from study.io import atomic_write_json
+    from study.common import atomic_write_json
 
     if args.dry_run:
         device = torch.device("cpu")

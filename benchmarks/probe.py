@@ -17,7 +17,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from study.probe import linear_probe
+from study.scoring import linear_probe
 
 SPREAD = 8.0  # noise sd per dimension: overlapping classes, so the probe has a real optimum to find
 

@@ -13,7 +13,7 @@ import time
 
 import torch
 
-from study.metrics.spatial import _distances, spatial_metrics
+from study.scoring.spatial import _distances, spatial_metrics
 
 
 def _gram(feats: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,5 @@
-"""What training methods together saves: the same runs trained one by one (``study.train.train``) vs in one group
-(``study.train.train_group``: one data pipeline and one frozen-encoder forward per step for all of them).
+"""What training methods together saves: the same runs trained one by one (``study.training.loop.train``) vs in one group
+(``study.training.loop.train_group``: one data pipeline and one frozen-encoder forward per step for all of them).
 
 Both sides run the real training loop on the synthetic data into fresh temporary run directories (checkpoints only
 at the end), so the figure includes data loading, the encoder forward, every run's SiT step, logging and saving.
@@ -14,8 +14,8 @@ import tempfile
 import time
 from pathlib import Path
 
-from study.train import train, train_group
-from study.train_config import load_train_config
+from study.config import load_train_config
+from study.training import train, train_group
 
 
 def main() -> None:

@@ -1,7 +1,7 @@
 """Training-step cost of REPA vs iREPA (and REPA-E vs iREPA-E), side by side: ms per optimizer step, images/s.
 
 One step = frozen encoder on the clean images + SiT forward/backward with the projector and both losses + gradient
-clipping + AdamW + EMA, exactly the code the training loop runs (``study.objective.TrainingStep``), on synthetic tensors
+clipping + AdamW + EMA, exactly the code the training loop runs (``study.objectives.step.TrainingStep``), on synthetic tensors
 (no data loading). Latent models get random stored SD-VAE moments (as ``repa-study data prepare`` writes them), pixel
 models random uint8 images.
 
@@ -26,13 +26,12 @@ from copy import deepcopy
 
 import torch
 
-from study.data.codecs import IdentityCodec, LatentStats
-from study.distributed import resolve_device
-from study.denoiser import build_denoiser
-from study.meanflow import meanflow_settings, sample_time_pair
-from study.objective import TrainingStep
-from study.train import _autocast, _update_ema
-from study.train_config import load_train_config
+from study.common import resolve_device
+from study.config import load_train_config
+from study.data import IdentityCodec, LatentStats
+from study.objectives import TrainingStep, meanflow_settings, sample_time_pair
+from study.run import build_denoiser
+from study.training.loop import _autocast, _update_ema
 
 
 class _LatentShape:
@@ -108,7 +107,7 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
 
 
 def _method_section(method: str) -> dict | None:
-    from study.train_config import load_train_config as load
+    from study.config.train import load_train_config as load
 
     return load(method).model_dump()["method"] if method else None
 

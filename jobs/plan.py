@@ -14,8 +14,7 @@ from pydantic import Field, model_validator
 import encoders
 from jobs.spec import FidSettings, Resources, SweepSpec
 from results import NO_ENCODER
-from study.config import StrictModel, config_hash
-from study.train_config import TrainConfig, build_train_config, default_base, method_aligns
+from study.config import StrictModel, TrainConfig, build_train_config, config_hash, default_base, method_aligns
 
 __all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
            "AnalyzeParams", "training_runs"]
@@ -46,7 +45,7 @@ class TrainParams(StrictModel):
 
     def config(self) -> TrainConfig:
         """The sweep point's training config: the base preset, the method, this point's values, the sweep's
-        overrides, then the model size's (``study.train_config.build_train_config``)."""
+        overrides, then the model size's (``study.config.train.build_train_config``)."""
         return build_train_config(
             self.method, self.model_size, self.encoder, steps=self.steps, seed=self.seed, data=self.dataset,
             base=self.base, overrides=[f"encoder.weights={self.encoder_weights}", f"ckpt_keep={self.ckpt_keep}",
@@ -56,7 +55,7 @@ class TrainParams(StrictModel):
 class TrainGroupParams(StrictModel):
     """Several trainings in one job (``executor.group_methods``): member job id -> its inputs. Each member keeps
     its own run directory (``ROOT/jobs/<member id>``), state and evaluations; the group shares the data pipeline
-    and the encoder forward (``study.train.train_group``)."""
+    and the encoder forward (``study.training.loop.train_group``)."""
 
     NOT_HASHED: ClassVar[Any] = {"runs": {"__all__": TrainParams.NOT_HASHED}}
     runs: dict[str, TrainParams] = Field(..., min_length=2)

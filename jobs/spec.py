@@ -13,10 +13,8 @@ from typing import Any, Iterable, Literal
 from pydantic import Field, field_validator, model_validator
 
 import encoders
-from jobs.protocols import protocol_name, protocol_settings
-from study.config import ConfigError, StrictModel, load_config
-from study.sampler_settings import SamplerSettings
-from study.train_config import list_presets, method_presets
+from study.config import ConfigError, SamplerSettings, StrictModel, list_presets, load_config, method_presets
+from study.evaluation import protocol_name, protocol_settings
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
            "ExecutorSettings", "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path",
@@ -49,14 +47,14 @@ class ModelSize(StrictModel):
 
 
 class FidSettings(StrictModel):
-    """How checkpoints are evaluated. ``protocol`` names registered settings (:mod:`jobs.protocols`): it fills
+    """How checkpoints are evaluated. ``protocol`` names registered settings (:mod:`study.evaluation.protocols`): it fills
     extractor, n_samples, mode, num_steps and cfg_scale, and an explicit value contradicting it is an error."""
 
     protocol: str | None = Field(None, description="a registered FID protocol, e.g. adm-50k-sde250 "
-                                                   "(jobs/protocols.py); unset: the settings below")
+                                                   "(study/evaluation/protocols.py); unset: the settings below")
     n_samples: int = Field(50_000, ge=2)
     extractor: Literal["inception", "synthetic"] = "inception"
-    mode: Literal["sde", "ode", "heun", "meanflow"] = Field("sde", description="study.sample.SAMPLER_MODES: meanflow "
+    mode: Literal["sde", "ode", "heun", "meanflow"] = Field("sde", description="study.sampling.sample.SAMPLER_MODES: meanflow "
                                                              "= MeanFlow's jumps (num_steps = NFE); JiT: ode/heun")
     num_steps: int = Field(250, ge=1)
     cfg_scale: float = Field(1.0, ge=0)

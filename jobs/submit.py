@@ -20,16 +20,15 @@ from collections import Counter, defaultdict
 from pathlib import Path
 from typing import Any, Iterable
 
-from jobs.local import claim_driver, drive, driver_pid, run_debug, spawn_driver, sweep_dir
+from jobs.executors import claim_driver, drive, driver_pid, run_debug, spawn_driver, sweep_dir
 from jobs.plan import Job, plan
 from jobs.spec import SweepSpec
-from jobs.states import (CANCELLED, DONE, ENDED, FAILED, LOST, NOT_SUBMITTED, PENDING, PROBLEMS, REQUEUED,
-                         RUNNING)
+from jobs.states import CANCELLED, DONE, ENDED, FAILED, LOST, NOT_SUBMITTED, PENDING, PROBLEMS, REQUEUED, RUNNING
 from jobs.tasks import SweepTask, job_done, reached_step, read_state, write_state
 from results import ResultStore
 from results.provenance import now_iso
+from study.common import get_logger, progress
 from study.config import dump_config
-from study.log import get_logger, progress
 
 __all__ = ["Submission", "submit_sweep", "sweep_status", "cancel_sweep", "collect_sweep", "SubmitError",
            "slurm_available"]

@@ -22,13 +22,12 @@ from typing import Any, Callable, Iterator
 import submitit
 
 from jobs.plan import Job, TrainGroupParams
-from jobs.protocols import row_protocol
 from jobs.states import DONE, FAILED, PENDING, REQUEUED, RUNNING, UNKNOWN
 from results import ResultStore
 from results.provenance import now_iso
+from study.common import atomic_write_json, get_logger
 from study.config import config_hash
-from study.io import atomic_write_json
-from study.log import get_logger
+from study.evaluation import row_protocol
 
 __all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "job_done", "reached_step",
            "JobBusyError", "STATE_FILE"]
@@ -127,7 +126,7 @@ def _scalars(d: dict[str, Any]) -> dict[str, Any]:
 
 
 def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
-    from study.train import train
+    from study.training import train
 
     if isinstance(job.params, TrainGroupParams):
         return _stage_train_group(job, root)
@@ -139,7 +138,7 @@ def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
 def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, Any]]]]:
     """Train the group's members that are not done, in one process; each member's state and run directory are its
     own (its evaluations check that state), so a member finished here is never trained again."""
-    from study.train import train_group
+    from study.training import train_group
 
     todo = {mid: p for mid, p in job.params.runs.items() if not _reached_target(root, mid, p.steps)}
     if not todo:
@@ -176,7 +175,7 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
 
 
 def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dict[str, Any]]]]:
-    from study.evaluate import evaluate_run
+    from study.evaluation import evaluate_run
 
     p = job.params
     reached = reached_step(root, p.train_job)
@@ -294,10 +293,10 @@ class SweepTask(submitit.helpers.Checkpointable):
         self.sweep = sweep
 
     def __call__(self) -> dict:
-        from study.log import setup_logging
+        from study.common import setup_logging
 
         setup_logging()  # the job process starts bare: send our INFO logs to its stderr (the submitit log)
-        # a multi-task job's torch.distributed variables are exported by study.distributed.init_distributed
+        # a multi-task job's torch.distributed variables are exported by study.common.distributed.init_distributed
         log_path = None
         with contextlib.suppress(Exception):
             env = submitit.JobEnvironment()

@@ -15,13 +15,13 @@ def free_port() -> int:
 
 
 def smoke_config(*overrides: str):
-    from study.train_config import load_train_config
+    from study.config import load_train_config
 
     return load_train_config("smoke", [f"data.spec={SMOKE_DATA}", "device=cpu", *overrides])
 
 
 def params(run_dir, step: int) -> dict[str, torch.Tensor]:
-    from study.run_dir import checkpoint_path
+    from study.run import checkpoint_path
 
     state = torch.load(checkpoint_path(run_dir, step), map_location="cpu", weights_only=False)
     return {**{f"model.{k}": v for k, v in state["model"].items()}, **{f"ema.{k}": v for k, v in state["ema"].items()}}
@@ -36,7 +36,7 @@ def ddp_worker(rank: int, world: int, port: int, run_dir: str, overrides: list[s
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from study.train import train
+    from study.training import train
 
     try:
         train(smoke_config(*overrides), run_dir)
@@ -54,7 +54,7 @@ def sample_worker(rank: int, world: int, port: int, run_dir: str, step: int, kwa
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     torch.set_num_threads(1)
-    from study.sample import sample_run
+    from study.sampling import sample_run
 
     try:
         sample_run(run_dir, step, **kwargs)

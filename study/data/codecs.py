@@ -26,10 +26,10 @@ from typing import Any, Literal, Sequence
 
 import torch
 
-from study.log import get_logger
+from study.common import get_logger
 
 __all__ = ["IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid", "check_token_grid",
-           "latents_from_moments", "load_sd_vae", "get_codec", "to_uint8", "Rounding", "ROUNDINGS", "SD_VAE_REPO"]
+           "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "Rounding", "ROUNDINGS", "SD_VAE_REPO"]
 
 log = get_logger(__name__)
 SD_VAE_REPO = "stabilityai/sd-vae-ft-mse"
@@ -42,7 +42,8 @@ class GridMismatchError(ValueError):
     """The SiT token grid differs from the encoder's patch grid."""
 
 
-def _to_unit(images: torch.Tensor) -> torch.Tensor:
+def to_unit(images: torch.Tensor) -> torch.Tensor:
+    """uint8 images ``[B, 3, H, W]`` -> float in [-1, 1] (what both codecs feed their network)."""
     if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
         raise ValueError(f"codecs take uint8 images [B,3,H,W], got {images.dtype} {tuple(images.shape)}")
     return images.float() / 127.5 - 1.0
@@ -69,7 +70,7 @@ class IdentityCodec:
     id = "identity"
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
-        return _to_unit(images)
+        return to_unit(images)
 
     def decode(self, latents: torch.Tensor, *, rounding: Rounding = "floor") -> torch.Tensor:
         return to_uint8(latents, rounding)
@@ -221,7 +222,7 @@ class SDVAECodec:
     @torch.no_grad()
     def moments(self, images: torch.Tensor) -> torch.Tensor:
         """Posterior moments ``[B, 2C, h, w]`` (mean, logvar) of uint8 images, un-normalised, float32."""
-        x = _to_unit(images).to(self.device, self.dtype)
+        x = to_unit(images).to(self.device, self.dtype)
         dist = self.vae.encode(x).latent_dist
         return torch.cat([dist.mean, dist.logvar], dim=1).float()
 

@@ -20,8 +20,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from results.provenance import now_iso, provenance
-from study.io import atomic_write_text
-from study.log import get_logger, progress
+from study.common import atomic_write_text, get_logger, progress
 
 from .codecs import SDVAECodec
 from .dataset import DatasetError, collate

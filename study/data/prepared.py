@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from study.log import get_logger
+from study.common import get_logger
 
 from .codecs import LatentStats
 from .dataset import DatasetError, ImageDataset

@@ -22,9 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from study.io import atomic_savez
-from study.log import get_logger
-from study.paths import cache_dir
+from study.common import atomic_savez, cache_dir, get_logger
 
 __all__ = ["SHAPES", "GENERATOR_VERSION", "NUM_PARAMS", "make_synthetic", "render_synthetic", "split_seed"]
 

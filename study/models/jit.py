@@ -4,12 +4,12 @@ One readable file, following the released ``model_jit.py``: a bottleneck patch e
 low dimension, no bias, then a 1x1 conv up to the width), fixed 2-D sin-cos positions, 2-D rotary embeddings on
 queries and keys, RMSNorm (pre-norm and on q/k), SwiGLU MLPs, adaLN-Zero conditioning on time + class, and
 ``in_context_len`` class tokens prepended before block ``in_context_start``. The head predicts the clean image
-(x-prediction); ``study.xpred`` turns it into a velocity for the loss and the sampler.
+(x-prediction); ``study.objectives.xpred`` turns it into a velocity for the loss and the sampler.
 
 Like ``SiT``: ``forward(x, t, y)`` returns the prediction and ``forward_intermediates(x, t, y, indices)`` also the
 image tokens (the in-context tokens removed) after the chosen blocks, which REPA/iREPA align. Sizes are in
-``study.models.jit_sizes``. ``t`` uses this project's convention (t = 0 data, t = 1 noise); the released code runs
-the other way (``study.xpred`` documents the mapping).
+``study.config.jit_sizes``. ``t`` uses this project's convention (t = 0 data, t = 1 noise); the released code runs
+the other way (``study.objectives.xpred`` documents the mapping).
 """
 from __future__ import annotations
 
@@ -19,9 +19,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.models.jit_sizes import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
-from study.models.sit import (LabelEmbedder, TimestepEmbedder, block_indices, init_conditioning_and_zero_adaln,
-                              modulate, sincos_pos_embed_2d, unpatchify, xavier_linear)
+from study.config import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
+from study.models.sit import (
+    LabelEmbedder,
+    TimestepEmbedder,
+    block_indices,
+    init_conditioning_and_zero_adaln,
+    modulate,
+    sincos_pos_embed_2d,
+    unpatchify,
+    xavier_linear,
+)
 
 __all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
 

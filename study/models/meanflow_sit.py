@@ -2,7 +2,7 @@
 
 As in the MeanFlow reference codes the network is conditioned on ``(t, t - r)``: a second timestep embedder takes the
 interval ``h = t - r`` and its embedding is added to the time and class embeddings. Called without ``r`` it gives the
-instantaneous velocity ``u(z_t, t, t) = v(z_t, t)``, so the flow-matching samplers of ``study.sample`` work on it too.
+instantaneous velocity ``u(z_t, t, t) = v(z_t, t)``, so the flow-matching samplers of ``study.sampling.sample`` work on it too.
 
 A plain subclass: ``SiT`` and its checkpoints are unchanged; a MeanFlow checkpoint holds ``h_embed.*`` in addition.
 """
@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from study.config import parse_size
 from study.models.sit import SiT, TimestepEmbedder
-from study.models.sizes import parse_size
 
 __all__ = ["MeanFlowSiT", "build_meanflow_sit"]
 

@@ -4,8 +4,8 @@ One readable file, following the DiT/SiT design: patch embedding, fixed 2-D sin-
 embeddings (with a null class for classifier-free guidance), adaLN-Zero blocks, and a linear head that predicts the
 velocity. Like timm's models, ``forward(x, t, y)`` returns the prediction and ``forward_intermediates(x, t, y,
 indices)`` also returns the hidden tokens after chosen blocks. Which block the REPA/iREPA alignment reads is the
-method's choice (``study.denoiser``), not the architecture's, so the EMA copy used for sampling knows nothing of it.
-Sizes (S/B/L/XL/tiny/smoke) are in ``study.models.sizes``.
+method's choice (``study.run.build``), not the architecture's, so the EMA copy used for sampling knows nothing of it.
+Sizes (S/B/L/XL/tiny/smoke) are in ``study.config.sizes``.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.models.sizes import SIZES, SiTSize, parse_size
+from study.config import SIZES, SiTSize, parse_size
 
 __all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit", "block_indices", "unpatchify",
            "init_conditioning_and_zero_adaln", "xavier_linear"]

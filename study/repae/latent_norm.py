@@ -13,7 +13,7 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import nn
 
-from study.data.codecs import LatentStats
+from study.data import LatentStats
 
 __all__ = ["LatentBatchNorm", "update_bn_ema"]
 

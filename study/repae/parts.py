@@ -8,10 +8,10 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from study.data.codecs import LatentStats, SDVAECodec
+from study.config import RepaeSection
+from study.data import LatentStats, SDVAECodec
 from study.repae.discriminator import build_discriminator
 from study.repae.latent_norm import LatentBatchNorm, update_bn_ema
-from study.train_config import RepaeSection
 from study.repae.step import RepaeStep, VAEObjective
 from study.repae.vae import VAEPass, build_vae
 

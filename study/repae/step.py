@@ -25,12 +25,11 @@ import torch.nn.functional as F
 from torch import nn
 from torch.func import functional_call
 
-from study.align import alignment_loss
-from study.flow import interpolate
+from study.config import RepaeSection
+from study.objectives import alignment_loss, interpolate
 from study.repae.discriminator import PatchDiscriminator, hinge_d_loss
 from study.repae.latent_norm import LatentBatchNorm
 from study.repae.lpips import LPIPS
-from study.train_config import RepaeSection
 from study.repae.vae import unit_images
 
 __all__ = ["VAEObjective", "RepaeLosses", "RepaeStep", "frozen_call"]

@@ -12,9 +12,9 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
-from study.data.codecs import LatentStats, SDVAECodec, _to_unit, load_sd_vae
+from study.config import RepaeSection
+from study.data import LatentStats, SDVAECodec, load_sd_vae, to_unit
 from study.repae.latent_norm import LatentBatchNorm
-from study.train_config import RepaeSection
 
 __all__ = ["build_vae", "tiny_autoencoder", "VAEPass", "vae_from_state", "codec_from_checkpoint",
            "export_tuned_vae", "resolve_latent_stats"]
@@ -86,7 +86,7 @@ def codec_from_checkpoint(state: Mapping[str, Any], device: torch.device | str =
 def export_tuned_vae(state: Mapping[str, Any], out_dir: str | Path) -> Path:
     """Write a checkpoint's tuned VAE as a diffusers folder (``AutoencoderKL.from_pretrained``-loadable, usable as
     a frozen VAE elsewhere) plus ``latent_stats.json`` from the EMA BN (the format ``LatentStats.load`` reads)."""
-    from study.io import atomic_write_json
+    from study.common import atomic_write_json
 
     codec = codec_from_checkpoint(state)
     if codec is None:
@@ -101,4 +101,4 @@ def export_tuned_vae(state: Mapping[str, Any], out_dir: str | Path) -> Path:
 
 def unit_images(images: torch.Tensor) -> torch.Tensor:
     """uint8 ``[B,3,H,W]`` -> float [-1, 1] (the VAE's input, [CODE] ``preprocess_imgs_vae``)."""
-    return _to_unit(images)
+    return to_unit(images)

@@ -1,0 +1,78 @@
+"""`repa-study data prepare | show`: prepare ImageNet shards (images + SD-VAE moments) and inspect datasets."""
+from __future__ import annotations
+
+import json
+
+import click
+
+
+@click.group("data")
+def data_group() -> None:
+    """Datasets: prepare ImageNet (cropped images + SD-VAE latents) and inspect any dataset spec."""
+
+
+@data_group.command("prepare")
+@click.option("--src", type=click.Path(file_okay=False), help="ImageNet-style folder: SRC/<split>/<class>/*.JPEG.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output directory (OUT/<split>/...).")
+@click.option("--split", "splits", multiple=True, type=click.Choice(["train", "val"]), default=("train",),
+              show_default=True, help="Split(s) to prepare; repeat for both.")
+@click.option("--shard", default="0/1", show_default=True,
+              help="This task's share I/N (shards k with k % N == I), or 'slurm' for the array task.")
+@click.option("--shard-size", default=1000, show_default=True, help="Images per shard.")
+@click.option("--size", default=256, show_default=True, help="Center-crop size in px.")
+@click.option("--batch-size", default=64, show_default=True, help="Images per VAE forward.")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda, cuda:1...")
+@click.option("--vae", default="stabilityai/sd-vae-ft-mse", show_default=True,
+              help="AutoencoderKL repo id or local diffusers folder; 'none' stores images only.")
+@click.option("--workers", default=4, show_default=True, help="DataLoader workers decoding JPEGs.")
+@click.option("--stats", "stats_only", is_flag=True,
+              help="Only (re)compute latent_stats.json from complete shards (no --src needed).")
+def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, vae, workers, stats_only) -> None:
+    """Write center-cropped uint8 images and SD-VAE posterior moments into resumable shards.
+
+    Rerun the same command after a kill: finished shards are skipped. Split the work over an array job with
+    --shard I/N (or --shard slurm). The last task to finish writes the latent scale/bias statistics.
+    """
+    from study.data import compute_latent_stats, parse_shard, prepare_split
+
+    if stats_only:
+        for split in splits:
+            click.echo(f"{split}: wrote {compute_latent_stats(out, split)}")
+        return
+    if not src:
+        raise click.UsageError("--src is required (unless --stats)")
+    task, num_tasks = parse_shard(shard)
+    codec = None
+    if vae != "none":
+        import torch
+
+        from study.data import SDVAECodec
+
+        dev = ("cuda" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+        codec = SDVAECodec(vae, device=dev)
+        codec.vae  # load now, so a missing download fails before any work
+    for split in splits:
+        res = prepare_split(src, out, split, task=task, num_tasks=num_tasks, shard_size=shard_size, size=size,
+                            batch_size=batch_size, codec=codec, workers=workers)
+        click.echo(f"{split}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
+                   f"{len(res['skipped'])} done, of {res['num_shards']}"
+                   + (f"; statistics {res['stats']}" if res["stats"] else ""))
+
+
+@data_group.command("show")
+@click.argument("spec")
+@click.option("--split", default="train", show_default=True)
+@click.option("--size", type=int, default=None)
+def show_cmd(spec: str, split: str, size: int | None) -> None:
+    """Open a dataset spec (synthetic[:k=v,...], ImageNet-style folder, prepared dir) and print its summary."""
+    from study.data import open_dataset
+
+    ds = open_dataset(spec, split, size=size)
+    counts = ds.labels.bincount(minlength=ds.num_classes)
+    click.echo(json.dumps({"id": ds.id, "images": len(ds), "classes": ds.num_classes, "image_size": ds.image_size,
+                           "has_masks": ds.has_masks, "per_class_min": int(counts.min()),
+                           "per_class_max": int(counts.max())}, indent=1))
+
+
+def register(cli: click.Group) -> None:
+    cli.add_command(data_group)

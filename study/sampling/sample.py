@@ -1,0 +1,193 @@
+"""Sampling from a trained run: Euler ODE, Euler-Maruyama SDE, classifier-free guidance with an interval.
+
+``sample_run(run_dir, step, n)`` loads the EMA weights of the step's checkpoint and writes ADM-style ``.npz`` shards
+(``arr_0``: uint8 ``[N, H, W, 3]``, ``labels``) plus a ``manifest.json`` into a sample directory. Sample ``i`` uses its
+own generator seeded by ``(seed, i)`` and label ``i % num_classes`` (balanced), so results do not depend on the batch
+size or the number of ranks; chunks of ``batch_size`` samples are spread over ranks and an existing shard is kept
+(a killed sampling job resumes).
+
+The SDE follows REPA's sampler: times linear from 1 to 0.04 in ``num_steps`` points, diffusion ``w(t) = 2t``,
+drift ``v - w/2 * score``, then a last deterministic step to 0.
+
+Other objectives (``SAMPLER_MODES``): ``meanflow`` takes ``num_steps`` average-velocity jumps of a MeanFlow model (1 or
+a few NFE; ``study.objectives.meanflow``); an x-prediction model (JiT, ``net.xpred`` set) is integrated by JiT's sampler
+(``study.objectives.xpred``): ``ode`` = Euler, ``heun`` = Heun with a last Euler step.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from study.common import atomic_path, atomic_savez, atomic_write_json, barrier, get_logger, init_distributed, progress
+from study.config import SAMPLER_MODES, SamplerSettings
+from study.objectives import score_from_velocity
+from study.run import load_sampling_model
+
+__all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed", "SamplerSettings",
+           "SAMPLER_MODES"]
+
+log = get_logger(__name__)
+
+
+def sample_seed(base_seed: int, index: int) -> int:
+    """The generator seed of global sample ``index``."""
+    return (int(base_seed) * 1_000_003 + int(index) * 7_919 + 1) % (2**63)
+
+
+class _Noise:
+    """Per-sample CPU generators: the noise of sample i is the same whatever batch or rank it falls in."""
+
+    def __init__(self, seeds: Sequence[int], shape: tuple[int, ...], device: torch.device) -> None:
+        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
+        self.shape, self.device = shape, device
+
+    def __call__(self) -> torch.Tensor:
+        return torch.stack([torch.randn(self.shape, generator=g) for g in self.gens]).to(self.device)
+
+
+def _velocity(sit: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: int, cfg_scale: float,
+              interval: tuple[float, float]) -> torch.Tensor:
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
+    if cfg_scale == 1.0 or not (interval[0] <= t <= interval[1]):
+        return sit(x, tt, y).float()
+    v = sit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
+    v_c, v_u = v.chunk(2)
+    return v_u + cfg_scale * (v_c - v_u)
+
+
+@torch.no_grad()
+def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path: str,
+                   sampler: SamplerSettings) -> torch.Tensor:
+    """Integrate from t = 1 (noise) to t = 0 in the model's space."""
+    mode, num_steps, cfg_scale = sampler.mode, sampler.num_steps, sampler.cfg_scale
+    guidance_interval = tuple(sampler.guidance_interval)
+    null = sit.num_classes
+    y = labels.to(noise.device)
+    xpred = getattr(sit, "xpred", None)
+    if xpred is not None or mode == "heun":
+        return _sample_xpred(sit, y, noise, xpred, mode, num_steps, cfg_scale, guidance_interval)
+    if mode == "meanflow":
+        return _sample_meanflow(sit, y, noise, num_steps, cfg_scale)
+    x = noise()
+    if mode == "ode":
+        ts = np.linspace(1.0, 0.0, num_steps + 1)
+        for t_cur, t_next in zip(ts[:-1], ts[1:]):
+            x = x + (t_next - t_cur) * _velocity(sit, x, float(t_cur), y, null, cfg_scale, guidance_interval)
+        return x
+    if num_steps < 2:
+        raise ValueError("the SDE sampler needs num_steps >= 2")
+    ts = np.concatenate([np.linspace(1.0, 0.04, num_steps), [0.0]])
+
+    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
+        v = _velocity(sit, x, t, y, null, cfg_scale, guidance_interval)
+        tt = torch.full((x.shape[0],), t, device=x.device)
+        return v - 0.5 * (2 * t) * score_from_velocity(path, v, x, tt)
+
+    for t_cur, t_next in zip(ts[:-2], ts[1:-1]):
+        dt = t_next - t_cur
+        x = x + drift(x, float(t_cur)) * dt + np.sqrt(2 * t_cur) * np.sqrt(abs(dt)) * noise()
+    t_cur, t_next = ts[-2], ts[-1]
+    return x + drift(x, float(t_cur)) * (t_next - t_cur)
+
+
+def _sample_xpred(net: nn.Module, y: torch.Tensor, noise: _Noise, xpred, mode: str, num_steps: int,
+                  cfg_scale: float, guidance_interval: tuple[float, float]) -> torch.Tensor:
+    from study.objectives import xpred_sample
+
+    if xpred is None or mode not in ("ode", "heun"):
+        raise ValueError(f"sampler mode {mode!r} does not fit this model: an x-prediction model (JiT) samples with "
+                         "'ode' (Euler) or 'heun'; 'heun' needs an x-prediction model")
+    return xpred_sample(net, y, noise(), null=net.num_classes, num_steps=num_steps,
+                        method="heun" if mode == "heun" else "euler", cfg_scale=cfg_scale,
+                        guidance_interval=guidance_interval, noise_scale=xpred.noise_scale, t_eps=xpred.t_eps)
+
+
+def _sample_meanflow(net: nn.Module, y: torch.Tensor, noise: _Noise, num_steps: int, cfg_scale: float) -> torch.Tensor:
+    from study.models import MeanFlowSiT
+    from study.objectives import meanflow_sample
+
+    if not isinstance(net, MeanFlowSiT):
+        raise ValueError("sampler mode 'meanflow' needs a MeanFlow model (a run trained with the meanflow section)")
+    if cfg_scale != 1.0:
+        raise ValueError("MeanFlow folds guidance into training (meanflow.omega / kappa): sample it with "
+                         "cfg_scale 1.0")
+    return meanflow_sample(lambda z, t, r: net(z, t, y, r), noise(), num_steps)
+
+
+def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], codec, path: str,
+                  sampler: SamplerSettings, device: torch.device | str = "cpu") -> torch.Tensor:
+    """uint8 images ``[B, 3, H, W]`` for the global sample indices ``seeds`` (noise from ``sampler.seed``)."""
+    device = torch.device(device)
+    shape = (sit.in_channels, sit.input_size, sit.input_size)
+    was_training = sit.training
+    sit.eval()
+    noise = _Noise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
+    x = sample_latents(sit, labels, noise, path=path, sampler=sampler)
+    sit.train(was_training)
+    return codec.decode(x, rounding=sampler.rounding).cpu()
+
+
+def save_image_sheet(images: torch.Tensor, path: str | Path) -> Path:
+    """Tile uint8 ``[B, 3, H, W]`` images into a near-square PNG."""
+    from PIL import Image
+
+    b, c, h, w = images.shape
+    cols = int(np.ceil(np.sqrt(b)))
+    rows = int(np.ceil(b / cols))
+    canvas = np.zeros((rows * h, cols * w, 3), dtype=np.uint8)
+    arr = images.permute(0, 2, 3, 1).numpy()
+    for i in range(b):
+        r, col = divmod(i, cols)
+        canvas[r * h:(r + 1) * h, col * w:(col + 1) * w] = arr[i]
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        Image.fromarray(canvas).save(tmp)
+    return path
+
+
+def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings = SamplerSettings(), *,
+               batch_size: int = 64, device: str | None = None, out_dir: str | Path | None = None) -> Path:
+    """Write ``n`` samples of the step's EMA model as npz shards + ``manifest.json``; returns the sample directory
+    (default ``RUN_DIR/samples/<sampler.dir_name(step)>``)."""
+    from results.provenance import now_iso, provenance
+
+    run_dir = Path(run_dir)
+    info = init_distributed(device or "auto")
+    cfg, sit, codec, meta, h = load_sampling_model(run_dir, step, info.device)
+    if info.device.type == "cuda":  # the run's tf32 setting, as DiT/SiT/REPA sample (their --tf32 defaults to True)
+        torch.backends.cuda.matmul.allow_tf32 = cfg.tf32
+        torch.backends.cudnn.allow_tf32 = cfg.tf32
+    out = Path(out_dir) if out_dir else run_dir / "samples" / sampler.dir_name(step)
+    out.mkdir(parents=True, exist_ok=True)
+    chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
+    planned = {f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks}
+    if info.is_main:  # shards of an earlier call with another n or batch size would double-count images
+        for stale in sorted(p for p in out.glob("samples_*.npz") if p.name not in planned):
+            log.warning("removing %s: not a shard of this request (n=%d, batch_size=%d)", stale, n, batch_size)
+            stale.unlink()
+        (out / "manifest.json").unlink(missing_ok=True)  # rewritten once every shard is there
+    barrier()
+    mine = [c for j, c in enumerate(chunks) if j % info.world_size == info.rank]
+    num_classes = meta["num_classes"]
+    for start, end in progress(mine, desc=f"sample {run_dir.name}", unit="batch"):
+        shard = out / f"samples_{start:07d}_{end:07d}.npz"
+        if shard.is_file():
+            continue
+        idx = list(range(start, end))
+        labels = torch.tensor([i % num_classes for i in idx])
+        images = sample_images(sit, labels, seeds=idx, codec=codec, path=cfg.flow.path, sampler=sampler,
+                               device=info.device)
+        atomic_savez(shard, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
+    barrier()
+    if info.is_main:
+        manifest: dict[str, Any] = {
+            "run_dir": str(run_dir), "step": step, "n": n, **sampler.manifest(), "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
+            "path": cfg.flow.path, "weights": "ema", "config_hash": h, "world_size": info.world_size,
+            "shards": [f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks], "created": now_iso(), **provenance()}
+        atomic_write_json(out / "manifest.json", manifest, indent=2)
+    barrier()
+    return out
