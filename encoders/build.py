@@ -21,10 +21,11 @@ import torch
 from torch import nn
 
 from .adapters import ADAPTERS
-from .spec import EncoderSpec
+from .spec import ENCODER_WEIGHTS, EncoderSpec, EncoderWeights
 
-Weights = Literal["pretrained", "random", "tiny", "meta"]
-WEIGHTS_MODES = ("pretrained", "random", "tiny", "meta")
+#: ``meta``: the full-size architecture on the meta device, without memory or weights (``encoders check --meta``).
+Weights = EncoderWeights | Literal["meta"]
+WEIGHTS_MODES = (*ENCODER_WEIGHTS, "meta")
 WEIGHTS_ENV = "REPA_STUDY_WEIGHTS"
 _LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
 

@@ -3,14 +3,13 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .build import WEIGHTS_MODES, build_model
-from .spec import EncoderSpec, load_catalog
+from .build import build_model
+from .spec import ENCODER_WEIGHTS, EncoderSpec, EncoderWeights, load_catalog
 from .variants import Variant, parse_variant
 
 
@@ -146,11 +145,11 @@ class Encoder:
         return f"Encoder({self.name!r}, weights={self.weights!r}, device={str(self.device)!r})"
 
 
-def get_encoder(name: str, weights: Literal["pretrained", "random", "tiny"] = "pretrained",
+def get_encoder(name: str, weights: EncoderWeights = "pretrained",
                 device: str | torch.device = "cpu", *, bf16: bool = False) -> Encoder:
     """Build the encoder ``name`` (a catalog entry, optionally ``NAME@clsmix=ALPHA``) ready for ``encode``."""
-    if weights not in WEIGHTS_MODES or weights == "meta":
-        raise ValueError(f"weights must be 'pretrained', 'random' or 'tiny', got {weights!r}")
+    if weights not in ENCODER_WEIGHTS:
+        raise ValueError(f"weights must be one of {', '.join(ENCODER_WEIGHTS)}, got {weights!r}")
     spec, variant = resolve_name(name)
     model = build_model(spec, weights).to(device)
     return Encoder(spec, model, weights, device=device, variant=variant, bf16=bf16)

@@ -10,7 +10,7 @@ import functools
 import hashlib
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -25,7 +25,10 @@ NORMALIZATIONS: dict[str, tuple[tuple[float, float, float], tuple[float, float, 
 }
 #: The token grid every encoder must produce for a 256x256 image (the SiT's grid at 256 px).
 STUDY_GRID = 16
-SOURCES = ("timm", "hf", "timm+ckpt", "local")
+#: Which weights an encoder is built with: the published ones, a seeded random init of the full architecture, or a
+#: seeded random init of the entry's small ``tiny`` stand-in (tests and CPU runs). One definition for every layer.
+EncoderWeights = Literal["pretrained", "random", "tiny"]
+ENCODER_WEIGHTS: tuple[str, ...] = get_args(EncoderWeights)
 #: Names known to the builder (kept here so that the schema can validate entries without importing torch).
 ADAPTERS = ("mocov3_to_timm",)
 POST_BUILD = ("pe_integer_rope",)

@@ -12,6 +12,7 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 import encoders
+from encoders import EncoderWeights
 from jobs.spec import FidSettings, Resources, SweepSpec
 from results import NO_ENCODER
 from study.config import StrictModel, TrainConfig, build_train_config, config_hash, default_base, method_aligns
@@ -32,7 +33,7 @@ class TrainParams(StrictModel):
 
     dataset: str
     encoder: str
-    encoder_weights: Literal["pretrained", "random", "tiny"]
+    encoder_weights: EncoderWeights
     model: str
     model_size: str
     model_overrides: list[str]
@@ -73,7 +74,7 @@ class EvalParams(StrictModel):
 
 class ScoreParams(StrictModel):
     encoder: str
-    encoder_weights: Literal["pretrained", "random", "tiny"]
+    encoder_weights: EncoderWeights
     dataset: str
     split: str
     limit: int | None

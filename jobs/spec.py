@@ -13,7 +13,9 @@ from typing import Any, Iterable, Literal
 from pydantic import Field, field_validator, model_validator
 
 import encoders
-from study.config import ConfigError, SamplerSettings, StrictModel, list_presets, load_config, method_presets
+from encoders import EncoderWeights
+from study.config import (ConfigError, Extractor, SamplerMode, SamplerSettings, StrictModel, list_presets, load_config,
+                          method_presets)
 from study.evaluation import protocol_name, protocol_settings
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
@@ -53,8 +55,8 @@ class FidSettings(StrictModel):
     protocol: str | None = Field(None, description="a registered FID protocol, e.g. adm-50k-sde250 "
                                                    "(study/evaluation/protocols.py); unset: the settings below")
     n_samples: int = Field(50_000, ge=2)
-    extractor: Literal["inception", "synthetic"] = "inception"
-    mode: Literal["sde", "ode", "heun", "meanflow"] = Field("sde", description="study.sampling.sample.SAMPLER_MODES: meanflow "
+    extractor: Extractor = "inception"
+    mode: SamplerMode = Field("sde", description="study.config.SAMPLER_MODES: meanflow "
                                                              "= MeanFlow's jumps (num_steps = NFE); JiT: ode/heun")
     num_steps: int = Field(250, ge=1)
     cfg_scale: float = Field(1.0, ge=0)
@@ -169,7 +171,7 @@ class SweepSpec(StrictModel):
     name: str = Field(..., pattern=r"^[A-Za-z0-9_.-]+$")
     description: str = ""
     dataset: str = Field(..., description="dataset spec: 'synthetic[:k=v,...]' or an ImageNet-style folder")
-    encoder_weights: Literal["pretrained", "random", "tiny"] = "pretrained"
+    encoder_weights: EncoderWeights = "pretrained"
     encoders: list[str] = Field(..., min_length=1)
     models: dict[str, ModelSize] = Field(..., min_length=1)
     methods: list[str] = Field(..., min_length=1)

@@ -20,9 +20,9 @@ ALLOWED = {
 #: the bottom up. Nothing in study imports ``training`` (the loop): only the command line and the sweep jobs do.
 STUDY_ALLOWED = {
     "common": set(),
-    "config": {"common"},
+    "config": {"common", "encoders"},
     "models": {"config"},
-    "data": {"common", "encoders", "results"},
+    "data": {"common", "config", "encoders", "results"},
     "objectives": {"config"},
     "repae": {"common", "config", "data", "encoders", "objectives"},
     "run": {"common", "config", "data", "models", "objectives", "repae", "results"},

@@ -8,24 +8,24 @@ section, a run's ``grid:`` section), and those sections hand out a ``SamplerSett
 from __future__ import annotations
 
 import json
-from typing import Any, Literal
+from typing import Any
 
 from pydantic import Field, field_validator
 
 from study.config.base import StrictModel
+from study.config.vocab import SAMPLER_MODES, Rounding, SamplerMode
 
 __all__ = ["SamplerSettings", "SAMPLER_MODES"]
 
 #: sde / ode for flow models (ode is Euler, for JiT too), heun for an x-prediction model (JiT), meanflow for
 #: MeanFlow's average-velocity jumps (num_steps = NFE); see study.sampling.sample.
-SAMPLER_MODES = ("sde", "ode", "heun", "meanflow")
 
 
 class SamplerSettings(StrictModel):
     """How samples are drawn: the integrator, its steps, classifier-free guidance (scale, and the interval of t where
     it applies) and the seed of the per-sample noise generators."""
 
-    mode: Literal["sde", "ode", "heun", "meanflow"] = "sde"  # Euler-Maruyama SDE (REPA's FID sampler), Euler ODE;
+    mode: SamplerMode = "sde"  # Euler-Maruyama SDE (REPA's FID sampler), Euler ODE;
     # heun (x-prediction models, JiT), meanflow (MeanFlow's jumps): SAMPLER_MODES
     num_steps: int = Field(250, ge=1)
     cfg_scale: float = Field(1.0, ge=0)     # 1.0: no guidance
@@ -33,7 +33,7 @@ class SamplerSettings(StrictModel):
     seed: int = 0
     # model output -> uint8: "floor" = clamp(127.5 (x + 1)) then truncate, as the authors' and ADM's sampling code do
     # (paper-comparable FIDs); "round" = round to nearest (on average half a grey level brighter)
-    rounding: Literal["floor", "round"] = "floor"
+    rounding: Rounding = "floor"
 
     @field_validator("guidance_interval")
     @classmethod

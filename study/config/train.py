@@ -15,8 +15,10 @@ from typing import Any, Iterable, Literal, Mapping
 
 from pydantic import Field, field_validator, model_serializer, model_validator
 
+from encoders import EncoderWeights
 from study.config.base import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
 from study.config.sampler import SamplerSettings
+from study.config.vocab import FlowPath, PartWeights, Precision, ProjectorKind, SamplerMode, TimeSampling
 
 __all__ = [
     "ModelSection", "MethodSection", "RepaeSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
@@ -66,19 +68,19 @@ class RepaeSection(StrictModel):
     recon: Literal["l1", "mse"] = "l1"   # [CODE] reconstruction_loss: l1; [PAPER] L_MSE in L_REG
     recon_weight: float = Field(1.0, ge=0)       # [CODE] reconstruction_weight
     perceptual_weight: float = Field(1.0, ge=0)  # [CODE] LPIPS (VGG16) weight; 0 skips LPIPS (no VGG weights needed)
-    lpips_weights: Literal["pretrained", "random"] = "pretrained"  # random: an untrained stand-in (tests only)
+    lpips_weights: PartWeights = "pretrained"  # random: an untrained stand-in (tests only)
     kl_weight: float = Field(1e-6, ge=0)         # [CODE] kl_weight (KL summed over C,H,W, mean over the batch)
     disc_weight: float = Field(0.1, ge=0)        # [CODE] discriminator_weight (generator's GAN term); 0: no GAN
     disc_factor: float = Field(1.0, ge=0)        # [CODE] discriminator_factor (scales both GAN terms)
     disc_start: int = Field(0, ge=0)             # [CODE] discriminator_start: GAN terms from this step on
-    disc_weights: Literal["pretrained", "random"] = "pretrained"  # [CODE] starts from REPA-E's trained PatchGAN
+    disc_weights: PartWeights = "pretrained"  # [CODE] starts from REPA-E's trained PatchGAN
     disc_path: str | None = None  # None: $REPA_STUDY_WEIGHTS/REPA-E/sdvae/sdvae-f8d4-discriminator-ckpt.pt
 
 
 class MethodSection(StrictModel):
     name: str = "repa"              # a label recorded with results; the values below define the method
     align: bool = True              # False: vanilla SiT (no encoder, no alignment loss)
-    projector: Literal["mlp", "linear", "conv"] = "mlp"
+    projector: ProjectorKind = "mlp"
     kernel_size: int = Field(3, ge=1)
     hidden_dim: int = Field(2048, ge=1)  # MLP projector width
     spatial_norm: bool = False      # iREPA's spatial z-score of the encoder target
@@ -105,7 +107,7 @@ class MethodSection(StrictModel):
 
 class EncoderSection(StrictModel):
     name: str | list[str] = "dinov2-vit-b"  # one name or a list (losses averaged); NAME@clsmix=A variants allowed
-    weights: Literal["pretrained", "random", "tiny"] = "pretrained"
+    weights: EncoderWeights = "pretrained"
     bf16: bool = False              # run the frozen encoder under bf16 autocast (faster on GPU; targets in fp32)
 
     @property
@@ -132,8 +134,8 @@ class OptimSection(StrictModel):
 
 
 class FlowSection(StrictModel):
-    path: Literal["linear", "cosine"] = "linear"
-    time: Literal["uniform", "lognormal"] = "uniform"
+    path: FlowPath = "linear"
+    time: TimeSampling = "uniform"
     time_mean: float = 0.0
     time_std: float = 1.0
 
@@ -143,7 +145,7 @@ class PreviewSection(StrictModel):
 
     n: int = Field(16, ge=1)        # images on the sheet
     num_steps: int = Field(50, ge=1)
-    mode: Literal["ode", "sde", "heun", "meanflow"] = "ode"  # study.config.sampler.SAMPLER_MODES
+    mode: SamplerMode = "ode"
     cfg_scale: float = 1.0
 
     def sampler(self, seed: int) -> SamplerSettings:
@@ -156,7 +158,7 @@ class MeanFlowSection(StrictModel):
 
     Defaults: the reference code's ImageNet SiT-B/2 recipe; sources and paper/code differences: docs/training.md."""
 
-    time: Literal["uniform", "lognormal"] = "lognormal"  # t and r: two draws, sorted
+    time: TimeSampling = "lognormal"  # t and r: two draws, sorted
     time_mean: float = -0.4
     time_std: float = Field(1.0, gt=0)
     equal_fraction: float = Field(0.75, ge=0.0, le=1.0)  # share of the batch with r = t ("ratio of r != t": 25 %)
@@ -197,7 +199,7 @@ class TrainConfig(StrictModel):
     ckpt_keep: list[int] = Field(default_factory=list)  # steps always written and kept (e.g. the evaluated ones)
     log_every: int = Field(100, ge=1)
     sample_every: int = Field(0, ge=0)  # 0: no preview sheets
-    precision: Literal["auto", "bf16", "fp32"] = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
+    precision: Precision = "auto"  # auto: bf16 autocast on GPU, fp32 on CPU
     tf32: bool = True
     compile: bool = False
     device: str = "auto"

@@ -10,28 +10,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .codecs import (
-    ROUNDINGS,
-    GridMismatchError,
-    IdentityCodec,
-    LatentStats,
-    Rounding,
-    SDVAECodec,
-    check_token_grid,
-    get_codec,
-    latents_from_moments,
-    load_sd_vae,
-    to_uint8,
-    to_unit,
-    token_grid,
-)
+from .codecs import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, check_token_grid, get_codec,
+                     latents_from_moments, load_sd_vae, to_uint8, to_unit, token_grid)
 from .dataset import SYNTHETIC_DEFAULTS, DatasetError, ImageDataset, SyntheticDataset, collate, parse_synthetic_spec
 from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of_task
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
            "SYNTHETIC_DEFAULTS", "IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid",
-           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "Rounding",
-           "ROUNDINGS", "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task"]
+           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,

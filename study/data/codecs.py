@@ -22,20 +22,19 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal, Sequence
+from typing import Any, Sequence
 
 import torch
 
 from study.common import get_logger
+from study.config import ROUNDINGS, Rounding
 
 __all__ = ["IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid", "check_token_grid",
-           "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "Rounding", "ROUNDINGS", "SD_VAE_REPO"]
+           "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "SD_VAE_REPO"]
 
 log = get_logger(__name__)
 SD_VAE_REPO = "stabilityai/sd-vae-ft-mse"
 SD_SCALE = 0.18215
-Rounding = Literal["floor", "round"]
-ROUNDINGS: tuple[str, ...] = ("floor", "round")
 
 
 class GridMismatchError(ValueError):

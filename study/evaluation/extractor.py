@@ -20,13 +20,12 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from study.common import atomic_torch_save, cache_dir, cpu_threads, get_logger, progress
-from study.config import StrictModel, config_hash
+from study.config import EXTRACTORS, StrictModel, config_hash
 
 __all__ = ["FeatureExtractor", "ExtractorConfig", "SmallCNN", "SyntheticExtractor", "train_small_cnn",
-           "load_synthetic_extractor", "get_extractor", "extract_features", "iter_features", "EXTRACTORS", "metric_name"]
+           "load_synthetic_extractor", "get_extractor", "extract_features", "iter_features", "metric_name"]
 
 _log = get_logger(__name__)
-EXTRACTORS = ("inception", "synthetic")
 _CODE_VERSION = 1  # bump when SmallCNN/training changes, so cached extractors are retrained
 
 

@@ -20,16 +20,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from study.config import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
-from study.models.sit import (
-    LabelEmbedder,
-    TimestepEmbedder,
-    block_indices,
-    init_conditioning_and_zero_adaln,
-    modulate,
-    sincos_pos_embed_2d,
-    unpatchify,
-    xavier_linear,
-)
+from study.models.sit import (LabelEmbedder, TimestepEmbedder, block_indices, init_conditioning_and_zero_adaln,
+                              modulate, sincos_pos_embed_2d, unpatchify, xavier_linear)
 
 __all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
 

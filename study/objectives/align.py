@@ -10,9 +10,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["spatial_normalize", "build_projector", "alignment_loss", "Projector", "PROJECTOR_KINDS"]
+from study.config import PROJECTOR_KINDS
 
-PROJECTOR_KINDS = ("mlp", "linear", "conv")
+__all__ = ["spatial_normalize", "build_projector", "alignment_loss", "Projector"]
+
 
 
 def spatial_normalize(x: torch.Tensor, gamma: float = 1.0, eps: float = 1e-6) -> torch.Tensor:

@@ -12,11 +12,11 @@ import math
 
 import torch
 
-__all__ = ["PATHS", "TIME_SAMPLINGS", "path_coefficients", "interpolate", "velocity_to_eps_x0", "score_from_velocity",
+from study.config import PATHS, TIME_SAMPLINGS
+
+__all__ = ["path_coefficients", "interpolate", "velocity_to_eps_x0", "score_from_velocity",
            "sample_time"]
 
-PATHS = ("linear", "cosine")
-TIME_SAMPLINGS = ("uniform", "lognormal")
 
 
 def _bcast(t: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

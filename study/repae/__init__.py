@@ -14,14 +14,8 @@ from study.repae.latent_norm import LatentBatchNorm, update_bn_ema
 from study.repae.lpips import LPIPS
 from study.repae.parts import RepaeParts
 from study.repae.step import RepaeLosses, RepaeStep, VAEObjective, frozen_call
-from study.repae.vae import (
-                             VAEPass,
-                             build_vae,
-                             codec_from_checkpoint,
-                             export_tuned_vae,
-                             resolve_latent_stats,
-                             tiny_autoencoder,
-)
+from study.repae.vae import (VAEPass, build_vae, codec_from_checkpoint, export_tuned_vae, resolve_latent_stats,
+                             tiny_autoencoder)
 
 __all__ = ["RepaeSection", "LatentBatchNorm", "update_bn_ema", "LPIPS", "PatchDiscriminator", "build_discriminator",
            "hinge_d_loss", "VAEObjective", "RepaeStep", "RepaeLosses", "RepaeParts", "frozen_call", "VAEPass",

@@ -4,12 +4,12 @@ the official module, so its trained checkpoint (``sdvae-f8d4-discriminator-ckpt.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from study.config import PartWeights
 
 __all__ = ["PatchDiscriminator", "hinge_d_loss", "build_discriminator", "discriminator_path", "DISC_FILE", "DISC_REPO"]
 
@@ -53,7 +53,7 @@ def discriminator_path(path: str | None) -> Path:
     return Path(path).expanduser() if path else weights_dir() / DISC_REPO / DISC_FILE
 
 
-def build_discriminator(weights: Literal["pretrained", "random"], path: str | None = None) -> PatchDiscriminator:
+def build_discriminator(weights: PartWeights, path: str | None = None) -> PatchDiscriminator:
     """The PatchGAN, from REPA-E's trained checkpoint (``pretrained``, the official recipe) or untrained."""
     disc = PatchDiscriminator()
     if weights == "random":

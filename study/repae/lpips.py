@@ -14,10 +14,11 @@ Weights are two files, looked up locally (nothing is downloaded):
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 import torch
 from torch import nn
+
+from study.config import PartWeights
 
 __all__ = ["LPIPS", "lpips_weight_files", "LPIPS_HEADS", "VGG16_FILE"]
 
@@ -74,7 +75,7 @@ class _Head(nn.Module):
 class LPIPS(nn.Module):
     """Frozen VGG16 LPIPS; ``forward(a, b) -> [B]`` distances of images in [-1, 1]."""
 
-    def __init__(self, weights: Literal["pretrained", "random"] = "pretrained") -> None:
+    def __init__(self, weights: PartWeights = "pretrained") -> None:
         super().__init__()
         from torchvision.models import vgg16
 

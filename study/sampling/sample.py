@@ -23,12 +23,11 @@ import torch
 from torch import nn
 
 from study.common import atomic_path, atomic_savez, atomic_write_json, barrier, get_logger, init_distributed, progress
-from study.config import SAMPLER_MODES, SamplerSettings
+from study.config import SamplerSettings
 from study.objectives import score_from_velocity
 from study.run import load_sampling_model
 
-__all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed", "SamplerSettings",
-           "SAMPLER_MODES"]
+__all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed"]
 
 log = get_logger(__name__)
 

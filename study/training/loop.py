@@ -26,19 +26,8 @@ from study.common import all_reduce_mean, barrier, get_logger, init_distributed,
 from study.config import ConfigError, FlowSection, MeanFlowSection, TrainConfig, config_hash
 from study.data import GridMismatchError, check_token_grid, collate, open_dataset
 from study.objectives import TrainingStep, meanflow_settings, sample_time, sample_time_pair
-from study.run import (
-    build_codec,
-    build_denoiser,
-    latent_stats_dict,
-    latest_checkpoint,
-    patch_size,
-    prune_checkpoints,
-    restore_checkpoint,
-    run_hash,
-    save_checkpoint,
-    truncate_log,
-    write_run_header,
-)
+from study.run import (build_codec, build_denoiser, latent_stats_dict, latest_checkpoint, patch_size, prune_checkpoints,
+                       restore_checkpoint, run_hash, save_checkpoint, truncate_log, write_run_header)
 from study.sampling import sample_images, save_image_sheet
 from study.training.preemption import PreemptionSave
 

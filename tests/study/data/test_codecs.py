@@ -5,17 +5,8 @@ import pytest
 import torch
 from data_support import tiny_vae
 
-from study.data import (
-    GridMismatchError,
-    IdentityCodec,
-    LatentStats,
-    SDVAECodec,
-    check_token_grid,
-    get_codec,
-    latents_from_moments,
-    to_uint8,
-    token_grid,
-)
+from study.data import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, check_token_grid, get_codec,
+                        latents_from_moments, to_uint8, token_grid)
 from study.data.synthetic import make_synthetic
 
 

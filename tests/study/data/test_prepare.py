@@ -7,18 +7,8 @@ import torch
 from click.testing import CliRunner
 from data_support import tiny_vae, write_fake_imagenet
 
-from study.data import (
-    DatasetError,
-    LatentStats,
-    SDVAECodec,
-    collate,
-    compute_latent_stats,
-    latents_from_moments,
-    open_dataset,
-    parse_shard,
-    prepare_split,
-    shards_of_task,
-)
+from study.data import (DatasetError, LatentStats, SDVAECodec, collate, compute_latent_stats, latents_from_moments,
+                        open_dataset, parse_shard, prepare_split, shards_of_task)
 from study.data.prepared import shard_dir
 
 

@@ -12,20 +12,9 @@ import study.common.paths
 import study.data
 import study.sampling
 from study.config import SamplerSettings
-from study.evaluation import (
-    ExtractorConfig,
-    FeatureStats,
-    StatisticsMismatchError,
-    SyntheticExtractor,
-    evaluate_run,
-    evaluate_samples,
-    find_samples,
-    iter_sample_images,
-    load_reference,
-    sample_shards,
-    train_small_cnn,
-    write_adm_npz,
-)
+from study.evaluation import (ExtractorConfig, FeatureStats, StatisticsMismatchError, SyntheticExtractor, evaluate_run,
+                              evaluate_samples, find_samples, iter_sample_images, load_reference, sample_shards,
+                              train_small_cnn, write_adm_npz)
 
 SETTINGS = SamplerSettings().manifest()  # what study.sampling.sample.sample_run records for the default sampler
 

@@ -6,17 +6,8 @@ from fid_toy import ToyDataset, add_noise, box_blur, toy_images
 
 import study.common.paths
 import study.data
-from study.evaluation import (
-    ExtractorConfig,
-    SyntheticExtractor,
-    compute_statistics,
-    extract_features,
-    fd,
-    get_extractor,
-    load_synthetic_extractor,
-    metric_name,
-    train_small_cnn,
-)
+from study.evaluation import (ExtractorConfig, SyntheticExtractor, compute_statistics, extract_features, fd,
+                              get_extractor, load_synthetic_extractor, metric_name, train_small_cnn)
 
 SMALL = ExtractorConfig(n_train=512, epochs=4)
 

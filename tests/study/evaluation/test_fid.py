@@ -4,20 +4,9 @@ import pytest
 from scipy import linalg
 from scipy.stats import ortho_group
 
-from study.evaluation.fid import (
-    AdmNpzError,
-    FeatureStats,
-    StatisticsMismatchError,
-    StreamingStats,
-    compute_statistics,
-    fd,
-    frechet_distance,
-    frechet_distance_sqrtm,
-    iter_npz_images,
-    npz_image_count,
-    read_adm_npz,
-    write_adm_npz,
-)
+from study.evaluation.fid import (AdmNpzError, FeatureStats, StatisticsMismatchError, StreamingStats,
+                                  compute_statistics, fd, frechet_distance, frechet_distance_sqrtm, iter_npz_images,
+                                  npz_image_count, read_adm_npz, write_adm_npz)
 
 
 def _random_cov(d, rng, scale=1.0):

@@ -5,16 +5,8 @@ import torch
 
 from study.models import MeanFlowSiT, build_meanflow_sit, build_sit
 from study.objectives import interpolate
-from study.objectives.meanflow import (
-    MeanFlowSettings,
-    adaptive_weight,
-    guided_velocity,
-    meanflow_loss,
-    meanflow_sample,
-    meanflow_step,
-    meanflow_target,
-    sample_time_pair,
-)
+from study.objectives.meanflow import (MeanFlowSettings, adaptive_weight, guided_velocity, meanflow_loss,
+                                       meanflow_sample, meanflow_step, meanflow_target, sample_time_pair)
 
 
 def _random_net(dtype=torch.float32, seed=0) -> MeanFlowSiT:

@@ -7,18 +7,8 @@ from study.config import OptimSection
 from study.data import LatentStats, to_uint8
 from study.models import build_sit
 from study.objectives import build_projector
-from study.repae import (
-    LPIPS,
-    LatentBatchNorm,
-    PatchDiscriminator,
-    RepaeParts,
-    RepaeSection,
-    build_discriminator,
-    codec_from_checkpoint,
-    export_tuned_vae,
-    frozen_call,
-    update_bn_ema,
-)
+from study.repae import (LPIPS, LatentBatchNorm, PatchDiscriminator, RepaeParts, RepaeSection, build_discriminator,
+                         codec_from_checkpoint, export_tuned_vae, frozen_call, update_bn_ema)
 from study.run import Denoiser
 
 torch.set_num_threads(1)

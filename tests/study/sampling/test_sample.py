@@ -7,7 +7,8 @@ import torch.multiprocessing as mp
 from train_support import free_port, load_samples, one_thread, sample_worker, smoke_config  # noqa: F401 (autouse fixture)
 
 import study.training.loop as T
-from study.sampling.sample import SamplerSettings, sample_run
+from study.config import SamplerSettings
+from study.sampling import sample_run
 
 
 def test_sampler_determinism_batch_and_world_size_independence(tmp_path):

@@ -6,8 +6,8 @@ from train_support import SMOKE_DATA, load_samples, log_rows, one_thread, params
 
 import study.config.train as C
 import study.training.loop as T
-from study.config import ConfigError, config_hash
-from study.sampling.sample import SamplerSettings, sample_run
+from study.config import ConfigError, SamplerSettings, config_hash
+from study.sampling import sample_run
 
 _COMMON = [f"data.spec={SMOKE_DATA}", "data.image_size=null", "data.codec=identity", "data.num_workers=0",
            "encoder.weights=tiny", "method.hidden_dim=64", "steps=6", "batch_size=8", "ckpt_every=3",

@@ -1,0 +1,35 @@
+"""The closed vocabularies of the configs, each spelled once: a ``Literal`` type for the typed configs and the tuple
+of its values for messages, CLI choices and checks (``get_args``). The encoder-weights modes belong to the catalog
+(``encoders.EncoderWeights``); everything else a config can name is here."""
+from __future__ import annotations
+
+from typing import Literal, get_args
+
+__all__ = ["FlowPath", "PATHS", "TimeSampling", "TIME_SAMPLINGS", "ProjectorKind", "PROJECTOR_KINDS", "SamplerMode",
+           "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS",
+           "PartWeights", "PART_WEIGHTS"]
+
+#: Flow-matching interpolation paths (``study.objectives.flow``).
+FlowPath = Literal["linear", "cosine"]
+PATHS: tuple[str, ...] = get_args(FlowPath)
+#: How training draws its times (``flow.time``, ``meanflow.time``).
+TimeSampling = Literal["uniform", "lognormal"]
+TIME_SAMPLINGS: tuple[str, ...] = get_args(TimeSampling)
+#: The alignment projector: REPA's MLP, a linear map, iREPA's convolution on the token grid.
+ProjectorKind = Literal["mlp", "linear", "conv"]
+PROJECTOR_KINDS: tuple[str, ...] = get_args(ProjectorKind)
+#: Samplers: Euler-Maruyama SDE (REPA's FID sampler), Euler ODE, Heun (x-prediction models), MeanFlow's jumps.
+SamplerMode = Literal["sde", "ode", "heun", "meanflow"]
+SAMPLER_MODES: tuple[str, ...] = get_args(SamplerMode)
+#: How samples in [-1, 1] become uint8: clamp then truncate (the authors' ``to(torch.uint8)``) or round to nearest.
+Rounding = Literal["floor", "round"]
+ROUNDINGS: tuple[str, ...] = get_args(Rounding)
+#: Training precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU.
+Precision = Literal["auto", "bf16", "fp32"]
+PRECISIONS: tuple[str, ...] = get_args(Precision)
+#: Feature extractors of generation metrics: InceptionV3 (FID) or the small-data CNN (``fd_synthetic``).
+Extractor = Literal["inception", "synthetic"]
+EXTRACTORS: tuple[str, ...] = get_args(Extractor)
+#: Weights of a REPA-E part (LPIPS heads, the discriminator): the published file or an untrained stand-in.
+PartWeights = Literal["pretrained", "random"]
+PART_WEIGHTS: tuple[str, ...] = get_args(PartWeights)
