@@ -9,7 +9,9 @@ import sys
 
 import click
 
-WEIGHTS = click.Choice(["pretrained", "random", "tiny"])
+from encoders import ENCODER_WEIGHTS
+
+WEIGHTS = click.Choice(list(ENCODER_WEIGHTS))
 
 
 @click.group("encoders")
