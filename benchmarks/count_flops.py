@@ -18,7 +18,7 @@ import torch
 
 import encoders
 from jobs.cost.flops import FLOPS_FILE, FlopTable
-from study.models.sit import parse_size
+from study.config import parse_size
 
 SIT_SIZES = ("SiT-S/2", "SiT-B/2", "SiT-L/2", "SiT-XL/2")
 PROJECTORS = (("mlp", 2048, 3), ("conv", 2048, 3), ("conv", 2048, 1))  # repa, irepa, irepa-released

@@ -52,17 +52,10 @@ def sit_flops(size: str, *, input_size: int, in_channels: int, num_classes: int 
               patch_size: int | None = None, qk_norm: bool = False) -> int:
     """One SiT forward of one sample (``input_size`` is the model-space side: 32 for SD-VAE latents of 256 px); a
     ``JiT-*`` size counts the JiT (pixel space)."""
-    from study.config import is_jit_size
-    from study.models import build_sit
+    from study.models import build_network
 
     with torch.device("meta"):
-        if is_jit_size(size):
-            from study.models import build_jit
-
-            sit = build_jit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
-                            patch_size=patch_size)
-        else:
-            sit = build_sit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
+        sit = build_network(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
                             patch_size=patch_size, qk_norm=qk_norm)
     sit = sit.to("meta")  # the sin-cos position buffer is built from numpy on the CPU
     x = torch.zeros(1, in_channels, input_size, input_size, device="meta")

@@ -2,16 +2,16 @@
 and the model size tables. An unknown key is an error; ``config_hash`` names runs and jobs."""
 from study.config.base import (ConfigError, StrictModel, apply_overrides, config_hash, dump_config, load_config,
                                load_yaml, parse_overrides)
-from study.config.jit_sizes import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
 from study.config.sampler import SamplerSettings
-from study.config.sizes import SIZES, SiTSize, parse_size
+from study.config.sizes import (JIT_SIZES, PAPER_PARAMS_M, SIZES, JiTSize, ModelSize, SiTSize, is_jit_size,
+                                parse_jit_size, parse_size, resolve_size)
 from study.config.train import (PRESETS_DIR, DataSection, EncoderSection, FlowSection, MeanFlowSection, MethodSection,
                                 ModelSection, OptimSection, PreviewSection, RepaeSection, TrainConfig, XPredSection,
                                 build_train_config, default_base, list_presets, load_train_config, method_aligns,
                                 method_presets)
 from study.config.vocab import (EXTRACTORS, PART_WEIGHTS, PATHS, PRECISIONS, PROJECTOR_KINDS, ROUNDINGS, SAMPLER_MODES,
-                               TIME_SAMPLINGS, Extractor, FlowPath, PartWeights, Precision, ProjectorKind, Rounding,
-                               SamplerMode, TimeSampling)
+                                TIME_SAMPLINGS, Extractor, FlowPath, PartWeights, Precision, ProjectorKind, Rounding,
+                                SamplerMode, TimeSampling)
 
 __all__ = [
     "StrictModel", "ConfigError", "load_yaml", "load_config", "parse_overrides", "apply_overrides", "config_hash",
@@ -24,4 +24,5 @@ __all__ = [
     "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS", "PartWeights",
     "PART_WEIGHTS",
     "SiTSize", "SIZES", "parse_size", "JiTSize", "JIT_SIZES", "PAPER_PARAMS_M", "parse_jit_size", "is_jit_size",
+    "ModelSize", "resolve_size",
 ]

@@ -18,6 +18,7 @@ from pydantic import Field, field_validator, model_serializer, model_validator
 from encoders import EncoderWeights
 from study.config.base import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
 from study.config.sampler import SamplerSettings
+from study.config.sizes import is_jit_size, resolve_size
 from study.config.vocab import FlowPath, PartWeights, Precision, ProjectorKind, SamplerMode, TimeSampling
 
 __all__ = [
@@ -40,10 +41,7 @@ class ModelSection(StrictModel):
     @field_validator("size")
     @classmethod
     def _known_size(cls, v: str) -> str:
-        from study.config.jit_sizes import parse_jit_size  # dimensions only: no torch
-        from study.config.sizes import parse_size
-
-        parse_jit_size(v) if v.strip().startswith("JiT") else parse_size(v)
+        resolve_size(v)
         return v
 
 
@@ -217,8 +215,6 @@ class TrainConfig(StrictModel):
 
     @model_validator(mode="after")
     def _objective_fits_model(self) -> "TrainConfig":
-        from study.config.jit_sizes import is_jit_size
-
         jit = is_jit_size(self.model.size)
         if self.meanflow is not None and self.xpred is not None:
             raise ValueError("meanflow and xpred are two objectives: set one of them")

@@ -8,7 +8,7 @@ queries and keys, RMSNorm (pre-norm and on q/k), SwiGLU MLPs, adaLN-Zero conditi
 
 Like ``SiT``: ``forward(x, t, y)`` returns the prediction and ``forward_intermediates(x, t, y, indices)`` also the
 image tokens (the in-context tokens removed) after the chosen blocks, which REPA/iREPA align. Sizes are in
-``study.config.jit_sizes``. ``t`` uses this project's convention (t = 0 data, t = 1 noise); the released code runs
+``study.config.sizes``. ``t`` uses this project's convention (t = 0 data, t = 1 noise); the released code runs
 the other way (``study.objectives.xpred`` documents the mapping).
 """
 from __future__ import annotations
@@ -19,11 +19,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.config import JIT_SIZES, PAPER_PARAMS_M, JiTSize, is_jit_size, parse_jit_size
+from study.config import resolve_size
 from study.models.sit import (LabelEmbedder, TimestepEmbedder, block_indices, init_conditioning_and_zero_adaln,
                               modulate, sincos_pos_embed_2d, unpatchify, xavier_linear)
 
-__all__ = ["JiT", "JiTSize", "JIT_SIZES", "parse_jit_size", "build_jit", "is_jit_size", "PAPER_PARAMS_M"]
+__all__ = ["JiT", "build_jit"]
 
 
 # ---------------------------------------------------------------------------------------------------- rotary
@@ -227,11 +227,10 @@ class JiT(nn.Module):
 def build_jit(size: str, *, input_size: int, in_channels: int = 3, num_classes: int = 1000,
               patch_size: int | None = None, dropout: float = 0.0) -> JiT:
     """Build a JiT by size name (``JiT-B/16``, ``JiT-tiny``...); ``patch_size`` overrides the name's ``/P``."""
-    dims, name_patch = parse_jit_size(size)
-    if patch_size is not None and name_patch is not None and patch_size != name_patch:
-        raise ValueError(f"model.size {size!r} says patch {name_patch} but model.patch_size is {patch_size}; "
-                         "set one of them")
-    patch = patch_size or name_patch or 16
-    return JiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth, hidden=dims.hidden,
-               heads=dims.heads, bottleneck=dims.bottleneck, in_context_len=dims.in_context_len,
+    resolved = resolve_size(size, patch_size)
+    if resolved.family != "jit":
+        raise ValueError(f"model.size {size!r} is not a JiT size")
+    dims = resolved.dims
+    return JiT(input_size=input_size, in_channels=in_channels, patch_size=resolved.patch, depth=dims.depth,
+               hidden=dims.hidden, heads=dims.heads, bottleneck=dims.bottleneck, in_context_len=dims.in_context_len,
                in_context_start=dims.in_context_start, num_classes=num_classes, dropout=dropout)

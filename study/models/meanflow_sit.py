@@ -11,8 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from study.config import parse_size
-from study.models.sit import SiT, TimestepEmbedder
+from study.models.sit import SiT, TimestepEmbedder, _sit_size
 
 __all__ = ["MeanFlowSiT", "build_meanflow_sit"]
 
@@ -42,10 +41,6 @@ class MeanFlowSiT(SiT):
 def build_meanflow_sit(size: str, *, input_size: int, in_channels: int, num_classes: int,
                        patch_size: int | None = None, qk_norm: bool = False) -> MeanFlowSiT:
     """``build_sit``'s size names and arguments, with the MeanFlow class."""
-    dims, name_patch = parse_size(size)
-    if patch_size is not None and name_patch is not None and patch_size != name_patch:
-        raise ValueError(f"model.size {size!r} says patch {name_patch} but model.patch_size is {patch_size}; "
-                         "set one of them")
-    return MeanFlowSiT(input_size=input_size, in_channels=in_channels, patch_size=patch_size or name_patch or 2,
-                       depth=dims.depth, hidden=dims.hidden, heads=dims.heads, num_classes=num_classes,
-                       qk_norm=qk_norm)
+    size = _sit_size(size, patch_size)
+    return MeanFlowSiT(input_size=input_size, in_channels=in_channels, patch_size=size.patch, depth=size.dims.depth,
+                       hidden=size.dims.hidden, heads=size.dims.heads, num_classes=num_classes, qk_norm=qk_norm)

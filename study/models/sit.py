@@ -17,9 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from study.config import SIZES, SiTSize, parse_size
+from study.config import resolve_size
 
-__all__ = ["SiT", "SiTSize", "SIZES", "parse_size", "build_sit", "block_indices", "unpatchify",
+__all__ = ["SiT", "build_sit", "block_indices", "unpatchify",
            "init_conditioning_and_zero_adaln", "xavier_linear"]
 
 
@@ -244,10 +244,13 @@ class SiT(nn.Module):
 def build_sit(size: str, *, input_size: int, in_channels: int, num_classes: int, patch_size: int | None = None,
               qk_norm: bool = False) -> SiT:
     """Build a SiT by size name (``SiT-XL/2``, ``tiny``, ...); ``patch_size`` overrides the name's ``/P``."""
-    dims, name_patch = parse_size(size)
-    if patch_size is not None and name_patch is not None and patch_size != name_patch:
-        raise ValueError(f"model.size {size!r} says patch {name_patch} but model.patch_size is {patch_size}; "
-                         "set one of them")
-    patch = patch_size or name_patch or 2
-    return SiT(input_size=input_size, in_channels=in_channels, patch_size=patch, depth=dims.depth,
-               hidden=dims.hidden, heads=dims.heads, num_classes=num_classes, qk_norm=qk_norm)
+    size = _sit_size(size, patch_size)
+    return SiT(input_size=input_size, in_channels=in_channels, patch_size=size.patch, depth=size.dims.depth,
+               hidden=size.dims.hidden, heads=size.dims.heads, num_classes=num_classes, qk_norm=qk_norm)
+
+
+def _sit_size(size: str, patch_size: int | None):
+    resolved = resolve_size(size, patch_size)
+    if resolved.family != "sit":
+        raise ValueError(f"model.size {size!r} is not a SiT size")
+    return resolved

@@ -15,9 +15,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from study.config import TrainConfig, is_jit_size, parse_jit_size, parse_size
+from study.config import TrainConfig, resolve_size
 from study.data import get_codec
-from study.models import SiT, build_sit
+from study.models import SiT, build_network
 from study.objectives import build_projector
 
 __all__ = ["Denoiser", "build_codec", "build_sit_for", "build_denoiser", "align_depth", "patch_size"]
@@ -30,18 +30,14 @@ def build_codec(name: str, device: torch.device | str = "cpu", *, stats: Any = N
     return get_codec(name, device=device, stats=stats)
 
 
-def _dims(cfg: TrainConfig):
-    return parse_jit_size(cfg.model.size) if is_jit_size(cfg.model.size) else parse_size(cfg.model.size)
-
-
 def patch_size(cfg: TrainConfig) -> int:
     """The patch: ``model.patch_size``, else the size name's ``/P``, else 2 (SiT) or 16 (JiT)."""
-    return cfg.model.patch_size or _dims(cfg)[1] or (16 if is_jit_size(cfg.model.size) else 2)
+    return resolve_size(cfg.model.size, cfg.model.patch_size).patch
 
 
 def align_depth(cfg: TrainConfig) -> int:
     """The block after which the hidden tokens are aligned (1-based): ``method.depth`` or the size's default."""
-    dims = _dims(cfg)[0]
+    dims = resolve_size(cfg.model.size, cfg.model.patch_size).dims
     depth = cfg.method.depth or dims.align_depth
     if not 1 <= depth <= dims.depth:
         raise ValueError(f"method.depth {depth} must be between 1 and the number of blocks of {cfg.model.size} "
@@ -51,18 +47,9 @@ def align_depth(cfg: TrainConfig) -> int:
 
 def build_sit_for(cfg: TrainConfig, *, image_size: int, num_classes: int, codec) -> nn.Module:
     """The run's network (SiT, MeanFlow SiT or JiT) for images of ``image_size`` px through ``codec``."""
-    size = dict(input_size=image_size // codec.downsample, in_channels=codec.channels, num_classes=num_classes,
-                patch_size=cfg.model.patch_size)
-    if is_jit_size(cfg.model.size):
-        from study.models import build_jit
-
-        net = build_jit(cfg.model.size, **size)
-    elif cfg.meanflow is not None:
-        from study.models import build_meanflow_sit
-
-        net = build_meanflow_sit(cfg.model.size, qk_norm=cfg.model.qk_norm, **size)
-    else:
-        net = build_sit(cfg.model.size, qk_norm=cfg.model.qk_norm, **size)
+    net = build_network(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
+                        num_classes=num_classes, patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm,
+                        meanflow=cfg.meanflow is not None)
     if cfg.xpred is not None:
         net.xpred = cfg.xpred
     return net

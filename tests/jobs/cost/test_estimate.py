@@ -11,7 +11,7 @@ from jobs.cost.estimate import EstimateSettings, estimate_jobs, estimate_spec, l
 from jobs.cost.flops import FlopTable, encoder_flops, flop_table, sit_flops
 from jobs.plan import plan
 from jobs.spec import load_spec
-from study.models.sit import SIZES
+from study.config import SIZES
 
 SMOKE = ["encoders=[dinov2-vit-b, mae-vit-l]"]
 

@@ -3,7 +3,8 @@ the x-prediction / v-loss identity, the Euler-50 sampler, and a short CPU traini
 import pytest
 import torch
 
-from study.models.jit import JIT_SIZES, PAPER_PARAMS_M, apply_rope, build_jit, is_jit_size, parse_jit_size, rope_2d
+from study.config import JIT_SIZES, PAPER_PARAMS_M, is_jit_size, parse_jit_size
+from study.models.jit import apply_rope, build_jit, rope_2d
 from study.objectives import xpred_inputs, xpred_loss, xpred_sample, xpred_velocity
 
 

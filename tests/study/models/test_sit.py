@@ -2,7 +2,8 @@
 import pytest
 import torch
 
-from study.models.sit import SIZES, build_sit, parse_size, sincos_pos_embed_2d
+from study.config import SIZES, parse_size
+from study.models.sit import build_sit, sincos_pos_embed_2d
 
 
 @pytest.mark.parametrize("name,millions", [("SiT-S/2", 33.0), ("SiT-B/2", 130.5), ("SiT-L/2", 458.0),
