@@ -180,6 +180,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
     from jobs.cost.flops import flop_table
     from study.config import SamplerSettings
     from study.models import build_sit
+    from study.objectives import FlowMatching
     from study.sampling import sample_latents
 
     table = flop_table()
@@ -205,7 +206,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 
                 def run() -> None:
                     with autocast:
-                        sample_latents(sit, labels, noise, path="linear",
+                        sample_latents(sit, labels, noise, objective=FlowMatching(),
                                        sampler=SamplerSettings(mode="sde", num_steps=cfg.sample_steps))
 
                 with _tf32(True):  # sample_run turns TF32 matmuls on with the run's tf32 (true in every preset)

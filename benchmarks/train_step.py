@@ -29,9 +29,9 @@ import torch
 from study.common import resolve_device
 from study.config import load_train_config
 from study.data import IdentityCodec, LatentStats
-from study.objectives import TrainingStep, meanflow_settings, sample_time_pair
+from study.objectives import TrainingStep
 from study.run import build_denoiser
-from study.training.loop import _autocast, _update_ema
+from study.training import autocast_for, update_ema
 
 
 class _LatentShape:
@@ -81,26 +81,23 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
     ema = deepcopy(model.sit).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0)
     fwd = torch.compile(model) if args.compile else model
-    step = TrainingStep(cfg, fwd, [enc], codec, 1000, model.sit.grid)
-    autocast = _autocast(cfg, device)
+    step = TrainingStep(cfg, fwd, [enc], codec, 1000)
+    autocast = autocast_for(cfg, device)
     side = args.image_size // codec.downsample
     labels = torch.randint(0, 1000, (args.batch,), device=device)
     moments = torch.randn(args.batch, 8, side, side, device=device) if latent else None
 
     def one() -> None:
         eps = torch.randn(args.batch, codec.channels, side, side, device=device)
-        t = torch.rand(args.batch, device=device)
-        r = None
-        if cfg.meanflow is not None:
-            r, t = (v.to(device) for v in sample_time_pair(args.batch, meanflow_settings(cfg.meanflow)))
+        times = {k: v.to(device) for k, v in step.objective.draw_times(args.batch, torch.Generator()).items()}
         drop = torch.rand(args.batch, device=device) < 0.1
-        loss, _, _ = step.losses(images, labels, eps, t, drop, autocast, moments=moments,
-                                 post=torch.randn_like(eps) if latent else None, r=r)
+        loss, _, _ = step.losses(images, labels, eps, times, drop, autocast, moments=moments,
+                                 post=torch.randn_like(eps) if latent else None)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _update_ema(ema, model.sit, 0.9999)
+        update_ema(ema, model.sit, 0.9999)
 
     ms = _timed(one, args, device)
     return {"ms": ms, "img_s": args.batch / (ms / 1000), "params_m": sum(p.numel() for p in model.parameters()) / 1e6}
@@ -155,9 +152,9 @@ def bench_repae(overrides: list[str], args: argparse.Namespace, device: torch.de
     ema = deepcopy(model.sit).requires_grad_(False)
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0)
     fwd = torch.compile(model) if args.compile else model
-    targets = TrainingStep(cfg, fwd, [enc], codec, 1000, model.sit.grid).targets
+    targets = TrainingStep(cfg, fwd, [enc], codec, 1000).targets
     e2e = parts.stepper(lam=cfg.method.lam, path=cfg.flow.path, num_classes=1000, model=fwd, denoiser=model)
-    autocast = _autocast(cfg, device)
+    autocast = autocast_for(cfg, device)
     side = args.image_size // codec.downsample
     labels = torch.randint(0, 1000, (args.batch,), device=device)
     parts.train()
@@ -171,7 +168,7 @@ def bench_repae(overrides: list[str], args: argparse.Namespace, device: torch.de
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        _update_ema(ema, model.sit, 0.9999)
+        update_ema(ema, model.sit, 0.9999)
         parts.clip_and_step()
         parts.update_ema(0.9999)
 

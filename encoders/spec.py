@@ -98,7 +98,6 @@ class EncoderSpec(_Strict):
     prefix_tokens: int = Field(ge=0)
     cls_index: int | None = None
     final_norm: bool = True
-    layout: Literal["nlc", "nhwc"] = "nlc"
     mean: Triple
     std: Triple
     normalize_override: str | None = None
@@ -106,7 +105,6 @@ class EncoderSpec(_Strict):
     timm_cfg_overrides: dict[Literal["mean", "std", "interpolation"], str] = Field(
         default_factory=dict, description="field -> reason, where the entry differs from timm's pretrained_cfg on "
                                           "purpose (checked by `encoders check`)")
-    pos_embed: Literal["abs", "sincos", "rope", "abs+rope", "cpe", "hiera-window"]
     license: str
     gated: bool = False
     params_m: float = Field(gt=0)

@@ -83,7 +83,7 @@ def _mode(weights: str) -> str:
 
 # the entry fields that decide the network and its input (not its licence, notes or normalisation constants)
 _ARCH_FIELDS = ("source", "model_id", "hf_class", "hf_config", "adapter", "create_kwargs", "post_build", "input_res",
-                "patch_size", "grid", "embed_dim", "prefix_tokens", "final_norm", "layout", "tiny")
+                "patch_size", "grid", "embed_dim", "prefix_tokens", "final_norm", "tiny")
 
 
 def _arch_fingerprint(spec: Any) -> str:

@@ -1,7 +1,7 @@
 """Typed configuration (no torch): the config base, the training config and its presets, the sampler's settings
 and the model size tables. An unknown key is an error; ``config_hash`` names runs and jobs."""
-from study.config.base import (ConfigError, StrictModel, apply_overrides, config_hash, dump_config, load_config,
-                               load_yaml, parse_overrides)
+from study.config.base import (HASH_CONTEXT, ConfigError, StrictModel, apply_overrides, config_hash, dump_config,
+                               load_config, load_yaml, parse_overrides)
 from study.config.sampler import SamplerSettings
 from study.config.sizes import (JIT_SIZES, PAPER_PARAMS_M, SIZES, JiTSize, ModelSize, SiTSize, is_jit_size,
                                 parse_jit_size, parse_size, resolve_size)
@@ -9,20 +9,20 @@ from study.config.train import (PRESETS_DIR, DataSection, EncoderSection, FlowSe
                                 ModelSection, OptimSection, PreviewSection, RepaeSection, TrainConfig, XPredSection,
                                 build_train_config, default_base, list_presets, load_train_config, method_aligns,
                                 method_presets)
-from study.config.vocab import (EXTRACTORS, PART_WEIGHTS, PATHS, PRECISIONS, PROJECTOR_KINDS, ROUNDINGS, SAMPLER_MODES,
-                                TIME_SAMPLINGS, Extractor, FlowPath, PartWeights, Precision, ProjectorKind, Rounding,
-                                SamplerMode, TimeSampling)
+from study.config.vocab import (EXTRACTORS, OBJECTIVE_SAMPLERS, PART_WEIGHTS, PATHS, PRECISIONS, PROJECTOR_KINDS,
+                                ROUNDINGS, SAMPLER_MODES, TIME_SAMPLINGS, Extractor, FlowPath, ObjectiveKind,
+                                PartWeights, Precision, ProjectorKind, Rounding, SamplerMode, TimeSampling)
 
 __all__ = [
     "StrictModel", "ConfigError", "load_yaml", "load_config", "parse_overrides", "apply_overrides", "config_hash",
-    "dump_config",
+    "dump_config", "HASH_CONTEXT",
     "ModelSection", "MethodSection", "RepaeSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
     "PreviewSection", "MeanFlowSection", "XPredSection", "TrainConfig", "PRESETS_DIR", "list_presets",
     "method_presets", "method_aligns", "default_base", "load_train_config", "build_train_config",
     "SamplerSettings",
     "FlowPath", "PATHS", "TimeSampling", "TIME_SAMPLINGS", "ProjectorKind", "PROJECTOR_KINDS", "SamplerMode",
     "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS", "PartWeights",
-    "PART_WEIGHTS",
+    "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS",
     "SiTSize", "SIZES", "parse_size", "JiTSize", "JIT_SIZES", "PAPER_PARAMS_M", "parse_jit_size", "is_jit_size",
     "ModelSize", "resolve_size",
 ]

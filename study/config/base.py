@@ -16,8 +16,12 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 __all__ = [
     "StrictModel", "ConfigError", "load_yaml", "load_config", "parse_overrides", "apply_overrides",
-    "config_hash", "dump_config",
+    "config_hash", "dump_config", "HASH_CONTEXT",
 ]
+
+#: The serialisation context of a dump that is hashed: a config whose serialised form changed on purpose (a renamed
+#: key) writes its old form under it, so the hashes of configs written before stay what they were.
+HASH_CONTEXT = {"hash": True}
 
 
 class StrictModel(BaseModel):
@@ -119,7 +123,7 @@ def load_config(
 
 def config_hash(cfg: BaseModel | Mapping[str, Any], length: int = 12) -> str:
     """A stable hash of a config's resolved values (key order and formatting do not matter)."""
-    data = cfg.model_dump(mode="json") if isinstance(cfg, BaseModel) else cfg
+    data = cfg.model_dump(mode="json", context=HASH_CONTEXT) if isinstance(cfg, BaseModel) else cfg
     blob = json.dumps(data, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:length]
 

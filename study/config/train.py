@@ -19,7 +19,8 @@ from encoders import EncoderWeights
 from study.config.base import ConfigError, StrictModel, apply_overrides, load_config, load_yaml, parse_overrides
 from study.config.sampler import SamplerSettings
 from study.config.sizes import is_jit_size, resolve_size
-from study.config.vocab import FlowPath, PartWeights, Precision, ProjectorKind, SamplerMode, TimeSampling
+from study.config.vocab import (OBJECTIVE_SAMPLERS, FlowPath, ObjectiveKind, PartWeights, Precision, ProjectorKind,
+                                SamplerMode, TimeSampling)
 
 __all__ = [
     "ModelSection", "MethodSection", "RepaeSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
@@ -139,7 +140,7 @@ class FlowSection(StrictModel):
 
 
 class PreviewSection(StrictModel):
-    """The periodic preview sheet of EMA samples (the YAML key is ``grid``, which feeds config hashes)."""
+    """The periodic preview sheet of EMA samples (``preview.*``; ``grid.*``, its name before, is still read)."""
 
     n: int = Field(16, ge=1)        # images on the sheet
     num_steps: int = Field(50, ge=1)
@@ -166,6 +167,16 @@ class MeanFlowSection(StrictModel):
     norm_p: float = Field(1.0, ge=0.0)                    # adaptive weight 1 / (sq + norm_eps) ** norm_p
     norm_eps: float = Field(0.01, gt=0.0)                 # reference code 0.01; the paper writes 1e-3
 
+    @property
+    def guided(self) -> bool:
+        """Whether CFG is folded into the target (omega 1, kappa 0: not)."""
+        return not (self.omega == 1.0 and self.kappa == 0.0)
+
+    @property
+    def effective_scale(self) -> float:
+        """The CFG scale the folded target corresponds to, ``omega / (1 - kappa)``."""
+        return self.omega / (1.0 - self.kappa)
+
 
 class XPredSection(StrictModel):
     """x-prediction with the velocity loss (JiT, ``study.objectives.xpred``): the model predicts the clean image."""
@@ -186,7 +197,7 @@ class TrainConfig(StrictModel):
     data: DataSection = DataSection()
     optim: OptimSection = OptimSection()
     flow: FlowSection = FlowSection()
-    grid: PreviewSection = PreviewSection()
+    preview: PreviewSection = PreviewSection()
     steps: int = Field(400_000, ge=1)
     batch_size: int = Field(256, ge=1)  # global batch (all ranks, all accumulation micro-batches)
     grad_accum: int = Field(1, ge=1)
@@ -206,11 +217,25 @@ class TrainConfig(StrictModel):
     xpred: XPredSection | None = None        # None: velocity prediction; set: x-prediction + v-loss (JiT needs it)
 
     @model_serializer(mode="wrap")
-    def _drop_unset_sections(self, handler):
+    def _dump(self, handler, info):
         data = handler(self)
-        for key in _HASH_NEUTRAL:
-            if isinstance(data, dict) and data.get(key, 0) is None:
-                del data[key]
+        if isinstance(data, dict):
+            for key in _HASH_NEUTRAL:
+                if data.get(key, 0) is None:
+                    del data[key]
+            if info.context and info.context.get("hash") and "preview" in data:
+                data["grid"] = data.pop("preview")  # the section's name when hashes were first made
+        return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed_keys(cls, data: Any) -> Any:
+        """``grid`` was the ``preview`` section's name (run directories and user files still say it): read it, over
+        ``preview`` when both are given."""
+        if isinstance(data, Mapping) and "grid" in data:
+            data = dict(data)
+            old = data.pop("grid")
+            data["preview"] = {**(data.get("preview") or {}), **old} if isinstance(old, Mapping) else old
         return data
 
     @model_validator(mode="after")
@@ -228,11 +253,16 @@ class TrainConfig(StrictModel):
                              "meanflow or xpred")
         if (self.meanflow is not None or self.xpred is not None) and self.flow.path != "linear":
             raise ValueError("meanflow and xpred are defined on the linear path: set flow.path=linear")
-        modes = {"meanflow": self.meanflow is not None, "heun": self.xpred is not None, "sde": self.xpred is None}
-        if not modes.get(self.grid.mode, True):
-            raise ValueError(f"grid.mode {self.grid.mode!r} does not fit this objective (meanflow: a MeanFlow "
-                             "model; heun: an x-prediction model; sde: not for x-prediction)")
+        modes = OBJECTIVE_SAMPLERS[self.objective]
+        if self.preview.mode not in modes:
+            raise ValueError(f"preview.mode {self.preview.mode!r} does not fit this objective ({self.objective}: "
+                             f"{', '.join(modes)})")
         return self
+
+    @property
+    def objective(self) -> ObjectiveKind:
+        """What the network learns: ``meanflow`` (section set), ``xpred`` (section set) or ``flow`` matching."""
+        return "meanflow" if self.meanflow is not None else "xpred" if self.xpred is not None else "flow"
 
     @model_validator(mode="after")
     def _repae_needs_a_vae(self) -> "TrainConfig":

@@ -7,7 +7,7 @@ from typing import Literal, get_args
 
 __all__ = ["FlowPath", "PATHS", "TimeSampling", "TIME_SAMPLINGS", "ProjectorKind", "PROJECTOR_KINDS", "SamplerMode",
            "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS",
-           "PartWeights", "PART_WEIGHTS"]
+           "PartWeights", "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS"]
 
 #: Flow-matching interpolation paths (``study.objectives.flow``).
 FlowPath = Literal["linear", "cosine"]
@@ -30,6 +30,16 @@ PRECISIONS: tuple[str, ...] = get_args(Precision)
 #: Feature extractors of generation metrics: InceptionV3 (FID) or the small-data CNN (``fd_synthetic``).
 Extractor = Literal["inception", "synthetic"]
 EXTRACTORS: tuple[str, ...] = get_args(Extractor)
+#: Training objectives (``study.objectives``): velocity (flow matching), MeanFlow's average velocity, x-prediction.
+ObjectiveKind = Literal["flow", "meanflow", "xpred"]
+#: The sampler modes each objective's model can be sampled with (the first is its default family's FID sampler): a
+#: MeanFlow network gives the instantaneous velocity at r = t, so the flow samplers run on it too; an x-prediction
+#: model has no SDE sampler (JiT's are Euler and Heun).
+OBJECTIVE_SAMPLERS: dict[str, tuple[str, ...]] = {
+    "flow": ("sde", "ode"),
+    "meanflow": ("meanflow", "ode", "sde"),
+    "xpred": ("ode", "heun"),
+}
 #: Weights of a REPA-E part (LPIPS heads, the discriminator): the published file or an untrained stand-in.
 PartWeights = Literal["pretrained", "random"]
 PART_WEIGHTS: tuple[str, ...] = get_args(PartWeights)

@@ -91,10 +91,6 @@ class LatentStats:
         return cls((SD_SCALE,) * channels, (0.0,) * channels, "default-0.18215")
 
     @classmethod
-    def from_moments_summary(cls, mean: Sequence[float], std: Sequence[float], source: str) -> "LatentStats":
-        return cls(tuple(1.0 / float(s) for s in std), tuple(float(m) for m in mean), source)
-
-    @classmethod
     def load(cls, path: str | Path) -> "LatentStats":
         """A JSON file written by ``repa-study data prepare`` (``latents_scale``/``latents_bias`` lists) or the
         authors' ``.pt`` file with tensors ``latents_scale`` and ``latents_bias`` (shape [1,C,1,1])."""

@@ -1,4 +1,4 @@
-"""The denoising networks: SiT (``sit``), its MeanFlow variant with a second time input (``meanflow_sit``) and the
+"""The denoising networks: SiT (``sit``), MeanFlow's SiT with a second time input (``meanflow_sit``) and the
 pixel-space JiT (``jit``); each one readable file. ``build_network`` (``registry``) builds the one a ``model.size``
 names."""
 from study.models.jit import JiT, build_jit

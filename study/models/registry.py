@@ -22,17 +22,17 @@ BUILDERS: dict[str, Callable[..., nn.Module]] = {
     "sit": build_sit,
     "jit": lambda size, qk_norm=False, **kw: build_jit(size, **kw),  # a JiT always RMS-normalises q and k
 }
-#: family -> builder of its MeanFlow variant (a second time input); families without one cannot train MeanFlow
+#: family -> builder of its MeanFlow network (a second time input); families without one cannot train MeanFlow
 MEANFLOW_BUILDERS: dict[str, Callable[..., nn.Module]] = {"sit": build_meanflow_sit}
 
 
 def build_network(size: str, *, input_size: int, in_channels: int, num_classes: int, patch_size: int | None = None,
                   qk_norm: bool = False, meanflow: bool = False) -> nn.Module:
-    """The network of ``size`` (MeanFlow's variant with ``meanflow``) for ``input_size`` px inputs of
+    """The network of ``size`` (MeanFlow's with ``meanflow``) for ``input_size`` px inputs of
     ``in_channels`` channels (model space: latents or pixels)."""
     family = resolve_size(size, patch_size).family
     table = MEANFLOW_BUILDERS if meanflow else BUILDERS
     if family not in table:
-        raise ValueError(f"model.size {size!r} is a {family.upper()}, which has no MeanFlow variant")
+        raise ValueError(f"model.size {size!r} is a {family.upper()}, which has no MeanFlow network")
     return table[family](size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
                          patch_size=patch_size, qk_norm=qk_norm)

@@ -9,13 +9,16 @@ the velocity ``v = alpha'_t x + sigma'_t eps``.
 from __future__ import annotations
 
 import math
+from typing import Callable
 
+import numpy as np
 import torch
+from torch import nn
 
-from study.config import PATHS, TIME_SAMPLINGS
+from study.config import PATHS, TIME_SAMPLINGS, SamplerSettings
 
-__all__ = ["path_coefficients", "interpolate", "velocity_to_eps_x0", "score_from_velocity",
-           "sample_time"]
+__all__ = ["path_coefficients", "interpolate", "velocity_to_eps_x0", "score_from_velocity", "sample_time",
+           "cfg_velocity", "flow_sample"]
 
 
 
@@ -73,3 +76,46 @@ def sample_time(kind: str, n: int, *, generator: torch.Generator | None = None, 
             return torch.atan(torch.exp(normal)) * (2 / math.pi)
         return torch.sigmoid(normal)
     raise ValueError(f"unknown time sampling {kind!r}; use one of {', '.join(TIME_SAMPLINGS)}")
+
+
+def cfg_velocity(net: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: int, cfg_scale: float,
+                       interval: tuple[float, float]) -> torch.Tensor:
+    """The network's velocity at time ``t``, with classifier-free guidance ``v_u + s (v_c - v_u)`` inside the
+    guidance interval (the conditional and null-label passes in one batch)."""
+    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
+    if cfg_scale == 1.0 or not (interval[0] <= t <= interval[1]):
+        return net(x, tt, y).float()
+    v = net(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
+    v_c, v_u = v.chunk(2)
+    return v_u + cfg_scale * (v_c - v_u)
+
+
+@torch.no_grad()
+def flow_sample(net: nn.Module, y: torch.Tensor, noise: Callable[[], torch.Tensor], *, path: str,
+                sampler: SamplerSettings) -> torch.Tensor:
+    """Integrate a velocity network from t = 1 (``noise()``) to 0: Euler ODE over ``num_steps`` equal steps, or
+    REPA's Euler-Maruyama SDE (times linear from 1 to 0.04 in ``num_steps`` points, diffusion ``w(t) = 2t``, drift
+    ``v - w/2 * score``, fresh ``noise()`` each step, then a last deterministic step to 0)."""
+    num_steps, cfg_scale = sampler.num_steps, sampler.cfg_scale
+    interval = tuple(sampler.guidance_interval)
+    null = net.num_classes
+    x = noise()
+    if sampler.mode == "ode":
+        ts = np.linspace(1.0, 0.0, num_steps + 1)
+        for t_cur, t_next in zip(ts[:-1], ts[1:]):
+            x = x + (t_next - t_cur) * cfg_velocity(net, x, float(t_cur), y, null, cfg_scale, interval)
+        return x
+    if num_steps < 2:
+        raise ValueError("the SDE sampler needs num_steps >= 2")
+    ts = np.concatenate([np.linspace(1.0, 0.04, num_steps), [0.0]])
+
+    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
+        v = cfg_velocity(net, x, t, y, null, cfg_scale, interval)
+        tt = torch.full((x.shape[0],), t, device=x.device)
+        return v - 0.5 * (2 * t) * score_from_velocity(path, v, x, tt)
+
+    for t_cur, t_next in zip(ts[:-2], ts[1:-1]):
+        dt = t_next - t_cur
+        x = x + drift(x, float(t_cur)) * dt + np.sqrt(2 * t_cur) * np.sqrt(abs(dt)) * noise()
+    t_cur, t_next = ts[-2], ts[-1]
+    return x + drift(x, float(t_cur)) * (t_next - t_cur)

@@ -19,51 +19,22 @@ Sources and the settings where the paper and the codes differ: docs/training.md,
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 from torch.nn.attention import SDPBackend, sdpa_kernel
 
+from study.config import MeanFlowSection
 from study.objectives.flow import sample_time
 
-__all__ = ["MeanFlowSettings", "meanflow_settings", "sample_time_pair", "guided_velocity", "meanflow_target",
+__all__ = ["sample_time_pair", "guided_velocity", "meanflow_target",
            "adaptive_weight", "meanflow_loss", "meanflow_sample", "meanflow_step", "unwrap", "UFn"]
 
 UFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor]  # (z, t, r) -> u
 
 
-@dataclass(frozen=True)
-class MeanFlowSettings:
-    """The MeanFlow knobs (defaults: the reference code's ImageNet SiT-B/2 recipe; see docs/training.md)."""
-
-    time: str = "lognormal"         # t and r: logit-normal (sigmoid of N(mean, std)) or uniform
-    time_mean: float = -0.4
-    time_std: float = 1.0
-    equal_fraction: float = 0.75    # fraction of the batch with r = t (the paper's "ratio of r != t" is 25 %)
-    omega: float = 1.0              # CFG folded into the target; omega = 1, kappa = 0: no guidance
-    kappa: float = 0.0
-    guidance_interval: tuple[float, float] = (0.0, 1.0)  # t range where guidance applies
-    norm_p: float = 1.0             # adaptive weight power p (0: plain squared error)
-    norm_eps: float = 0.01          # adaptive weight constant c (reference code 0.01; the paper writes 1e-3)
-
-    @property
-    def guided(self) -> bool:
-        return not (self.omega == 1.0 and self.kappa == 0.0)
-
-    @property
-    def effective_scale(self) -> float:
-        """The CFG scale the folded target corresponds to, ``omega / (1 - kappa)``."""
-        return self.omega / (1.0 - self.kappa)
-
-
-def meanflow_settings(section) -> MeanFlowSettings:
-    """The settings of a config's ``meanflow`` section (``study.config.train.MeanFlowSection``)."""
-    return MeanFlowSettings(**{k: getattr(section, k) for k in MeanFlowSettings.__dataclass_fields__})
-
-
-def sample_time_pair(n: int, settings: MeanFlowSettings, *,
+def sample_time_pair(n: int, settings: MeanFlowSection, *,
                      generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``(r, t)`` for ``n`` samples: two independent draws sorted so ``t >= r``; then ``round(n * equal_fraction)``
     samples (at random positions) get ``r = t``."""
@@ -81,7 +52,7 @@ def _bcast(s: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
 
 def guided_velocity(v: torch.Tensor, z_t: torch.Tensor, t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor,
                     v_fn: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor], null: int,
-                    settings: MeanFlowSettings) -> torch.Tensor:
+                    settings: MeanFlowSection) -> torch.Tensor:
     """The instantaneous velocity the target is built on: ``v``, or the CFG-folded ``v_g`` (no grad).
 
     ``v_fn(z, t, y)`` is the model's own instantaneous velocity ``u(z, t, t | y)``; ``drop`` marks label-dropped
@@ -119,7 +90,7 @@ def adaptive_weight(sq: torch.Tensor, p: float, c: float) -> torch.Tensor:
 
 
 def meanflow_loss(u: torch.Tensor, u_tgt: torch.Tensor,
-                  settings: MeanFlowSettings) -> tuple[torch.Tensor, torch.Tensor]:
+                  settings: MeanFlowSection) -> tuple[torch.Tensor, torch.Tensor]:
     """``(weighted loss, plain mean squared error)``: the squared error summed over dimensions, adaptively weighted,
     averaged over the batch; the second value (mean over all elements) is for logging."""
     err = (u.float() - u_tgt).pow(2)
@@ -152,7 +123,7 @@ def unwrap(model: nn.Module) -> nn.Module:
 
 def meanflow_step(model: nn.Module, net: nn.Module, x: torch.Tensor, eps: torch.Tensor, r: torch.Tensor,
                   t: torch.Tensor, y: torch.Tensor, drop: torch.Tensor,
-                  settings: MeanFlowSettings) -> tuple[torch.Tensor, torch.Tensor, object]:
+                  settings: MeanFlowSection) -> tuple[torch.Tensor, torch.Tensor, object]:
     """One micro-batch of MeanFlow: ``(loss, mse, extras)``.
 
     ``net(z, t, y, r) -> u`` is the plain MeanFlow SiT (used for the guidance velocities and the JVP, without grad);

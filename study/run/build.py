@@ -1,8 +1,8 @@
 """What a training run builds from its config: the codec, the SiT, and the trained module (SiT + projectors).
 
-The network follows the config: a SiT; a MeanFlow SiT (two time inputs) when ``meanflow`` is set; a JiT for a
-``JiT-*`` size. An x-predicting network (``xpred`` set) carries its objective's constants as ``net.xpred`` (an
-``XPredSection``) so that the samplers convert its output to a velocity.
+The network follows the config (``study.models.build_network``): a SiT; a MeanFlow SiT (two time inputs) when
+``meanflow`` is set; a JiT for a ``JiT-*`` size. What it predicts and how it is sampled is the config's objective
+(``study.objectives.objective_for``), not the network's.
 
 One place for these calls, so training and sampling build the same model. The alignment depth is the method's
 (``method.depth``, else REPA's default for the size), read through ``SiT.forward_intermediates``: the EMA SiT that
@@ -50,8 +50,6 @@ def build_sit_for(cfg: TrainConfig, *, image_size: int, num_classes: int, codec)
     net = build_network(cfg.model.size, input_size=image_size // codec.downsample, in_channels=codec.channels,
                         num_classes=num_classes, patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm,
                         meanflow=cfg.meanflow is not None)
-    if cfg.xpred is not None:
-        net.xpred = cfg.xpred
     return net
 
 

@@ -28,7 +28,7 @@ import torch
 from torch import nn
 
 from study.common import atomic_torch_save, atomic_write_json, atomic_write_text, get_logger
-from study.config import ConfigError, TrainConfig, config_hash, dump_config, load_config, load_yaml
+from study.config import HASH_CONTEXT, ConfigError, TrainConfig, config_hash, dump_config, load_config, load_yaml
 from study.models import SiT
 from study.run.build import build_codec, build_sit_for
 
@@ -56,7 +56,7 @@ LENGTH_FIELDS = ("steps", "ckpt_every", "ckpt_keep", "ckpt_keep_every")
 
 def run_hash(cfg: TrainConfig) -> str:
     """The run's identity: the hash of its config without :data:`LENGTH_FIELDS`."""
-    return config_hash(cfg.model_dump(mode="json", exclude=set(LENGTH_FIELDS)))
+    return config_hash(cfg.model_dump(mode="json", exclude=set(LENGTH_FIELDS), context=HASH_CONTEXT))
 
 
 def write_run_header(cfg: TrainConfig, run_dir: Path, *, world_size: int, device: str) -> str:

@@ -6,12 +6,10 @@ own generator seeded by ``(seed, i)`` and label ``i % num_classes`` (balanced), 
 size or the number of ranks; chunks of ``batch_size`` samples are spread over ranks and an existing shard is kept
 (a killed sampling job resumes).
 
-The SDE follows REPA's sampler: times linear from 1 to 0.04 in ``num_steps`` points, diffusion ``w(t) = 2t``,
-drift ``v - w/2 * score``, then a last deterministic step to 0.
-
-Other objectives (``SAMPLER_MODES``): ``meanflow`` takes ``num_steps`` average-velocity jumps of a MeanFlow model (1 or
-a few NFE; ``study.objectives.meanflow``); an x-prediction model (JiT, ``net.xpred`` set) is integrated by JiT's sampler
-(``study.objectives.xpred``): ``ode`` = Euler, ``heun`` = Heun with a last Euler step.
+The integrator is the run's objective's (``study.objectives``): for flow matching Euler ODE or REPA's Euler-Maruyama
+SDE (``study.objectives.flow.flow_sample``); ``meanflow`` takes ``num_steps`` average-velocity jumps of a MeanFlow
+model (1 or a few NFE); an x-prediction model (JiT) is integrated by JiT's sampler: ``ode`` = Euler, ``heun`` = Heun
+with a last Euler step.
 """
 from __future__ import annotations
 
@@ -24,7 +22,7 @@ from torch import nn
 
 from study.common import atomic_path, atomic_savez, atomic_write_json, barrier, get_logger, init_distributed, progress
 from study.config import SamplerSettings
-from study.objectives import score_from_velocity
+from study.objectives import Objective, objective_for
 from study.run import load_sampling_model
 
 __all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed"]
@@ -48,76 +46,14 @@ class _Noise:
         return torch.stack([torch.randn(self.shape, generator=g) for g in self.gens]).to(self.device)
 
 
-def _velocity(sit: nn.Module, x: torch.Tensor, t: float, y: torch.Tensor, null: int, cfg_scale: float,
-              interval: tuple[float, float]) -> torch.Tensor:
-    tt = torch.full((x.shape[0],), t, device=x.device, dtype=torch.float32)
-    if cfg_scale == 1.0 or not (interval[0] <= t <= interval[1]):
-        return sit(x, tt, y).float()
-    v = sit(torch.cat([x, x]), torch.cat([tt, tt]), torch.cat([y, torch.full_like(y, null)])).float()
-    v_c, v_u = v.chunk(2)
-    return v_u + cfg_scale * (v_c - v_u)
-
-
 @torch.no_grad()
-def sample_latents(sit: nn.Module, labels: torch.Tensor, noise: _Noise, *, path: str,
+def sample_latents(net: nn.Module, labels: torch.Tensor, noise: _Noise, *, objective: Objective,
                    sampler: SamplerSettings) -> torch.Tensor:
-    """Integrate from t = 1 (noise) to t = 0 in the model's space."""
-    mode, num_steps, cfg_scale = sampler.mode, sampler.num_steps, sampler.cfg_scale
-    guidance_interval = tuple(sampler.guidance_interval)
-    null = sit.num_classes
-    y = labels.to(noise.device)
-    xpred = getattr(sit, "xpred", None)
-    if xpred is not None or mode == "heun":
-        return _sample_xpred(sit, y, noise, xpred, mode, num_steps, cfg_scale, guidance_interval)
-    if mode == "meanflow":
-        return _sample_meanflow(sit, y, noise, num_steps, cfg_scale)
-    x = noise()
-    if mode == "ode":
-        ts = np.linspace(1.0, 0.0, num_steps + 1)
-        for t_cur, t_next in zip(ts[:-1], ts[1:]):
-            x = x + (t_next - t_cur) * _velocity(sit, x, float(t_cur), y, null, cfg_scale, guidance_interval)
-        return x
-    if num_steps < 2:
-        raise ValueError("the SDE sampler needs num_steps >= 2")
-    ts = np.concatenate([np.linspace(1.0, 0.04, num_steps), [0.0]])
-
-    def drift(x: torch.Tensor, t: float) -> torch.Tensor:
-        v = _velocity(sit, x, t, y, null, cfg_scale, guidance_interval)
-        tt = torch.full((x.shape[0],), t, device=x.device)
-        return v - 0.5 * (2 * t) * score_from_velocity(path, v, x, tt)
-
-    for t_cur, t_next in zip(ts[:-2], ts[1:-1]):
-        dt = t_next - t_cur
-        x = x + drift(x, float(t_cur)) * dt + np.sqrt(2 * t_cur) * np.sqrt(abs(dt)) * noise()
-    t_cur, t_next = ts[-2], ts[-1]
-    return x + drift(x, float(t_cur)) * (t_next - t_cur)
+    """Integrate from t = 1 (noise) to t = 0 in the model's space with the run's objective's sampler."""
+    return objective.sample(net, labels.to(noise.device), noise, sampler)
 
 
-def _sample_xpred(net: nn.Module, y: torch.Tensor, noise: _Noise, xpred, mode: str, num_steps: int,
-                  cfg_scale: float, guidance_interval: tuple[float, float]) -> torch.Tensor:
-    from study.objectives import xpred_sample
-
-    if xpred is None or mode not in ("ode", "heun"):
-        raise ValueError(f"sampler mode {mode!r} does not fit this model: an x-prediction model (JiT) samples with "
-                         "'ode' (Euler) or 'heun'; 'heun' needs an x-prediction model")
-    return xpred_sample(net, y, noise(), null=net.num_classes, num_steps=num_steps,
-                        method="heun" if mode == "heun" else "euler", cfg_scale=cfg_scale,
-                        guidance_interval=guidance_interval, noise_scale=xpred.noise_scale, t_eps=xpred.t_eps)
-
-
-def _sample_meanflow(net: nn.Module, y: torch.Tensor, noise: _Noise, num_steps: int, cfg_scale: float) -> torch.Tensor:
-    from study.models import MeanFlowSiT
-    from study.objectives import meanflow_sample
-
-    if not isinstance(net, MeanFlowSiT):
-        raise ValueError("sampler mode 'meanflow' needs a MeanFlow model (a run trained with the meanflow section)")
-    if cfg_scale != 1.0:
-        raise ValueError("MeanFlow folds guidance into training (meanflow.omega / kappa): sample it with "
-                         "cfg_scale 1.0")
-    return meanflow_sample(lambda z, t, r: net(z, t, y, r), noise(), num_steps)
-
-
-def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], codec, path: str,
+def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], codec, objective: Objective,
                   sampler: SamplerSettings, device: torch.device | str = "cpu") -> torch.Tensor:
     """uint8 images ``[B, 3, H, W]`` for the global sample indices ``seeds`` (noise from ``sampler.seed``)."""
     device = torch.device(device)
@@ -125,7 +61,7 @@ def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int],
     was_training = sit.training
     sit.eval()
     noise = _Noise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
-    x = sample_latents(sit, labels, noise, path=path, sampler=sampler)
+    x = sample_latents(sit, labels, noise, objective=objective, sampler=sampler)
     sit.train(was_training)
     return codec.decode(x, rounding=sampler.rounding).cpu()
 
@@ -162,6 +98,7 @@ def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings 
         torch.backends.cudnn.allow_tf32 = cfg.tf32
     out = Path(out_dir) if out_dir else run_dir / "samples" / sampler.dir_name(step)
     out.mkdir(parents=True, exist_ok=True)
+    objective = objective_for(cfg)
     chunks = [(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     planned = {f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks}
     if info.is_main:  # shards of an earlier call with another n or batch size would double-count images
@@ -178,7 +115,7 @@ def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings 
             continue
         idx = list(range(start, end))
         labels = torch.tensor([i % num_classes for i in idx])
-        images = sample_images(sit, labels, seeds=idx, codec=codec, path=cfg.flow.path, sampler=sampler,
+        images = sample_images(sit, labels, seeds=idx, codec=codec, objective=objective, sampler=sampler,
                                device=info.device)
         atomic_savez(shard, arr_0=images.permute(0, 2, 3, 1).numpy(), labels=labels.numpy())
     barrier()

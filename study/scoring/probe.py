@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Sequence
 
 import numpy as np
@@ -42,9 +42,6 @@ class ProbeResult:
     dim: int = 0
     iterations: int = 0
     seconds: float = 0.0
-
-    def as_dict(self) -> dict:
-        return asdict(self)
 
 
 class _Problem:

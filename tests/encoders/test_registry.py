@@ -169,7 +169,7 @@ encoders:
   my-vit:
     {family: dino, model_id: vit_base_patch16_224.dino, create_kwargs: {img_size: 256}, input_res: 256,
      patch_size: 16, embed_dim: 768, prefix_tokens: 1, mean: imagenet, std: imagenet, license: apache-2.0,
-     params_m: 85.8, pos_embed: abs}
+     params_m: 85.8}
 """
 
 
@@ -179,14 +179,14 @@ def test_parse_good_entry():
 
 
 @pytest.mark.parametrize("edit, message", [
-    (("pos_embed: abs}", "pos_embed: abs, colour: red}"), "colour: unknown field"),
+    (("params_m: 85.8}", "params_m: 85.8, colour: red}"), "colour: unknown field"),
     (("input_res: 256", "input_res: 224"), "grid is 16"),
     (("patch_size: 16,", "patch_size: 32, grid: 8,"), "grid must be 16"),
     (("{family: dino,", "{family: dino, source: torchhub,"), "source"),
     (("mean: imagenet", "mean: sepia"), "unknown normalisation"),
     (("{family: dino,", "{family: dino, source: timm+ckpt, checkpoint: x.pth, adapter: nope,"), "unknown adapter"),
-    (("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {mean: ' '}}"), "need a reason"),
-    (("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {colour: why}}"), "timm_cfg_overrides.colour"),
+    (("params_m: 85.8}", "params_m: 85.8, timm_cfg_overrides: {mean: ' '}}"), "need a reason"),
+    (("params_m: 85.8}", "params_m: 85.8, timm_cfg_overrides: {colour: why}}"), "timm_cfg_overrides.colour"),
 ])
 def test_malformed_entries_rejected(edit, message):
     with pytest.raises(CatalogError, match=message) as err:
@@ -198,12 +198,12 @@ def test_preprocessing_compared_with_timm_pretrained_cfg():
     from encoders.check import timm_cfg_mismatches
 
     assert timm_cfg_mismatches(parse_catalog(GOOD)["my-vit"]) == []
-    bilinear = GOOD.replace("pos_embed: abs}", "pos_embed: abs, resize: {mode: bilinear}}")
+    bilinear = GOOD.replace("params_m: 85.8}", "params_m: 85.8, resize: {mode: bilinear}}")
     problems = timm_cfg_mismatches(parse_catalog(bilinear)["my-vit"])
     assert len(problems) == 1 and "interpolation bilinear differs" in problems[0] and "bicubic" in problems[0]
-    reasoned = bilinear.replace("pos_embed: abs,", "pos_embed: abs, timm_cfg_overrides: {interpolation: why},")
+    reasoned = bilinear.replace("params_m: 85.8,", "params_m: 85.8, timm_cfg_overrides: {interpolation: why},")
     assert timm_cfg_mismatches(parse_catalog(reasoned)["my-vit"]) == []
-    stale = GOOD.replace("pos_embed: abs}", "pos_embed: abs, timm_cfg_overrides: {std: why}}")
+    stale = GOOD.replace("params_m: 85.8}", "params_m: 85.8, timm_cfg_overrides: {std: why}}")
     assert "timm_cfg_overrides.std is stale" in timm_cfg_mismatches(parse_catalog(stale)["my-vit"])[0]
     # what is compared is the normalisation actually applied, a named override included
     siglip = load_catalog()["siglip-vit-b"]

@@ -52,3 +52,24 @@ def test_hash_is_stable_and_sensitive(tmp_path):
     assert config_hash(a) != config_hash(load_config(Cfg, {"steps": 6, "optim": {"lr": 0.1}}))
     path = dump_config(a, tmp_path / "out" / "config.yaml")
     assert load_config(Cfg, path) == a
+
+
+def test_the_preview_section_was_grid_and_hashes_as_before(tmp_path):
+    """``grid`` (the preview sheet's old name, still in run directories) is read as ``preview``; hashes see the old
+    name, so renaming the section changed no run's hash."""
+    from study.config import load_train_config
+    from study.run import read_config, run_hash
+
+    cfg = load_train_config("smoke", ["preview.n=3"])
+    assert load_train_config("smoke", ["grid.n=3"]) == cfg
+    run = tmp_path / "run"
+    run.mkdir()
+    dump_config(cfg, run / "config.yaml")
+    text = (run / "config.yaml").read_text()
+    assert "preview:" in text and "grid:" not in text
+    (run / "config.yaml").write_text(text.replace("preview:", "grid:"))  # a run directory written before
+    assert read_config(run) == cfg
+    renamed = {("grid" if k == "preview" else k): v for k, v in cfg.model_dump(mode="json").items()}
+    assert config_hash(cfg) == config_hash(renamed)
+    assert run_hash(cfg) == config_hash({k: v for k, v in renamed.items()
+                                         if k not in ("steps", "ckpt_every", "ckpt_keep", "ckpt_keep_every")})

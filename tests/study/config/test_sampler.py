@@ -10,8 +10,8 @@ def test_the_flat_sections_hand_out_one_sampler_object():
     fid = FidSettings(mode="ode", num_steps=30, cfg_scale=1.5, seed=3)
     assert fid.sampler == SamplerSettings(mode="ode", num_steps=30, cfg_scale=1.5, seed=3)
     assert "sampler" not in fid.model_dump()  # the YAML (and the eval ids that hash it) keep their flat keys
-    cfg = load_train_config("smoke", ["grid.mode=sde", "grid.num_steps=7", "seed=5"])
-    assert cfg.grid.sampler(cfg.seed) == SamplerSettings(mode="sde", num_steps=7, seed=5)
+    cfg = load_train_config("smoke", ["preview.mode=sde", "preview.num_steps=7", "seed=5"])
+    assert cfg.preview.sampler(cfg.seed) == SamplerSettings(mode="sde", num_steps=7, seed=5)
 
 
 def test_names_manifest_keys_and_row_columns():

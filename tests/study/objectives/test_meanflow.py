@@ -3,10 +3,11 @@
 import pytest
 import torch
 
+from study.config import MeanFlowSection
 from study.models import MeanFlowSiT, build_meanflow_sit, build_sit
 from study.objectives import interpolate
-from study.objectives.meanflow import (MeanFlowSettings, adaptive_weight, guided_velocity, meanflow_loss,
-                                       meanflow_sample, meanflow_step, meanflow_target, sample_time_pair)
+from study.objectives.meanflow import (adaptive_weight, guided_velocity, meanflow_loss, meanflow_sample, meanflow_step,
+                                       meanflow_target, sample_time_pair)
 
 
 def _random_net(dtype=torch.float32, seed=0) -> MeanFlowSiT:
@@ -49,7 +50,7 @@ def test_r_equal_t_reduces_to_flow_matching():
     x, eps = torch.randn(4, 3, 8, 8, generator=g), torch.randn(4, 3, 8, 8, generator=g)
     t = torch.rand(4, generator=g)
     y = torch.tensor([0, 1, 2, 3])
-    plain = MeanFlowSettings(norm_p=0.0)  # no adaptive weighting, no guidance
+    plain = MeanFlowSection(norm_p=0.0)  # no adaptive weighting, no guidance
     loss, mse, u = meanflow_step(lambda z, tt, yy, r: (net(z, tt, yy, r), net(z, tt, yy, r)), net, x, eps, t, t,
                                  y, torch.zeros(4, dtype=torch.bool), plain)
     x_t, v = interpolate("linear", x, eps, t)
@@ -59,7 +60,7 @@ def test_r_equal_t_reduces_to_flow_matching():
     torch.testing.assert_close(mse, fm)
     torch.testing.assert_close(loss, fm * x[0].numel())  # sum over dimensions, mean over the batch
     # adaptive weighting divides each sample's squared error by (sq + c) ** p
-    weighted, _ = meanflow_loss(u_fm, v, MeanFlowSettings(norm_p=1.0, norm_eps=0.01))
+    weighted, _ = meanflow_loss(u_fm, v, MeanFlowSection(norm_p=1.0, norm_eps=0.01))
     sq = (u_fm - v).pow(2).flatten(1).sum(1)
     torch.testing.assert_close(weighted, (sq / (sq.detach() + 0.01)).mean())
     assert torch.equal(adaptive_weight(sq, 0.0, 0.01), torch.ones(4))
@@ -73,7 +74,7 @@ def test_loss_gradient_flows_only_through_the_prediction():
     y = torch.tensor([1, 2])
     net.train()
     loss, _, _ = meanflow_step(lambda z, tt, yy, r: (net(z, tt, yy, r), []), net, x, eps, r, t, y,
-                               torch.zeros(2, dtype=torch.bool), MeanFlowSettings())
+                               torch.zeros(2, dtype=torch.bool), MeanFlowSection())
     loss.backward()
     assert net.h_embed.mlp[0].weight.grad is not None and torch.isfinite(loss)
 
@@ -89,26 +90,26 @@ def test_guided_velocity_folds_cfg_into_the_target():
     def v_fn(zz, tt, yy):
         return torch.where((yy == 5).reshape(-1, 1, 1, 1), uncond, cond)
 
-    assert guided_velocity(v, z, t, y, drop, v_fn, 5, MeanFlowSettings()) is v  # omega 1, kappa 0: no guidance
-    s = MeanFlowSettings(omega=1.0, kappa=0.5, guidance_interval=(0.0, 0.6))
+    assert guided_velocity(v, z, t, y, drop, v_fn, 5, MeanFlowSection()) is v  # omega 1, kappa 0: no guidance
+    s = MeanFlowSection(omega=1.0, kappa=0.5, guidance_interval=(0.0, 0.6))
     assert s.effective_scale == 2.0
     v_g = guided_velocity(v, z, t, y, drop, v_fn, 5, s)
     want = 1.0 * v + (1 - 1.0 - 0.5) * uncond + 0.5 * cond
     torch.testing.assert_close(v_g[:2], want[:2])
     torch.testing.assert_close(v_g[2], v[2])  # dropped label (and outside the interval): plain v
-    s0 = MeanFlowSettings(omega=2.0)
+    s0 = MeanFlowSection(omega=2.0)
     torch.testing.assert_close(guided_velocity(v, z, t, y, torch.zeros(3, dtype=torch.bool), v_fn, 5, s0),
                                uncond + 2.0 * (v - uncond))
 
 
 def test_time_pairs():
     g = torch.Generator().manual_seed(5)
-    r, t = sample_time_pair(400, MeanFlowSettings(), generator=g)
+    r, t = sample_time_pair(400, MeanFlowSection(), generator=g)
     assert r.shape == t.shape == (400,) and bool((t >= r).all()) and bool(((t > 0) & (t < 1)).all())
     assert int((r == t).sum()) == 300  # 75 % with r = t, exactly as the reference code counts
-    _, t_u = sample_time_pair(400, MeanFlowSettings(time="uniform", equal_fraction=0.0), generator=g)
+    _, t_u = sample_time_pair(400, MeanFlowSection(time="uniform", equal_fraction=0.0), generator=g)
     assert float(t_u.mean()) > 0.5  # the max of two uniforms
-    again = sample_time_pair(400, MeanFlowSettings(), generator=torch.Generator().manual_seed(5))
+    again = sample_time_pair(400, MeanFlowSection(), generator=torch.Generator().manual_seed(5))
     assert torch.equal(again[0], r) and torch.equal(again[1], t)
 
 

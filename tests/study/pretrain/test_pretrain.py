@@ -85,7 +85,7 @@ LOCAL = """encoders:
     {family: mini, source: local, model_id: vit_tiny_patch16_224,
      create_kwargs: {img_size: 32, patch_size: 2, embed_dim: 64, depth: 1, num_heads: 2},
      input_res: 32, patch_size: 2, embed_dim: 64, prefix_tokens: 1, mean: half, std: half, license: mit,
-     params_m: 0.1, pos_embed: abs, pretrain: {recipe: supervised, steps: 10}}
+     params_m: 0.1, pretrain: {recipe: supervised, steps: 10}}
 """
 
 

@@ -33,6 +33,7 @@ def flat(st):
 
 
 def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
+    from study.objectives import FlowMatching
     from study.repae import codec_from_checkpoint, tiny_autoencoder
     from study.sampling import sample_images, sample_run
 
@@ -69,7 +70,7 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
     codec = codec_from_checkpoint(st)
     sit = build_denoiser(cfg, image_size=32, num_classes=4, codec=codec, encoder_dims=[64]).sit
     sit.load_state_dict(st["ema"])
-    expect = sample_images(sit.eval(), torch.tensor(labels), seeds=[0, 1, 2], codec=codec, path="linear",
+    expect = sample_images(sit.eval(), torch.tensor(labels), seeds=[0, 1, 2], codec=codec, objective=FlowMatching(),
                            sampler=sampler)
     assert images.shape == (3, 32, 32, 3) and (expect.permute(0, 2, 3, 1).numpy() == images).all()
     assert json.loads((out / "manifest.json").read_text())["config_hash"] == st["config_hash"]

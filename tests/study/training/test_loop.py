@@ -10,6 +10,9 @@ import study.config.train as C
 import study.objectives.step as O
 import study.training.loop as T
 from study.config import ConfigError
+from study.data import GridMismatchError
+from study.objectives import FlowMatching
+from study.training import global_batch_indices
 
 
 def test_presets_and_overrides():
@@ -81,7 +84,7 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
 
 
 def test_grid_mismatch_is_a_clear_error(tmp_path):
-    with pytest.raises(T.GridMismatchError, match=r"dinov2-vit-b: SiT grid 8x8 .*encoder grid 16x16.*patch size 2"):
+    with pytest.raises(GridMismatchError, match=r"dinov2-vit-b: SiT grid 8x8 .*encoder grid 16x16.*patch size 2"):
         T.train(smoke_config("model.patch_size=4"), tmp_path / "run")
 
 
@@ -130,12 +133,12 @@ def test_stored_vae_moments_are_sampled_with_the_step_noise():
     class Latent:
         channels, downsample, stats = 4, 8, LatentStats((0.5,) * 4, (0.1,) * 4, "test")
 
-    step = O.TrainingStep(smoke_config(), None, [], Latent(), 4, (16, 16))
+    step = O.TrainingStep(smoke_config(), None, [], Latent(), 4)
     moments, post = torch.randn(2, 8, 4, 4), torch.randn(2, 4, 4, 4)
     mean, logvar = moments.chunk(2, dim=1)
     want = (mean + torch.exp(0.5 * logvar) * post - 0.1) * 0.5
     torch.testing.assert_close(step.model_input(None, moments, post), want)
-    flow = smoke_config().flow
+    flow = FlowMatching(smoke_config().flow)
     a = T.step_noise(0, 5, 8, (4, 4, 4), flow, 0.1, posterior=True)
     b = T.step_noise(0, 5, 8, (4, 4, 4), flow, 0.1, posterior=True)
     c = T.step_noise(0, 6, 8, (4, 4, 4), flow, 0.1, posterior=True)
@@ -144,13 +147,13 @@ def test_stored_vae_moments_are_sampled_with_the_step_noise():
 
 
 def test_data_order_is_a_per_epoch_permutation():
-    steps = [T.global_batch_indices(20, 4, seed=3, step=s) for s in range(10)]  # 5 steps per epoch
+    steps = [global_batch_indices(20, 4, seed=3, step=s) for s in range(10)]  # 5 steps per epoch
     assert sorted(torch.cat(steps[:5]).tolist()) == list(range(20))
     assert sorted(torch.cat(steps[5:]).tolist()) == list(range(20))
     assert not torch.equal(torch.cat(steps[:5]), torch.cat(steps[5:]))
-    assert torch.equal(T.global_batch_indices(20, 4, seed=3, step=7), steps[7])
+    assert torch.equal(global_batch_indices(20, 4, seed=3, step=7), steps[7])
     with pytest.raises(ConfigError, match="larger than the dataset"):
-        T.global_batch_indices(3, 4, seed=0, step=0)
+        global_batch_indices(3, 4, seed=0, step=0)
 
 
 def test_gradient_accumulation_matches_the_full_batch(tmp_path):

@@ -12,7 +12,7 @@ from study.sampling import sample_run
 _COMMON = [f"data.spec={SMOKE_DATA}", "data.image_size=null", "data.codec=identity", "data.num_workers=0",
            "encoder.weights=tiny", "method.hidden_dim=64", "steps=6", "batch_size=8", "ckpt_every=3",
            "ckpt_keep_every=null", "log_every=1", "sample_every=0", "compile=false", "threads=1", "precision=fp32",
-           "device=cpu", "optim.warmup_steps=2", "grid.n=4"]
+           "device=cpu", "optim.warmup_steps=2", "preview.n=4"]
 
 
 def tiny(preset: str, *extra: str) -> C.TrainConfig:
@@ -80,7 +80,7 @@ def test_presets_follow_the_papers():
                                                                                              0.75)
     cfg = C.load_train_config("meanflow-cfg-repa").meanflow
     assert cfg.omega / (1 - cfg.kappa) == 2.0  # Table 3b's CFG 2.0
-    assert (jit.model.size, jit.data.codec, jit.data.image_size, jit.steps, jit.grid.num_steps) == \
+    assert (jit.model.size, jit.data.codec, jit.data.image_size, jit.steps, jit.preview.num_steps) == \
         ("JiT-B/16", "identity", 256, 200_000, 50)
     assert (jit.method.projector, jit.method.gamma, jit.method.lam) == ("conv", 0.8, 0.5)
     assert (jit.flow.time, jit.flow.time_mean, jit.flow.time_std) == ("lognormal", 0.8, 0.8)
@@ -93,8 +93,8 @@ def test_incompatible_objectives_are_clear_errors():
         C.load_train_config("tiny", ["model.size=JiT-tiny", "meanflow.omega=1.0"])
     with pytest.raises(ConfigError, match="set one of them"):
         C.load_train_config("meanflow", ["xpred.t_eps=0.05"])
-    with pytest.raises(ConfigError, match="grid.mode"):
-        C.load_train_config("tiny", ["grid.mode=meanflow"])
+    with pytest.raises(ConfigError, match="preview.mode"):
+        C.load_train_config("tiny", ["preview.mode=meanflow"])
     with pytest.raises(ConfigError, match="does not combine"):
         C.load_train_config("repa-e", ["meanflow.omega=1.0"])
     with pytest.raises(ConfigError, match="linear path"):

@@ -1,0 +1,174 @@
+"""One run of a training group, built whole: its codec, model, EMA, optimizer, objective and run directory
+(resumed from its newest checkpoint), and what the loop tracks of it between steps.
+
+Set-up happens in two passes over the group's runs, in a fixed order that the determinism tests rely on: first each
+run's codec (a REPA-E run seeds and builds its own VAE), then, after the shared frozen encoders, each run's model
+(seeded by its ``seed``, the same on every rank and grouped or not).
+"""
+from __future__ import annotations
+
+import time
+from contextlib import nullcontext
+from copy import deepcopy
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ContextManager
+
+import torch
+from torch import nn
+
+from study.common import DistInfo, barrier, get_logger
+from study.config import TrainConfig, config_hash
+from study.data import GridMismatchError, check_token_grid
+from study.objectives import TrainingStep
+from study.run import (build_codec, build_denoiser, latent_stats_dict, latest_checkpoint, patch_size,
+                       restore_checkpoint, run_hash, truncate_log, write_run_header)
+
+__all__ = ["RunCodec", "Run", "run_codecs", "build_run", "autocast_for", "update_ema", "encoder_dims"]
+
+log = get_logger(__name__)
+
+
+@dataclass
+class RunCodec:
+    """What a run's model sees instead of pixels: the data's codec, or a REPA-E run's own tuned VAE."""
+
+    codec: Any
+    repae: Any  # study.repae.RepaeParts, or None
+    x_shape: tuple[int, int, int]  # the model-space shape of one image
+    latent: bool  # a VAE codec: stored moments become posterior samples with seeded noise
+
+
+@dataclass
+class Run:
+    """One run of a group: built once by :func:`build_run`; the loop updates ``step`` and the progress fields."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    codec: Any
+    repae: Any
+    x_shape: tuple[int, int, int]
+    latent: bool
+    model: nn.Module      # the Denoiser (SiT + projectors) the optimizer updates
+    ema: nn.Module        # the EMA SiT (what sampling loads)
+    opt: torch.optim.Optimizer
+    meta: dict[str, Any]  # the checkpoint's ``meta``
+    hash: str             # the run hash its checkpoints carry
+    stepper: TrainingStep
+    autocast: ContextManager
+    ddp_parts: list[nn.Module]  # the DDP-wrapped modules (no_sync during gradient accumulation)
+    e2e: Any = None             # REPA-E's per-micro-batch objectives (study.repae.RepaeStep), or None
+    step: int = 0
+    # progress between logs
+    last: dict[str, Any] = field(default_factory=dict)  # the last logged values
+    tick: float = field(default_factory=time.perf_counter)
+    images_seen: int = 0
+    values: list[float] = field(default_factory=list)  # the step's all-reduced [loss, loss_v, loss_align, stop, ...]
+    grad_norm: float = 0.0
+    lr: float = 0.0
+    extra: dict[str, float] = field(default_factory=dict)  # REPA-E's log values of the step
+    preempted: bool = False
+
+
+def autocast_for(cfg: TrainConfig, device: torch.device) -> ContextManager:
+    """bf16 autocast when ``precision`` is ``bf16`` (or ``auto`` on a GPU), else nothing (fp32)."""
+    use_bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and device.type == "cuda")
+    return torch.autocast(device.type, dtype=torch.bfloat16) if use_bf16 else nullcontext()
+
+
+@torch.no_grad()
+def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
+    for e, p in zip(ema.parameters(), model.parameters()):
+        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+
+
+def encoder_dims(encoders: list, codec, image_size: int, patch: int, device: torch.device) -> list[int]:
+    """Each encoder's feature width, probed on a dummy batch; a token-grid mismatch is a clear error."""
+    dims = []
+    for enc in encoders:
+        try:
+            grid = check_token_grid(codec, image_size, patch, enc.spec.grid)
+        except GridMismatchError as exc:
+            raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
+        out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
+        if out.shape[1] != grid[0] * grid[1]:
+            raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
+                                    "grid its catalog entry promises")
+        dims.append(out.shape[-1])
+    return dims
+
+
+def run_codecs(cfgs: list[TrainConfig], stats: Any, image_size: int, device: torch.device) -> list[RunCodec]:
+    """Each run's codec: the data's (built once, shared by the runs whose VAE stays frozen) or, for a REPA-E run, its
+    own VAE normalised by a latent BN (``study.repae``)."""
+    shared, out = None, []
+    for cfg in cfgs:
+        repae = None
+        if cfg.method.repae is not None:
+            from study.repae import RepaeParts, resolve_latent_stats
+
+            torch.manual_seed(cfg.seed)
+            repae = RepaeParts(cfg.method.repae, optim=cfg.optim, init_stats=resolve_latent_stats(stats),
+                               device=device)
+            codec = repae.codec(ema=False)
+        else:
+            shared = shared or build_codec(cfgs[0].data.codec, device, stats=stats)
+            codec = shared
+        side = image_size // codec.downsample
+        out.append(RunCodec(codec, repae, (codec.channels, side, side), hasattr(codec, "stats")))
+    return out
+
+
+def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, *, dataset: Any, image_size: int,
+              num_classes: int, info: DistInfo) -> Run:
+    """The run's model (seeded), EMA, AdamW, run directory (header written on the main rank) and DDP wrappers,
+    resumed from its newest checkpoint."""
+    device = info.device
+    encoders = encoders if cfg.method.align else []
+    dims = encoder_dims(encoders, parts.codec, image_size, patch_size(cfg), device)
+    torch.manual_seed(cfg.seed)  # model init is identical on every rank (and grouped or not)
+    model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=parts.codec,
+                           encoder_dims=dims).to(device)
+    meta = {"image_size": image_size, "num_classes": num_classes, "encoder_dims": dims,
+            "grid": list(model.sit.grid), "dataset": getattr(dataset, "id", cfg.data.spec),
+            "codec": getattr(parts.codec, "id", cfg.data.codec), "latent_stats": latent_stats_dict(parts.codec),
+            **({"repae": True} if parts.repae is not None else {})}
+    ema = deepcopy(model.sit).requires_grad_(False).eval()
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
+                            weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+    if info.is_main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        h = write_run_header(cfg, run_dir, world_size=info.world_size, device=str(device))
+    else:
+        h = run_hash(cfg)
+    barrier()
+    step = 0
+    ckpt = latest_checkpoint(run_dir)
+    if ckpt is not None:
+        step = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h, repae=parts.repae,
+                                  also_accept=[config_hash(cfg)])  # checkpoints written before run_hash
+        log.info("resumed %s from step %d (%s)", run_dir, step, ckpt.name)
+        if info.is_main:
+            truncate_log(run_dir / "log.jsonl", step)
+    n_params = sum(p.numel() for p in model.sit.parameters())
+    log.info("SiT %s: %.2fM params, grid %s, %s, world %d, device %s", cfg.model.size, n_params / 1e6,
+             model.sit.grid, cfg.method.name, info.world_size, device)
+
+    def wrap(m: nn.Module) -> nn.Module:
+        return (nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
+                if info.distributed else m)
+
+    ddp = wrap(model)
+    fwd = torch.compile(ddp) if cfg.compile else ddp
+    stepper = TrainingStep(cfg, fwd, encoders, parts.codec, num_classes)
+    model.train()
+    e2e, ddp_parts = None, [ddp]
+    if parts.repae is not None:  # REPA-E's VAE pass and discriminator get their own DDP wrappers
+        vae_fwd, disc_fwd = parts.repae.wrap(wrap)
+        e2e = parts.repae.stepper(lam=cfg.method.lam, path=cfg.flow.path, num_classes=num_classes, model=fwd,
+                                  denoiser=model, vae_pass=vae_fwd, disc=disc_fwd)
+        ddp_parts = [m for m in (ddp, vae_fwd, disc_fwd) if m is not None]
+        parts.repae.train()
+    return Run(cfg=cfg, run_dir=run_dir, codec=parts.codec, repae=parts.repae, x_shape=parts.x_shape,
+               latent=parts.latent, model=model, ema=ema, opt=opt, meta=meta, hash=h, stepper=stepper,
+               autocast=autocast_for(cfg, device), ddp_parts=ddp_parts, e2e=e2e, step=step)
