@@ -26,7 +26,7 @@ from jobs.states import DONE, FAILED, PENDING, REQUEUED, RUNNING, UNKNOWN
 from results import JOB_HASH, RUN_HASH, ResultStore
 from results.provenance import now_iso
 from study.common import atomic_write_json, get_logger
-from study.config import config_hash
+from study.config import TrainConfig, config_hash
 from study.evaluation import row_protocol
 
 __all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "job_done", "reached_step",
@@ -135,7 +135,7 @@ def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
     return [("runs", [_training_columns(summary, cfg)])]
 
 
-def _training_columns(summary: dict[str, Any], cfg: Any) -> dict[str, Any]:
+def _training_columns(summary: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
     """A training's ``runs`` columns: its summary, with the run's hash (the summary's ``config_hash``) as
     ``RUN_HASH``, and ``train_config_hash``, the hash of its whole config (length fields included)."""
     columns = {k: v for k, v in _scalars(summary).items() if k != "config_hash"}
@@ -262,6 +262,7 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
             for table, rows in outputs:
                 if table == "runs":
                     continue
+                # identity columns first (the column order) and last (a stage's row cannot override them)
                 store.write(table, [{**ident, **row, **ident, "started_at": started, "ended_at": ended}
                                     for row in rows])
             extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
