@@ -1,4 +1,4 @@
-"""Analysis of the study's results: correlations, the paper's reference data, reports and FID prediction.
+"""Analysis of the study's results: correlations, the paper's published data, reports and FID prediction.
 
 Imports only ``results`` (and third-party packages), never ``study``, ``encoders`` or ``jobs``.
 """

@@ -10,11 +10,9 @@ import re
 
 import pandas as pd
 
-__all__ = ["clsmix_points", "parse_variant", "FORMS"]
+__all__ = ["clsmix_points", "parse_variant"]
 
 _VARIANT = re.compile(r"^(?P<base>[^@]+)@(?P<form>clsmixc?)=(?P<alpha>[0-9]*\.?[0-9]+)$")
-#: ``form`` column values: the variant suffix and what it computes.
-FORMS = {"clsmix": "p + alpha * cls", "clsmixc": "(1 - alpha) * p + alpha * cls"}
 
 
 def parse_variant(name: str) -> tuple[str, str, float] | None:

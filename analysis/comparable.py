@@ -13,6 +13,8 @@ from typing import Any, Mapping
 
 import pandas as pd
 
+from results import FD_METRIC, FD_PREFIX, FID
+
 __all__ = ["IncomparableRowsError", "Selection", "select_comparable", "quality_column", "quality_columns",
            "COMPARABILITY_KEYS", "parse_select", "ANY"]
 
@@ -75,8 +77,8 @@ def _coerce(value: str) -> Any:
 
 def quality_columns(df: pd.DataFrame) -> list[str]:
     """The generation-quality columns with values: ``fid`` first, then the ``fd_<extractor>`` columns by name."""
-    names = [c for c in df.columns if c == "fid" or (str(c).startswith("fd_") and c != "fd_metric")]
-    names.sort(key=lambda c: (c != "fid", str(c)))
+    names = [c for c in df.columns if c == FID or (str(c).startswith(FD_PREFIX) and c != FD_METRIC)]
+    names.sort(key=lambda c: (c != FID, str(c)))
     return [c for c in names if pd.to_numeric(df[c], errors="coerce").notna().any()]
 
 

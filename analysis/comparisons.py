@@ -16,13 +16,12 @@ from scipy import stats
 
 from analysis.clsmix import clsmix_points, parse_variant
 from analysis.display import display_value
-from results import NO_ENCODER
+from results import FID, LP_TOP1, NO_ENCODER, SPATIAL_METRICS
 
-__all__ = ["seed_spread", "noise_sd", "compare", "clsmix_direction", "findings", "variant_pairs",
-           "baseline_methods", "COMPARE_COLUMNS", "SPATIAL"]
+__all__ = ["seed_spread", "noise_sd", "compare", "clsmix_direction", "findings", "repa_irepa_pairs",
+           "baseline_methods", "COMPARE_COLUMNS"]
 
 CELL = ["model", "method", "encoder"]
-SPATIAL = ("lds", "cds", "srss", "rmsc")
 COMPARE_COLUMNS = ["question", "model", "a", "b", "diff", "ci_low", "ci_high", "distinguishable", "n_a", "n_b",
                    "se", "noise_sd", "df", "level", "note"]
 DIRECTION_COLUMNS = ["model", "method", "base", "form", "y", "n", "alpha_min", "alpha_max", "at_min", "at_max",
@@ -31,7 +30,7 @@ NO_NOISE = "one seed per cell: no seed-noise estimate, no interval"
 _NAMES = {"lp_top1": "LP accuracy", "lds": "LDS", "cds": "CDS", "srss": "SRSS", "rmsc": "RMSC"}
 
 
-def variant_pairs(methods: Iterable[Any]) -> list[tuple[str, str]]:
+def repa_irepa_pairs(methods: Iterable[Any]) -> list[tuple[str, str]]:
     """The (REPA side, iREPA side) method pairs among ``methods``: an iREPA method is named as its REPA
     counterpart with ``repa`` -> ``irepa`` (``repa``/``irepa``, ``repa-e``/``irepa-e``, ...)."""
     names = {str(m) for m in methods}
@@ -109,7 +108,7 @@ def compare(rows: pd.DataFrame, quality: str, *, level: float = 0.95) -> pd.Data
     the variance of the average, ``sum(1/n_e) / k**2``). ``distinguishable``: the interval excludes 0 (NA with
     one seed per cell). Questions: ``alignment vs vanilla`` (each aligned method and encoder, and the method's mean
     over its plain encoders, vs each baseline of :func:`baseline_methods`), ``iREPA vs REPA`` (per encoder and
-    mean, for each :func:`variant_pairs` pair) and ``CLS mixing`` (each ``BASE@clsmix=ALPHA`` vs ``BASE``).
+    mean, for each :func:`repa_irepa_pairs` pair) and ``CLS mixing`` (each ``BASE@clsmix=ALPHA`` vs ``BASE``).
     """
     cells = seed_spread(rows, quality)
     sd, df = noise_sd(rows, quality)
@@ -145,7 +144,7 @@ def compare(rows: pd.DataFrame, quality: str, *, level: float = 0.95) -> pd.Data
                     mean, n = cell[(m, e)]
                     add("alignment vs vanilla", model, f"{m} / {e}", base, mean - b["mean"], 1 / n + 1 / b["n_seeds"],
                         n, b["n_seeds"])
-        for rep, irep in variant_pairs(methods):
+        for rep, irep in repa_irepa_pairs(methods):
             common = [e for e in encs[irep] if e in set(encs[rep])]
             plain = _plain(common)
             if len(plain) > 1:
@@ -186,7 +185,7 @@ def clsmix_direction(points: pd.DataFrame, quality: str) -> pd.DataFrame:
     if mix.empty:
         return pd.DataFrame(columns=DIRECTION_COLUMNS)
     keys = [c for c in ("model", "method", "base", "form") if c in mix.columns]
-    ys = [c for c in ("lp_top1", *SPATIAL, quality) if c in mix.columns]
+    ys = [c for c in (LP_TOP1, *SPATIAL_METRICS, quality) if c in mix.columns]
     out = []
     for key, curve in mix.groupby(keys, sort=True):
         key = key if isinstance(key, tuple) else (key,)
@@ -235,7 +234,7 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
     """Short plain-English sentences: what the study is (always first), the noise yardstick, each comparison with
     its interval and verdict, the correlations per training method, and the CLS-mixing directions."""
     lower = f"lower {quality} is better"
-    if quality == "fid":
+    if quality == FID:
         out = [f"These are this study's own runs, not the paper's results ({lower})."]
     else:
         out = [f"This is a synthetic miniature (tiny encoders and SiT, quality {quality}), not the paper: it shows "
@@ -269,7 +268,7 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
         ns = []
         for tm in sorted(corr["train_method"].astype(str).unique(), key=lambda m: ("irepa" in m, m)):
             part = corr[corr["train_method"].astype(str) == tm]
-            for x in ("lp_top1", *SPATIAL):
+            for x in (LP_TOP1, *SPATIAL_METRICS):
                 for row in part[part["x"] == x].itertuples(index=False):
                     n = int(row.n)
                     ns.append(n)

@@ -11,7 +11,8 @@ import pandas as pd
 from scipy import stats
 
 from analysis.comparable import IncomparableRowsError, parse_select, select_comparable
-from analysis.reference import load_reference_data
+from analysis.paper import load_paper_data
+from results import FID
 
 __all__ = ["FidRegression", "fit_fid_regression", "predict_fid", "DEFAULT_PREDICTORS", "FitSet", "choose_fit_set",
            "FIT_SETS", "MIN_KNOWN_ENCODERS", "PAPER_FIT_SET"]
@@ -76,8 +77,8 @@ def choose_fit_set(fit_on: str, generation: pd.DataFrame | None, encoders: pd.Da
         if fit_on == "results":
             raise IncomparableRowsError(f"no {method} generation rows with encoder scores in {results_source}; "
                                         f"run the study first or use --fit-on paper")
-    ref = load_reference_data("paper")
-    return FitSet(ref.points[ref.points["encoder"] != exclude], "fid", PAPER_FIT_SET)
+    paper = load_paper_data("paper")
+    return FitSet(paper.points[paper.points["encoder"] != exclude], FID, PAPER_FIT_SET)
 
 
 @dataclass(frozen=True)
@@ -145,7 +146,7 @@ class FidRegression:
         return int(1 + np.sum(self.Y < predicted))
 
 
-def fit_fid_regression(known: pd.DataFrame, x: str | Sequence[str] = DEFAULT_PREDICTORS, y: str = "fid",
+def fit_fid_regression(known: pd.DataFrame, x: str | Sequence[str] = DEFAULT_PREDICTORS, y: str = FID,
                        ) -> FidRegression:
     """Fit ``y`` on ``x`` over the rows of ``known`` (one per encoder; rows with a missing value are dropped)."""
     xs = (x,) if isinstance(x, str) else tuple(x)
@@ -158,14 +159,14 @@ def fit_fid_regression(known: pd.DataFrame, x: str | Sequence[str] = DEFAULT_PRE
     data = data.dropna()
     if len(data) < len(xs) + 3:
         raise ValueError(f"cannot fit {y} on {list(xs)}: {len(data)} encoder(s) with values; need at least "
-                         f"{len(xs) + 3} (run more encoders, or fit on the paper's reference data)")
+                         f"{len(xs) + 3} (run more encoders, or fit on the paper's points)")
     X, Y = data[list(xs)].to_numpy(float), data[y].to_numpy(float)
     coef, *_ = np.linalg.lstsq(np.column_stack([np.ones(len(X)), X]), Y, rcond=None)
     return FidRegression(x=xs, y=y, encoders=tuple(data["encoder"].astype(str)), X=X, Y=Y, coef=coef)
 
 
 def predict_fid(scores: Mapping[str, float], known: pd.DataFrame, *, x: str | Sequence[str] = DEFAULT_PREDICTORS,
-                y: str = "fid", by: str | None = "model", level: float = 0.95, encoder: str = "new") -> pd.DataFrame:
+                y: str = FID, by: str | None = "model", level: float = 0.95, encoder: str = "new") -> pd.DataFrame:
     """Predict ``y`` for an encoder with metric values ``scores``, one row per group of ``by`` (model size).
 
     ``known`` holds one row per (model, encoder) with the metrics and ``y`` (REPA rows of one comparable study).

@@ -23,10 +23,10 @@ import submitit
 
 from jobs.plan import Job, TrainGroupParams
 from jobs.states import DONE, FAILED, PENDING, REQUEUED, RUNNING, UNKNOWN
-from results import ResultStore
+from results import JOB_HASH, RUN_HASH, ResultStore
 from results.provenance import now_iso
 from study.common import atomic_write_json, get_logger
-from study.config import config_hash
+from study.config import TrainConfig, config_hash
 from study.evaluation import row_protocol
 
 __all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "job_done", "reached_step",
@@ -132,7 +132,14 @@ def _stage_train(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
         return _stage_train_group(job, root)
     cfg = job.params.config()
     summary = train(cfg, run_dir)
-    return [("runs", [{**_scalars(summary), "train_config_hash": config_hash(cfg)}])]
+    return [("runs", [_training_columns(summary, cfg)])]
+
+
+def _training_columns(summary: dict[str, Any], cfg: TrainConfig) -> dict[str, Any]:
+    """A training's ``runs`` columns: its summary, with the run's hash (the summary's ``config_hash``) as
+    ``RUN_HASH``, and ``train_config_hash``, the hash of its whole config (length fields included)."""
+    columns = {k: v for k, v in _scalars(summary).items() if k != "config_hash"}
+    return {**columns, RUN_HASH: summary.get("config_hash"), "train_config_hash": config_hash(cfg)}
 
 
 def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, Any]]]]:
@@ -167,9 +174,8 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
         store = ResultStore(root)
         for (mid, member), summary, cfg in zip(members.items(), summaries, cfgs):
             ended = now_iso()
-            store.write("runs", [{**_scalars(summary), **_identity_columns(member, sweep),
-                                  "train_config_hash": config_hash(cfg), "group": job.job_id, "status": DONE,
-                                  "started_at": started, "ended_at": ended}])
+            store.write("runs", [{**_training_columns(summary, cfg), **_identity_columns(member, sweep),
+                                  "group": job.job_id, "status": DONE, "started_at": started, "ended_at": ended}])
             write_state(root, mid, state=DONE, ended_at=ended, reached_step=int(summary.get("step") or member.steps))
     return [("runs", [{"members": ",".join(job.params.runs)}])]
 
@@ -222,15 +228,10 @@ STAGE_FUNCTIONS: dict[str, Callable[[Job, Path, Path], list[tuple[str, list[dict
 # ---------------------------------------------------------------------------------------------- running a job
 def _identity_columns(job: Job, sweep: str) -> dict[str, Any]:
     ident = {"job_id": job.job_id, "stage": job.stage, "sweep": sweep, "encoder": job.encoder, "model": job.model,
-             "method": job.method, "seed": job.seed, "config_hash": job.job_id.split("-", 1)[-1]}
+             "method": job.method, "seed": job.seed, JOB_HASH: job.job_id.split("-", 1)[-1]}
     if job.stage == "eval":
         ident.update(train_job_id=job.params.train_job, step=job.steps)
     return ident
-
-
-def _forced(ident: dict[str, Any]) -> dict[str, Any]:
-    """Identity columns a stage's row may not override (its own ``config_hash``, e.g. the run's, is kept)."""
-    return {k: v for k, v in ident.items() if k != "config_hash"}
 
 
 def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_path: str | None = None) -> dict:
@@ -261,7 +262,8 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
             for table, rows in outputs:
                 if table == "runs":
                     continue
-                store.write(table, [{**ident, **row, **_forced(ident), "started_at": started, "ended_at": ended}
+                # identity columns first (the column order) and last (a stage's row cannot override them)
+                store.write(table, [{**ident, **row, **ident, "started_at": started, "ended_at": ended}
                                     for row in rows])
             extra = next((rows[0] for table, rows in outputs if table == "runs" and rows), {})
             store.write("runs", [{**_scalars(extra), **ident, "status": DONE, "attempt": attempt,

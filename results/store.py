@@ -10,11 +10,11 @@ Why one file per write: hundreds of jobs on a shared filesystem write at once. E
 hidden temporary name in the same directory and publishes it with ``os.replace`` (atomic on POSIX), so readers
 never see a partial file and writers never interleave. ``read`` unions every published file.
 
-Re-runs: each table has key columns (``TABLE_KEYS``); on read, rows sharing a key keep only the latest write
-(by ``written_at``, then file name). A re-run job therefore replaces its rows instead of duplicating them.
+Re-runs: each table has key columns (``results.schema.TABLE_KEYS``); on read, rows sharing a key keep only the
+latest write (by ``written_at``, then file name). A re-run job therefore replaces its rows instead of duplicating them.
 
-Schema versions: every row carries ``schema_version``. Older files are upgraded on read through ``UPGRADES``;
-a file from a newer version is an error that says so.
+Schema versions: every row carries ``schema_version``. Older files are upgraded on read through ``UPGRADES`` (e.g.
+the renamed columns of version 2); a file from a newer version is an error that says so.
 
 Corrupted files: ``read(table)`` (``strict=True``) raises :class:`CorruptResultError` that names every unreadable
 file and how many files were fine; ``read(table, strict=False)`` logs a warning naming them and returns the rest.
@@ -34,25 +34,25 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from results.provenance import now_iso, provenance
+from results.schema import JOB_HASH, RUN_HASH, TABLE_KEYS, TABLES
 
-__all__ = ["ResultStore", "CorruptResultError", "StoreError", "TABLES", "TABLE_KEYS", "SCHEMA_VERSION",
-           "default_root"]
+__all__ = ["ResultStore", "CorruptResultError", "StoreError", "SCHEMA_VERSION", "UPGRADES", "default_root"]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
-#: Known tables and the columns that identify a row (latest write wins per key on read).
-TABLE_KEYS: dict[str, tuple[str, ...]] = {
-    # an FID-10K and an FID-50K (or Inception and synthetic scores, other references or samplers) of one
-    # job and step are different results, not re-runs of one another
-    "generation": ("job_id", "step", "n_samples", "extractor", "reference", "sampler_mode", "sampler_steps",
-                   "cfg_scale", "guidance_interval", "sample_seed"),
-    "encoders": ("job_id", "encoder", "dataset"),
-    "runs": ("job_id",),
-}
-TABLES = tuple(TABLE_KEYS)
+
+def _rename(**columns: str) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    return lambda frame: frame.rename(columns=columns)
+
 
 #: Upgrades of old files: ``UPGRADES[table][v]`` turns a version-``v`` frame into version ``v + 1``.
-UPGRADES: dict[str, dict[int, Callable[[pd.DataFrame], pd.DataFrame]]] = {}
+UPGRADES: dict[str, dict[int, Callable[[pd.DataFrame], pd.DataFrame]]] = {
+    # 2: one name per hash. ``config_hash`` held the evaluated run's hash in generation rows and the writing job's
+    # own hash in the others
+    "generation": {1: _rename(config_hash=RUN_HASH)},
+    "encoders": {1: _rename(config_hash=JOB_HASH)},
+    "runs": {1: _rename(config_hash=JOB_HASH)},
+}
 
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")

@@ -9,8 +9,9 @@ import click
 @click.command("analyze")
 @click.option("--root", type=click.Path(file_okay=False), default=None,
               help="Results root (default: $REPA_STUDY_ROOT or runs/).")
-@click.option("--reference", type=click.Choice(["paper"]), default=None,
-              help="Add the paper's published numbers (27 encoders of Fig. 4, Tables 1-10); alone, no compute.")
+@click.option("--reference", type=click.Choice(["paper"]), default=None,  # analysis.paper.PAPERS
+              help="Add the paper's published numbers (27 encoders of Fig. 4, Tables 1-10; analysis.paper); alone, "
+                   "no compute.")
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="Report directory (default: ROOT/reports/analysis).")
 @click.option("--select", "select", multiple=True, metavar="COLUMN=VALUE",

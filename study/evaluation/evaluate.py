@@ -147,6 +147,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
     ``sampler``: how the samples are (or were) drawn. ``samples`` evaluates a given sample directory/npz instead of
     finding or making the run's.
     """
+    from results import RUN_HASH
     from results.provenance import now_iso, provenance
     from study.config import config_hash
 
@@ -189,7 +190,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         "job_id": job_id or os.environ.get("REPA_STUDY_JOB_ID") or run_dir.name,
         "run_dir": str(run_dir),
         "step": int(step),
-        "config_hash": manifest.get("config_hash") or config_hash(cfg),
+        RUN_HASH: manifest.get("config_hash") or config_hash(cfg),
         "fid": None, "sfid": None, "inception_score": None, "precision": None, "recall": None,
         **metrics,
         "fd_metric": metric_name(extractor.name),

@@ -6,7 +6,7 @@ from scipy import stats
 
 from analysis.comparable import IncomparableRowsError
 from analysis.predict import PAPER_FIT_SET, choose_fit_set, fit_fid_regression, predict_fid
-from analysis.reference import load_reference_data
+from analysis.paper import load_paper_data
 
 
 def _known(n=12, seed=0, noise=0.5):
@@ -66,8 +66,8 @@ def test_rank_and_per_model_rows():
     assert {"predicted", "pi_low", "pi_high", "loo_rmse", "loo_mae", "n_known"} <= set(out.columns)
 
 
-def test_paper_reference_prediction_for_a_dinov2_like_encoder():
-    points = load_reference_data("paper").points
+def test_paper_prediction_for_a_dinov2_like_encoder():
+    points = load_paper_data("paper").points
     out = predict_fid({"lds": 0.415}, points, x="lds").iloc[0]
     assert out["n_known"] == 27 and out["r"] == pytest.approx(-0.852, abs=5e-4)
     assert out["pi_low"] < 19.34 < out["pi_high"]

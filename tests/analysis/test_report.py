@@ -1,4 +1,5 @@
 """analysis.report.analyze: tables, figures and the self-contained HTML report, on tiny synthetic rows."""
+import importlib.resources
 import json
 import re
 
@@ -9,7 +10,7 @@ from study_rows import study_rows
 
 from analysis.comparable import IncomparableRowsError
 from analysis.display import UnitError, display_value, for_display
-from analysis.report import analyze, encoder_table, smoke_reason
+from analysis.report import analyze, compute_report, encoder_table, smoke_reason, write_report
 
 
 def test_smoke_report(tmp_path):
@@ -98,7 +99,7 @@ def test_analysis_imports_only_results():
     import subprocess
     import sys
 
-    code = ("import sys, analysis, analysis.report, analysis.predict, analysis.comparable, analysis.reference, "
+    code = ("import sys, analysis, analysis.report, analysis.predict, analysis.comparable, analysis.paper, "
             "analysis.figures; bad = sorted(m for m in sys.modules if m.split('.')[0] in "
             "('study', 'encoders', 'jobs')); print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
@@ -112,3 +113,26 @@ def test_display_converts_fractions_to_percent_only():
     assert list(shown["lp_top1_cls"]) == [25.0, 100.0] and list(shown["lds"]) == [0.4, 0.1]
     assert df["lp_top1"].iloc[0] == 0.5  # a copy: the table keeps its fractions
     assert display_value("lp_top1", 0.873) == pytest.approx(87.3) and display_value("lds", 0.4) == 0.4
+
+
+def test_report_package_computes_then_writes(tmp_path):
+    """analyze = compute_report (data in, data out: nothing written) + write_report (the files, the HTML from the
+    package's template, every value escaped)."""
+    import analysis.report
+
+    assert {"analyze", "encoder_table", "study_points", "correlation_table", "method_gain", "smoke_reason",
+            "compute_report", "write_report", "Report"} <= set(analysis.report.__all__)
+    assert (importlib.resources.files("analysis.report") / "templates" / "report.html.j2").is_file()
+    gen, enc = study_rows()
+    report = compute_report(gen, enc, n_boot=50)
+    assert not any(tmp_path.iterdir())
+    assert report.paper is None and report.study.quality == "fd_synthetic" and len(report.study.points) == 10
+    assert set(report.correlations["study"]) == {"this study"} and report.notes == report.study.notes
+    out = write_report(report, tmp_path / "parts", title="a <b> & c")
+    whole = analyze(gen, enc, tmp_path / "whole", n_boot=50)
+    for name in ("correlations.csv", "correlations.md", "points.csv", "excluded.csv", "comparisons.csv", "seeds.csv",
+                 "clsmix.csv", "clsmix_direction.csv", "methods.csv"):
+        assert (out / name).read_bytes() == (whole / name).read_bytes(), name
+    page = (out / "report.html").read_text()
+    assert "<title>a &lt;b&gt; &amp; c</title>" in page and "<b>" not in page
+    assert "<title>repa-study analysis</title>" in (whole / "report.html").read_text()

@@ -13,7 +13,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from results import CorruptResultError, ResultStore, StoreError
+from results import JOB_HASH, RUN_HASH, CorruptResultError, ResultStore, StoreError
 from results import store as store_mod
 
 
@@ -135,16 +135,38 @@ def test_corrupted_file_is_named_and_others_still_readable(tmp_path, caplog):
 
 def test_schema_versions_upgrade_old_files_and_refuse_newer(tmp_path, monkeypatch):
     store = ResultStore(tmp_path)
+    version = store_mod.SCHEMA_VERSION
     store.write("runs", [{"job_id": "old", "state": "done"}])
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 2)
-    monkeypatch.setitem(store_mod.UPGRADES, "runs", {1: lambda df: df.rename(columns={"state": "status"})})
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version + 1)
+    monkeypatch.setitem(store_mod.UPGRADES, "runs", {version: lambda df: df.rename(columns={"state": "status"})})
     store.write("runs", [{"job_id": "new", "status": "failed"}])
     df = store.read("runs").set_index("job_id")
     assert df.loc["old", "status"] == "done" and df.loc["new", "status"] == "failed"
-    assert set(df["schema_version"]) == {2}
-    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)
+    assert set(df["schema_version"]) == {version + 1}
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", version)
     with pytest.raises(StoreError, match="newer"):
         store.read("runs")
+
+
+def test_version_1_tables_load_with_one_name_per_hash(tmp_path, monkeypatch):
+    """Version 1 spelled two hashes ``config_hash``: the evaluated run's in generation rows, the writing job's own
+    in the others. Its files load with each hash under its own name, next to the rows of this version."""
+    store = ResultStore(tmp_path)
+    monkeypatch.setattr(store_mod, "SCHEMA_VERSION", 1)  # the writer of version 1
+    store.write("generation", [{"job_id": "eval-e1", "step": 100, "config_hash": "run1", "fid": 20.0}])
+    store.write("encoders", [{"job_id": "score-s1", "encoder": "a", "dataset": "d", "config_hash": "s1"}])
+    store.write("runs", [{"job_id": "train-t1", "status": "done", "config_hash": "t1"}])
+    monkeypatch.undo()
+    store.write("generation", [{"job_id": "eval-e2", "step": 100, RUN_HASH: "run2", JOB_HASH: "e2", "fid": 19.0}])
+    store.write("runs", [{"job_id": "train-t2", "status": "done", JOB_HASH: "t2", RUN_HASH: "run2"}])
+
+    gen = store.read("generation").set_index("job_id")
+    assert "config_hash" not in gen.columns and set(gen["schema_version"]) == {store_mod.SCHEMA_VERSION}
+    assert gen[RUN_HASH].to_dict() == {"eval-e1": "run1", "eval-e2": "run2"}
+    assert store.read("encoders")[JOB_HASH].tolist() == ["s1"]
+    runs = store.read("runs").set_index("job_id")
+    assert "config_hash" not in runs.columns and runs[JOB_HASH].to_dict() == {"train-t1": "t1", "train-t2": "t2"}
+    assert store.compact("runs") and "config_hash" not in pd.read_parquet(tmp_path / "collected" / "runs.parquet")
 
 
 def test_compact_writes_one_deduplicated_file(tmp_path):

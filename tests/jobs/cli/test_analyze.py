@@ -17,6 +17,15 @@ def test_analyze_reference_only(tmp_path):
     assert (tmp_path / "rep" / "report.html").is_file()
 
 
+def test_reference_choices_are_the_shipped_papers():
+    """The option spells the names itself (importing analysis would slow every command down): they must agree."""
+    from analysis.paper import PAPERS
+    from jobs.cli.analyze import analyze_cmd
+
+    option = next(p for p in analyze_cmd.params if p.name == "reference")
+    assert tuple(option.type.choices) == PAPERS
+
+
 def test_analyze_store_rows_and_refusal(tmp_path):
     store = ResultStore(tmp_path / "runs")
     gen, enc = study_rows()

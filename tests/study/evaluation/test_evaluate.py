@@ -161,7 +161,7 @@ def test_evaluate_run_reuses_samples_and_writes_a_complete_row(tmp_path, extract
     assert row["n_samples"] == 200 and row["reference"] == "toy:n=300,size=32,seed=7" and row["reference_n"] == 300
     assert (row["extractor"], row["extractor_id"]) == ("synthetic", extractor.id)
     assert (row["sampler_mode"], row["sampler_steps"], row["cfg_scale"], row["sample_seed"]) == ("sde", 250, 1.0, 0)
-    assert row["job_id"] == "job-1" and row["step"] == 100 and row["config_hash"] == "abc123"
+    assert row["job_id"] == "job-1" and row["step"] == 100 and row["run_hash"] == "abc123"
     assert 0 <= row["precision"] <= 1 and 0 <= row["recall"] <= 1
     assert "git_commit" in row and row["time_total_s"] >= 0
     noisy_dir = write_samples(tmp_path / "noisy", add_noise(toy_images(200, seed=8)[0], 60), step=100)
@@ -240,7 +240,7 @@ def test_end_to_end_smoke_run_synthetic_extractor(tmp_path, monkeypatch):
     assert row["fd_synthetic"] > 0 and row["n_samples"] == 24 and "fid" not in row
     assert row["reference"].startswith("synthetic") and row["reference_n"] == 64
     assert (row["sampler_mode"], row["sampler_steps"]) == ("ode", 2) and row["time_sampling_s"] > 0
-    assert row["config_hash"]
+    assert row["run_hash"]
     again = evaluate_run(run, 4, n=24, extractor="synthetic", sampler=SamplerSettings(mode="ode", num_steps=2),
                          batch_size=12)
     assert again["time_sampling_s"] == 0 and again["fd_synthetic"] == pytest.approx(row["fd_synthetic"])

@@ -158,11 +158,11 @@ def test_sweep_estimate_counts_jit_and_meanflow():
 
 
 def test_the_analysis_pairs_repa_and_irepa_within_each_variant():
-    from analysis.report import variant_pairs
+    from analysis.comparisons import repa_irepa_pairs
 
     methods = C.method_presets()
     assert {("meanflow-repa", "meanflow-irepa"), ("meanflow-cfg-repa", "meanflow-cfg-irepa"),
-            ("jit-repa", "jit-irepa")} <= set(variant_pairs(methods))
+            ("jit-repa", "jit-irepa")} <= set(repa_irepa_pairs(methods))
 
 
 def test_meanflow_on_two_gloo_ranks_matches_one_process(tmp_path):

@@ -1,7 +1,9 @@
 """The paper's published numbers, shipped as small CSV tables (see README.md in this folder for every source).
 
->>> ref = load_reference_data("paper")
->>> len(ref.points)
+``repa-study analyze --reference paper`` (``analyze(..., reference="paper")``) adds them to a report.
+
+>>> paper = load_paper_data("paper")
+>>> len(paper.points)
 27
 """
 from __future__ import annotations
@@ -12,11 +14,13 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["ReferenceData", "load_reference_data", "REFERENCES", "METRICS", "CITATION", "SOURCE_TAGS"]
+from results import ENCODER_METRICS
+
+__all__ = ["PaperData", "load_paper_data", "PAPERS", "CITATION", "SOURCE_TAGS"]
 
 _HERE = Path(__file__).resolve().parent
-REFERENCES = ("paper",)
-METRICS = ("lp_top1", "lds", "cds", "srss", "rmsc")
+#: The published studies shipped here, by the name ``--reference`` takes.
+PAPERS = ("paper",)
 CITATION = ("Singh, Leng, Wu, Zheng, Zhang, Shechtman, Xie. What matters for Representation Alignment: Global "
             "Information or Spatial Structure? arXiv 2512.10794 (ICLR 2026).")
 #: Allowed per-value source tags of the Fig. 4 points (``fig4-occluded:K`` names the occluding point K).
@@ -24,8 +28,8 @@ SOURCE_TAGS = ("fig4", "fig4-paired", "fig4-group", "fig4-occluded")
 
 
 @dataclass(frozen=True)
-class ReferenceData:
-    """A reference study: its per-encoder points, its REPA/iREPA tables and its published correlations.
+class PaperData:
+    """A published study: its per-encoder points, its REPA/iREPA tables and its published correlations.
 
     ``generation`` and ``encoders`` have the columns of the results tables (``encoder, model, method, step,
     n_samples, fid`` / ``encoder, lds, cds, srss, rmsc, lp_top1``) so that they go through the same analysis as a
@@ -49,7 +53,7 @@ class ReferenceData:
 
     @property
     def encoders(self) -> pd.DataFrame:
-        cols = ["encoder", *METRICS]
+        cols = ["encoder", *ENCODER_METRICS]
         out = self.points[cols].copy()
         out["dataset"] = "imagenet-val (paper)"
         out["source"] = self.name
@@ -67,11 +71,11 @@ def _read(name: str) -> pd.DataFrame:
     return pd.read_csv(_HERE / name, keep_default_na=False, na_values=[""])
 
 
-def load_reference_data(name: str = "paper") -> ReferenceData:
-    """Load a shipped reference study by name (only ``"paper"`` so far); copies, so callers may modify them."""
-    if name not in REFERENCES:
-        raise ValueError(f"unknown reference {name!r}; available: {', '.join(REFERENCES)}")
-    return ReferenceData(name=name, citation=CITATION,
+def load_paper_data(name: str = "paper") -> PaperData:
+    """Load a shipped published study by name (only ``"paper"`` so far); copies, so callers may modify them."""
+    if name not in PAPERS:
+        raise ValueError(f"unknown reference {name!r}; available: {', '.join(PAPERS)}")
+    return PaperData(name=name, citation=CITATION,
                          points=_read("fig4_sit_xl2_repa_100k.csv").copy(),
                          tables=_read("repa_vs_irepa.csv").copy(),
                          correlations=_read("correlations.csv").copy())

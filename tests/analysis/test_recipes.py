@@ -1,20 +1,21 @@
-"""REPA vs iREPA per recipe variant (REPA-E, MeanFlow, ...): method pairing and the per-variant figures."""
+"""REPA vs iREPA per training recipe (REPA-E, MeanFlow, ...): method pairing and the per-recipe figures."""
 import re
 
 import pandas as pd
 
-from analysis.reference import load_reference_data
-from analysis.report import _paper_variant_rows, analyze, variant_pairs
+from analysis.comparisons import repa_irepa_pairs
+from analysis.paper import load_paper_data
+from analysis.report import analyze, paper_recipe_rows
 
 
-def test_variant_pairs_match_irepa_methods_to_their_repa_counterpart():
-    assert variant_pairs(["repa", "irepa", "repa-e", "irepa-e", "irepa-released", "jit"]) == [
+def test_repa_irepa_pairs_match_irepa_methods_to_their_repa_counterpart():
+    assert repa_irepa_pairs(["repa", "irepa", "repa-e", "irepa-e", "irepa-released", "jit"]) == [
         ("repa", "irepa"), ("repa-e", "irepa-e")]
-    assert variant_pairs(["repa-e"]) == [] and variant_pairs([]) == []
+    assert repa_irepa_pairs(["repa-e"]) == [] and repa_irepa_pairs([]) == []
 
 
-def test_paper_variants_are_repa_e_and_meanflow():
-    rows = {recipe: (df, tables) for recipe, df, tables in _paper_variant_rows(load_reference_data("paper"))}
+def test_paper_recipes_are_repa_e_and_meanflow():
+    rows = {recipe: (df, tables) for recipe, df, tables in paper_recipe_rows(load_paper_data("paper"))}
     assert set(rows) == {"repa-e", "meanflow"}
     repae, tables = rows["repa-e"]
     assert tables == "3a" and set(repae["method"]) == {"repa-e", "irepa-e"} and len(repae) == 8
@@ -23,7 +24,7 @@ def test_paper_variants_are_repa_e_and_meanflow():
     assert rows["meanflow"][0]["model"].str.contains("meanflow-1nfe").any()  # one facet per sampler
 
 
-def test_study_rows_get_one_figure_per_variant(tmp_path):
+def test_study_rows_get_one_figure_per_recipe(tmp_path):
     gen = []
     for i, enc in enumerate(["tiny-a", "tiny-b", "tiny-c"]):
         for j, method in enumerate(["repa", "irepa", "repa-e", "irepa-e"]):
@@ -36,4 +37,4 @@ def test_study_rows_get_one_figure_per_variant(tmp_path):
     assert (out / "figures" / "methods_repa.png").is_file() and (out / "figures" / "methods_repa-e.png").is_file()
     page = (out / "report.html").read_text()
     assert "repa-e and irepa-e per encoder" in page
-    assert len(re.findall(r"data:image/png;base64,", page)) == 4 + 3  # 4 correlation panels, methods, 2 variants
+    assert len(re.findall(r"data:image/png;base64,", page)) == 4 + 3  # 4 correlation panels, methods, 2 recipes
