@@ -22,7 +22,7 @@ from study.evaluation.extractor import FeatureExtractor, extract_features, get_e
 from study.evaluation.fid import AdmNpzError, compute_statistics, fd, iter_npz_images, npz_image_count
 from study.evaluation.prdc import inception_score, precision_recall
 from study.evaluation.reference import Reference, load_reference
-from study.run import read_config
+from study.run import read_config, run_hash
 
 __all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images"]
 
@@ -149,7 +149,6 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
     """
     from results import RUN_HASH
     from results.provenance import now_iso, provenance
-    from study.config import config_hash
 
     t_start = time.perf_counter()
     run_dir = Path(run_dir)
@@ -190,7 +189,7 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         "job_id": job_id or os.environ.get("REPA_STUDY_JOB_ID") or run_dir.name,
         "run_dir": str(run_dir),
         "step": int(step),
-        RUN_HASH: manifest.get("config_hash") or config_hash(cfg),
+        RUN_HASH: manifest.get("config_hash") or run_hash(cfg),
         "fid": None, "sfid": None, "inception_score": None, "precision": None, "recall": None,
         **metrics,
         "fd_metric": metric_name(extractor.name),

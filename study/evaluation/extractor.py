@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from results import FD_PREFIX, FID
 from study.common import atomic_torch_save, cache_dir, cpu_threads, get_logger, progress
 from study.config import EXTRACTORS, StrictModel, config_hash
 
@@ -40,7 +41,7 @@ class FeatureExtractor(Protocol):
 
 def metric_name(extractor_name: str) -> str:
     """The results column of the Fréchet distance: ``fid`` for Inception only, ``fd_<name>`` otherwise."""
-    return "fid" if extractor_name == "inception" else f"fd_{extractor_name}"
+    return FID if extractor_name == "inception" else f"{FD_PREFIX}{extractor_name}"
 
 
 class ExtractorConfig(StrictModel):

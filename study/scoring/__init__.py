@@ -4,10 +4,10 @@ on-disk feature cache that computes them in one pass (``feature_cache``), the li
 from study.scoring.feature_cache import FeatureSet, extract_encoder_features, feature_cache_dir
 from study.scoring.probe import DEFAULT_L2, ProbeResult, linear_probe
 from study.scoring.score import score_encoder, spatial_summary, write_rows
-from study.scoring.spatial import (DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, METRICS, cds, lds, masks_to_grid,
-                                   resolve_grid, rmsc, spatial_metrics, srss)
+from study.scoring.spatial import (DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, cds, lds, masks_to_grid, resolve_grid, rmsc,
+                                   spatial_metrics, srss)
 
 __all__ = ["FeatureSet", "extract_encoder_features", "feature_cache_dir", "ProbeResult", "linear_probe",
            "DEFAULT_L2", "score_encoder", "spatial_summary", "write_rows", "lds", "cds", "srss", "rmsc",
-           "spatial_metrics", "masks_to_grid", "resolve_grid", "METRICS", "DEFAULT_FAR", "DEFAULT_DMAX",
+           "spatial_metrics", "masks_to_grid", "resolve_grid", "DEFAULT_FAR", "DEFAULT_DMAX",
            "DEFAULT_NEAR"]

@@ -13,9 +13,10 @@ from typing import Any, Iterable, Mapping
 
 import numpy as np
 
+from results import SPATIAL_METRICS
 from study.common import atomic_path, get_logger
 from study.scoring.feature_cache import FeatureSet, extract_encoder_features, open_data, resolve_device
-from study.scoring.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, METRICS, summarize
+from study.scoring.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, summarize
 
 __all__ = ["score_encoder", "spatial_summary", "write_rows"]
 
@@ -73,7 +74,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
         "far": far, "dmax": dmax, "near": near,
     }
     summary = spatial_summary(evalset, srss_min_fraction)
-    for key in METRICS:
+    for key in SPATIAL_METRICS:
         row[key] = summary.get(key, float("nan"))
     row["n_srss"] = summary.get("n_srss", 0)
     row.update({"lp_top1": np.nan, "lp_top1_cls": np.nan, "lp_l2": np.nan, "lp_l2_cls": np.nan, "lp_n_train": 0,

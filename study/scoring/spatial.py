@@ -24,10 +24,11 @@ from typing import Mapping
 import torch
 import torch.nn.functional as F
 
-__all__ = ["lds", "cds", "srss", "rmsc", "spatial_metrics", "masks_to_grid", "resolve_grid", "METRICS",
+from results import SPATIAL_METRICS
+
+__all__ = ["lds", "cds", "srss", "rmsc", "spatial_metrics", "masks_to_grid", "resolve_grid",
            "DEFAULT_FAR", "DEFAULT_DMAX", "DEFAULT_NEAR"]
 
-METRICS = ("lds", "cds", "srss", "rmsc")
 DEFAULT_FAR = 6
 DEFAULT_DMAX = 8
 DEFAULT_NEAR = 1
@@ -182,7 +183,7 @@ def _compute(feats: torch.Tensor, masks: torch.Tensor | None, grid: tuple[int, i
         for key, value in _chunk_metrics(x, m, dist, want, far, dmax, near).items():
             parts.setdefault(key, []).append(value)
     empty = torch.empty(0, dtype=torch.float32, device=feats.device)
-    return {k: torch.cat(parts[k]).to(torch.float32) if parts.get(k) else empty for k in METRICS if k in want}
+    return {k: torch.cat(parts[k]).to(torch.float32) if parts.get(k) else empty for k in SPATIAL_METRICS if k in want}
 
 
 def lds(feats: torch.Tensor, grid: tuple[int, int] | None = None, far: int = DEFAULT_FAR) -> torch.Tensor:
@@ -228,7 +229,7 @@ def summarize(per_image: Mapping[str, torch.Tensor | object]) -> dict[str, float
     import numpy as np
 
     out: dict[str, float | int] = {}
-    for key in METRICS:
+    for key in SPATIAL_METRICS:
         if key not in per_image:
             continue
         values = np.asarray(per_image[key], dtype=np.float64)
