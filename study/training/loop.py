@@ -46,7 +46,7 @@ def _save_preview(run: Run, num_classes: int, step: int, device: torch.device) -
     codec = run.repae.codec() if run.repae is not None else run.codec  # REPA-E: tuned VAE, EMA BN stats
     images = sample_images(run.ema, torch.arange(n) % num_classes, seeds=list(range(n)), codec=codec,
                            objective=objective_for(cfg), sampler=cfg.preview.sampler(cfg.seed), device=device)
-    return save_image_sheet(images, run.run_dir / "samples" / f"grid_step_{step:07d}.png")
+    return save_image_sheet(images, run.run_dir / "samples" / f"preview_step_{step:07d}.png")
 
 
 # ------------------------------------------------------------------------------------------------------ the loop

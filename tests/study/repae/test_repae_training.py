@@ -43,7 +43,7 @@ def test_preset_trains_checkpoints_resumes_exactly_and_samples(tmp_path):
     T.train(cfg, full)
     st = state(full, 4)
     assert st["meta"]["repae"] and set(st["repae"]) >= {"vae", "vae_config", "bn", "ema_bn", "opt_vae", "disc"}
-    assert (full / "samples" / "grid_step_0000004.png").is_file()
+    assert (full / "samples" / "preview_step_0000004.png").is_file()
     rows = log_rows(full)
     assert set(rows[0]) >= {"loss_vae", "loss_vae_align", "loss_disc", "vae_rec", "vae_kl", "grad_norm_vae"}
     # the VAE, the latent BN and the discriminator all moved

@@ -54,7 +54,7 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
     assert out["step"] == 8 and out["checkpoint"].endswith("step_0000008.pt")
     assert sorted(p.name for p in (full / "checkpoints").iterdir()) == \
         ["step_0000003.pt", "step_0000006.pt", "step_0000008.pt"]
-    assert (full / "samples" / "grid_step_0000004.png").is_file()
+    assert (full / "samples" / "preview_step_0000004.png").is_file()
     assert C.load_train_config(str(full / "config.yaml")) == cfg
     assert (full / "config_hash").read_text().strip() == out["config_hash"]
     prov = json.loads((full / "provenance.json").read_text())

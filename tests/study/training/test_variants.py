@@ -53,7 +53,7 @@ def test_meanflow_checkpoint_holds_the_second_time_embedding_and_previews(tmp_pa
     T.train(cfg, tmp_path)
     state = torch.load(tmp_path / "checkpoints" / "step_0000002.pt", weights_only=False)
     assert any(k.startswith("h_embed.") for k in state["ema"])
-    assert (tmp_path / "samples" / "grid_step_0000002.png").is_file()  # 1-NFE preview sheet
+    assert (tmp_path / "samples" / "preview_step_0000002.png").is_file()  # 1-NFE preview sheet
     with pytest.raises(ValueError, match="cfg_scale 1.0"):
         sample_run(tmp_path, 2, 2, SamplerSettings(mode="meanflow", num_steps=1, cfg_scale=2.0), device="cpu")
 
