@@ -120,10 +120,11 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
             for run in todo:
                 _optimizer_step(run, step, images, labels, moments, features, sl, micro, info, preempt, device)
             step += 1
-            preempted = False
+            # a stop asked for during any member's step: every member saves this step (the same on every rank:
+            # each member's flag came through its all-reduce)
+            preempted = any(run.preempted for run in todo)
             for run in todo:
-                _after_step(run, stop, num_classes, info, device)
-                preempted = preempted or run.preempted
+                _after_step(run, stop, num_classes, info, device, preempted)
             if preempted:
                 preempt.hand_over()
 
@@ -195,8 +196,8 @@ def _optimizer_step(run: Run, step: int, images: torch.Tensor, labels: torch.Ten
     run.preempted = values[3] > 0
 
 
-def _after_step(run: Run, stop: int, num_classes: int, info, device: torch.device) -> None:
-    """Logging, preview sheets and checkpoints of the step just taken."""
+def _after_step(run: Run, stop: int, num_classes: int, info, device: torch.device, preempted: bool) -> None:
+    """Logging, preview sheets and checkpoints of the step just taken (a checkpoint too when ``preempted``)."""
     cfg, step, values = run.cfg, run.step, run.values
     if step % cfg.log_every == 0 or step == stop:
         now = time.perf_counter()
@@ -211,7 +212,7 @@ def _after_step(run: Run, stop: int, num_classes: int, info, device: torch.devic
                      run.last["images_per_s"])
     if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:
         _save_preview(run, num_classes, step, device)
-    if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or run.preempted:
+    if step % cfg.ckpt_every == 0 or step == stop or step in cfg.ckpt_keep or preempted:
         if info.is_main:
             save_checkpoint(run.run_dir, step, model=run.model, ema=run.ema, optimizer=run.opt, cfg=cfg,
                             config_hash=run.hash, world_size=info.world_size, meta=run.meta, repae=run.repae)
