@@ -32,11 +32,9 @@ from study.config import HASH_CONTEXT, ConfigError, TrainConfig, config_hash, du
 from study.models import SiT
 from study.run.build import build_codec, build_sit_for
 
-__all__ = [
-    "run_hash", "LENGTH_FIELDS", "checkpoint_path", "latest_checkpoint", "kept_checkpoint", "earlier_kept_steps", "prune_checkpoints", "save_checkpoint",
-    "restore_checkpoint", "write_run_header", "truncate_log", "read_config", "latent_stats_dict", "SamplingModel",
-    "load_sampling_model",
-]
+__all__ = ["run_hash", "LENGTH_FIELDS", "checkpoint_path", "latest_checkpoint", "kept_checkpoint", "earlier_kept_steps",
+           "prune_checkpoints", "save_checkpoint", "restore_checkpoint", "write_run_header", "truncate_log",
+           "append_log", "read_config", "latent_stats_dict", "SamplingModel", "load_sampling_model"]
 
 log = get_logger(__name__)
 
@@ -87,6 +85,12 @@ def write_run_header(cfg: TrainConfig, run_dir: Path, *, world_size: int, device
                                    "ckpt_keep": list(cfg.ckpt_keep)}]
     atomic_write_json(prov_path, prov, indent=2)
     return h
+
+
+def append_log(run_dir: Path, row: Mapping[str, Any]) -> None:
+    """Append one line to the run's ``log.jsonl``."""
+    with open(Path(run_dir) / "log.jsonl", "a") as fh:
+        fh.write(json.dumps(row) + "\n")
 
 
 def truncate_log(path: Path, step: int) -> None:

@@ -8,7 +8,6 @@ SIGTERM -> a checkpoint, then submitit's requeue) is ``study.training.preemption
 """
 from __future__ import annotations
 
-import json
 import math
 import time
 from contextlib import ExitStack
@@ -21,7 +20,7 @@ from study.common import all_reduce_mean, barrier, get_logger, init_distributed,
 from study.config import ConfigError, TrainConfig
 from study.data import collate
 from study.objectives import TrainingStep, objective_for
-from study.run import latest_checkpoint, prune_checkpoints, save_checkpoint
+from study.run import append_log, latest_checkpoint, prune_checkpoints, save_checkpoint
 from study.sampling import sample_images, save_image_sheet
 from study.training.batches import StepBatches, open_train_dataset, step_noise
 from study.training.group import check_group
@@ -206,8 +205,7 @@ def _after_step(run: Run, stop: int, num_classes: int, info, device: torch.devic
                     "lr": run.lr, **run.extra}
         run.tick, run.images_seen = now, 0
         if info.is_main:
-            with open(run.run_dir / "log.jsonl", "a") as fh:
-                fh.write(json.dumps(run.last) + "\n")
+            append_log(run.run_dir, run.last)
             log.info("%s step %d loss %.4f (v %.4f, align %.4f) %.1f img/s", run.run_dir.name, step, *values[:3],
                      run.last["images_per_s"])
     if cfg.sample_every and step % cfg.sample_every == 0 and info.is_main:

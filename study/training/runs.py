@@ -148,8 +148,8 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
         step = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h, repae=parts.repae,
                                   also_accept=[config_hash(cfg)])  # checkpoints written before run_hash
         log.info("resumed %s from step %d (%s)", run_dir, step, ckpt.name)
-        if info.is_main:
-            truncate_log(run_dir / "log.jsonl", step)
+    if info.is_main:  # the log lines past the step we start from (none: a dead attempt's whole log) go
+        truncate_log(run_dir / "log.jsonl", step)
     n_params = sum(p.numel() for p in model.sit.parameters())
     log.info("SiT %s: %.2fM params, grid %s, %s, world %d, device %s", cfg.model.size, n_params / 1e6,
              model.sit.grid, cfg.method.name, info.world_size, device)
