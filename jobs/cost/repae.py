@@ -16,20 +16,14 @@ from typing import Any
 
 import torch
 
-from jobs.cost.flops import SD_VAE_CONFIG, count_flops
+from jobs.cost.flops import SD_VAE_DOWNSAMPLE, count_flops, sd_vae_decode_flops, sd_vae_encode_flops
 
 __all__ = ["vae_flops", "vgg16_flops", "discriminator_flops", "repae_train_flops"]
 
 
 def vae_flops(image_size: int) -> int:
     """The SD-VAE's encoder and decoder, one forward of one ``image_size`` px image."""
-    from diffusers import AutoencoderKL
-
-    with torch.device("meta"):
-        vae = AutoencoderKL(**SD_VAE_CONFIG)
-    x = torch.zeros(1, 3, image_size, image_size, device="meta")
-    z = torch.zeros(1, 4, image_size // 8, image_size // 8, device="meta")
-    return count_flops(lambda: (vae.encode(x), vae.decode(z)))
+    return sd_vae_encode_flops(image_size) + sd_vae_decode_flops(image_size // SD_VAE_DOWNSAMPLE)
 
 
 def vgg16_flops(image_size: int) -> int:
