@@ -1,8 +1,9 @@
 """Count the FLOPs the cost model needs and write them to jobs/cost/flops.json (what `repa-study sweep estimate` reads).
 
 Every catalog entry at full size, SiT-S/B/L/XL on SD-VAE latents of 256 px (32x32x4, 1000 classes), the projectors
-of the shipped methods for every (SiT width, encoder width) pair, the SD-VAE decoder and InceptionV3; all on the meta
-device (no memory, no weights), with torch.utils.flop_counter. Prints the time each group took.
+of the shipped methods for every (SiT width, encoder width) pair, the SD-VAE encoder (256 px) and decoder and
+InceptionV3; all on the meta device (no memory, no weights), with torch.utils.flop_counter. Prints the time each
+group took.
 
     .venv/bin/python benchmarks/count_flops.py            # rewrite jobs/cost/flops.json
     .venv/bin/python benchmarks/count_flops.py --check    # count again and compare with the shipped file
@@ -17,7 +18,7 @@ import time
 import torch
 
 import encoders
-from jobs.cost.flops import FLOPS_FILE, FlopTable
+from jobs.cost import FLOPS_FILE, FlopTable
 from study.config import parse_size
 
 SIT_SIZES = ("SiT-S/2", "SiT-B/2", "SiT-L/2", "SiT-XL/2")
@@ -46,11 +47,12 @@ def main() -> int:
         for dim in sorted(dims):
             for kind, width, kernel in PROJECTORS:
                 table.projector(kind, hidden, dim, grid=(16, 16), hidden_dim=width, kernel_size=kernel)
+    table.sd_vae_encode(256)
     table.sd_vae_decode(32)
     table.inception()
     t_rest = time.perf_counter() - t0
     print(f"# SiT sizes: {t_sit:.1f} s; {len(encoders.list_encoders())} encoders: {t_enc:.1f} s; projectors, "
-          f"SD-VAE decoder, Inception: {t_rest:.1f} s (torch {torch.__version__}, 1 thread, meta device)")
+          f"SD-VAE, Inception: {t_rest:.1f} s (torch {torch.__version__}, 1 thread, meta device)")
     if args.check:
         shipped = json.loads(FLOPS_FILE.read_text())["entries"]
         diff = {k: (shipped.get(k), v) for k, v in table.entries.items() if shipped.get(k) != v}

@@ -12,7 +12,7 @@ Measured, each with its counted FLOPs per image so that `repa-study sweep estima
 - ``extract``: the ADM Inception extractor (torch-fidelity, random BN-calibrated weights) on 256 px images;
 - ``encode``: scoring's encoder forward (fp32) for dinov2-vit-b and dinov2-vit-g.
 
-Output schema (``repa-study/gpu_check/1``; what jobs/cost/estimate.py reads from ``benchmarks/results/<gpu>.json``):
+Output schema (``repa-study/gpu_check/1``; what jobs/cost/calibration.py reads from ``jobs/cost/calibration/<gpu>.json``):
 
     {"schema", "gpu": "h100|h200|a100|<slug>", "device_name", "dry_run", "torch", "cuda", "created", "budget_s",
      "elapsed_s",
@@ -25,9 +25,10 @@ Output schema (``repa-study/gpu_check/1``; what jobs/cost/estimate.py reads from
      "encode":  [{"encoder", "batch", "precision", "images_per_s", "work"}]}
 
 ``work`` is FLOPs per image by precision (jobs.cost.flops counts); ``images_per_s`` is per GPU. A section that fails
-records ``error`` and the run goes on; configurations past ``--budget-s`` record ``skipped``.
+records ``error`` and the run goes on; configurations past ``--budget-s`` record ``skipped``. On a GPU the output is
+also written to ``jobs/cost/calibration/<gpu>.json`` (``--out`` elsewhere), the file the estimate reads.
 
-    benchmarks/gpu_check.sh --out benchmarks/results/h100.json      # on the GPU
+    benchmarks/gpu_check.sh                                          # on the GPU
     benchmarks/gpu_check.sh --dry-run                                # tiny sizes on CPU: checks the script only
 """
 from __future__ import annotations
@@ -45,9 +46,10 @@ from typing import Any, Callable
 
 import torch
 
+from jobs.cost import CALIBRATION_DIR, CALIBRATION_SCHEMA
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # train_step.py next to this file
 
-SCHEMA = "repa-study/gpu_check/1"
 
 
 def gpu_key(name: str) -> str:
@@ -112,8 +114,7 @@ def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) ->
     from train_step import bench
 
     import encoders
-    from jobs.cost.estimate import train_work
-    from jobs.cost.flops import flop_table
+    from jobs.cost import codec_geometry, flop_table, train_work
     from study.config import load_train_config
 
     table = flop_table()
@@ -142,8 +143,8 @@ def train_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) ->
                 r = bench(method, args, device, enc=built[enc_name])
             train_cfg = load_train_config("tiny", [f"method={method}", f"model.size={model}"])
             m = train_cfg.method
-            channels, side = (4, cfg.image_size // 8) if cfg.codec == "sd-vae" else (3, cfg.image_size)
-            work = train_work(table, size=model, input_size=side, in_channels=channels, num_classes=1000,
+            channels, down, _ = codec_geometry(cfg.codec)
+            work = train_work(table, size=model, input_size=cfg.image_size // down, in_channels=channels, num_classes=1000,
                               patch_size=train_cfg.model.patch_size, qk_norm=False,
                               encoders=[(enc_name, cfg.weights)], align=m.align, projector=m.projector,
                               hidden_dim=m.hidden_dim, kernel_size=m.kernel_size,
@@ -177,7 +178,7 @@ class _Noise:
 
 
 def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
-    from jobs.cost.flops import flop_table
+    from jobs.cost import flop_table
     from study.config import SamplerSettings
     from study.models import build_sit
     from study.objectives import FlowMatching
@@ -227,7 +228,7 @@ def sample_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 def decode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
     from diffusers import AutoencoderKL
 
-    from jobs.cost.flops import SD_VAE_CONFIG, flop_table
+    from jobs.cost import SD_VAE_CONFIG, flop_table
 
     latent = cfg.latent_side
     rec: dict[str, Any] = {"batch": cfg.decode_batch, "precision": "tf32", "latent": latent}
@@ -248,7 +249,7 @@ def decode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -
 
 
 def extract_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
-    from jobs.cost.flops import flop_table
+    from jobs.cost import flop_table
     from study.evaluation.inception import InceptionExtractor, random_inception_state_dict
 
     rec: dict[str, Any] = {"batch": cfg.extract_batch, "precision": "fp32", "image_size": 256}
@@ -270,7 +271,7 @@ def extract_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) 
 
 def encode_section(cfg: SimpleNamespace, device: torch.device, budget: Budget) -> list[dict[str, Any]]:
     import encoders
-    from jobs.cost.flops import flop_table
+    from jobs.cost import flop_table
 
     out = []
     for name in cfg.encoders:
@@ -312,7 +313,8 @@ def settings(dry_run: bool) -> SimpleNamespace:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--dry-run", action="store_true", help="tiny sizes on CPU (checks the script, not the GPU)")
-    ap.add_argument("--out", default=None, help="also write the JSON here (e.g. benchmarks/results/h100.json)")
+    ap.add_argument("--out", default=None, help="also write the JSON here (default on a GPU: "
+                    "jobs/cost/calibration/<gpu>.json, what `sweep estimate --gpu <gpu>` reads; a dry run: nowhere)")
     ap.add_argument("--budget-s", type=float, default=420.0, help="stop starting configurations after this")
     ap.add_argument("--sections", default="sample,decode,extract,encode,train",
                     help="comma-separated, run in this order (the short ones first, training last)")
@@ -331,16 +333,17 @@ def main() -> int:
     cfg = settings(args.dry_run)
     budget = Budget(args.budget_s)
     result: dict[str, Any] = {
-        "schema": SCHEMA, "gpu": "cpu" if args.dry_run else gpu_key(name), "device_name": name,
+        "schema": CALIBRATION_SCHEMA, "gpu": "cpu" if args.dry_run else gpu_key(name), "device_name": name,
         "dry_run": args.dry_run, "torch": torch.__version__, "cuda": torch.version.cuda,
         "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "budget_s": args.budget_s}
+    out_file = args.out or (None if args.dry_run else str(CALIBRATION_DIR / f"{result['gpu']}.json"))
     sections = {"train": train_section, "sample": sample_section, "decode": decode_section,
                 "extract": extract_section, "encode": encode_section}
     for section in args.sections.split(","):
         result[section] = sections[section](cfg, device, budget)
         result["elapsed_s"] = round(budget.elapsed, 1)
-        if args.out:  # after every section: a killed run keeps what it measured
-            atomic_write_json(args.out, result, indent=1)
+        if out_file:  # after every section: a killed run keeps what it measured
+            atomic_write_json(out_file, result, indent=1)
     print(json.dumps(result, indent=1))
     return 0
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # GPU figures for `repa-study sweep estimate` in one short run (<= 8 minutes on one GPU); prints one JSON object.
-#   benchmarks/gpu_check.sh --out benchmarks/results/h100.json   # on the GPU (the estimate then reads it)
+#   benchmarks/gpu_check.sh            # on the GPU: writes jobs/cost/calibration/<gpu>.json (the estimate reads it)
 #   benchmarks/gpu_check.sh --dry-run                             # tiny sizes on CPU: checks the script only
 # The schema is in benchmarks/gpu_check.py's docstring. Not used by any test.
 set -euo pipefail

@@ -17,10 +17,8 @@ from jobs.spec import FidSettings, Resources, SweepSpec
 from results import NO_ENCODER
 from study.config import StrictModel, TrainConfig, build_train_config, config_hash, default_base, method_aligns
 
-__all__ = ["Job", "plan", "STAGES", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
+__all__ = ["Job", "plan", "plan_table", "TrainParams", "TrainGroupParams", "EvalParams", "ScoreParams",
            "AnalyzeParams", "training_runs"]
-
-STAGES = ("train", "eval", "score", "analyze")
 
 
 # ---------------------------------------------------------------------------------------------- stage inputs

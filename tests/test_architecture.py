@@ -181,7 +181,6 @@ def test_the_config_needs_no_torch():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0, "study.config imports torch"
 
 
-@pytest.mark.xfail(strict=True, reason="issue 17 in progress: jobs/cost/estimate.py is split next")
 def test_long_files_say_why():
     bad = []
     for path in _sources(*OURS):

@@ -72,14 +72,15 @@ def plan_cmd(spec: str, overrides: tuple[str, ...], as_json: bool) -> None:
 @click.option("--mfu", type=float, default=None, help="sustained fraction of peak for every kind of work (default "
               "0.35, or what benchmarks/gpu_check.py measured on --gpu)")
 @click.option("--calibration", type=click.Path(dir_okay=False), default=None,
-              help="gpu_check output to calibrate with (default: benchmarks/results/<gpu>.json when present)")
+              help="gpu_check output to calibrate with (default: jobs/cost/calibration/<gpu>.json when present)")
 @click.option("--no-calibration", is_flag=True, help="ignore measured figures; use the default MFU")
 @click.option("--all-steps", type=int, default=None, metavar="N",
               help="cost every training at N steps (e.g. 400000), to compare with the planned targets")
 @click.option("--compare-all-steps", type=int, default=None, metavar="N",
               help="also cost the plan with every training at N steps and print the ratio (JSON: compare)")
 @click.option("--precision", "precision", multiple=True, metavar="KIND=DTYPE",
-              help="e.g. --precision sample=bf16 (kinds: train, target, sample, decode, extract, encode, probe)")
+              help="e.g. --precision sample=bf16 (kinds: train, target, vae-encode, sample, decode, extract, "
+              "encode, probe)")
 @click.option("--probe-evals", type=int, default=800, show_default=True,
               help="L-BFGS evaluations assumed per linear probe")
 @click.option("--json", "as_json", is_flag=True, help="print the estimate as one JSON object")

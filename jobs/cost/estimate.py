@@ -4,8 +4,10 @@ The estimate works from the planned jobs (:func:`jobs.plan.plan`), not from spec
 plan holds:
 
 - **train**: per run (train jobs that differ only in their step target are one run: a continuation costs its extra
-  steps), ``steps x batch_size x (3 x (SiT + projector forward) + frozen-encoder forward)`` per image, the three
-  from forward + backward of the trained parts, the encoder forward only (it is frozen);
+  steps), ``steps x batch_size x`` the work of one training image (:func:`jobs.cost.work.train_image_work`:
+  ``3 x (SiT + projector forward) + frozen-encoder forward``, the three from forward + backward of the trained
+  parts, the encoder forward only (it is frozen); REPA-E's VAE, LPIPS and discriminator; the SD-VAE encoder for a
+  latent run on data without stored moments);
 - **eval**: ``n_samples x num_steps x SiT forward`` (x2 with classifier-free guidance), the SD-VAE decoder on each
   sample (latent models), the extractor (InceptionV3) on each sample, and reference statistics once per sweep when
   the reference is a dataset rather than an ADM npz;
@@ -13,65 +15,31 @@ plan holds:
   matrices, and the probe's L-BFGS evaluations (``4 N D C`` FLOPs each, x2 for the CLS probe);
 - **analyze**: a CPU job, 0 GPU-hours.
 
-FLOPs come from :mod:`jobs.cost.flops` (counted on the meta device, shipped in ``jobs/cost/flops.json``). Each kind of work
-runs at ``peak(GPU, precision) x MFU``: the precision the code uses today (training under bf16 autocast, the frozen
-encoder, the sampler, Inception and scoring in fp32 or tf32) and a default MFU of 0.35 (``--mfu``), replaced by the
-MFU measured by ``benchmarks/gpu_check.py`` on that GPU when its output is found (``benchmarks/results/<gpu>.json``
-or ``--calibration``). Every assumption is listed in the result's ``assumptions``.
+FLOPs come from :mod:`jobs.cost.flops` (counted on the meta device, shipped in ``jobs/cost/flops.json``). Each kind
+of work runs at ``peak(GPU, precision) x MFU`` (:mod:`jobs.cost.throughput`): the precision the code uses today
+(training under bf16 autocast, the frozen encoder, the sampler, Inception and scoring in fp32 or tf32) and a default
+MFU of 0.35 (``--mfu``), replaced by the MFU measured by ``benchmarks/gpu_check.py`` on that GPU when its output is
+found (``jobs/cost/calibration/<gpu>.json`` or ``--calibration``). Every assumption is listed in the result's
+``assumptions``.
 """
 from __future__ import annotations
 
 import json
-import statistics
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
+from jobs.cost.calibration import CALIBRATION_DIR, Calibration, load_calibration
+from jobs.cost.flops import flop_table
+from jobs.cost.gpus import GPUS, PRECISIONS
+from jobs.cost.throughput import Throughput
+from jobs.cost.work import (DEFAULT_PRECISION, IMAGENET_SPLITS, KINDS, Work, add_work, extractor_flops, geometry,
+                            num_classes, sample_work, sit_args, split_size, stored_latents, train_image_work)
 from jobs.plan import Job
 
-__all__ = ["GPUS", "DEFAULT_MFU", "KINDS", "EstimateSettings", "Calibration", "load_calibration", "train_work",
-           "sample_work", "estimate_jobs", "estimate_spec", "estimate_text", "summary_text", "CALIBRATION_DIR",
-           "parse_precision", "check_budget",
-           "IMAGENET_SPLITS"]
+__all__ = ["EstimateSettings", "parse_precision", "estimate_jobs", "estimate_spec"]
 
-CALIBRATION_DIR = Path(__file__).resolve().parents[2] / "benchmarks" / "results"
-CALIBRATION_SCHEMA = "repa-study/gpu_check/1"
-
-
-@dataclass(frozen=True)
-class GpuSpec:
-    name: str
-    peak_tflops: dict[str, float]  # dense, no sparsity, per precision
-
-
-# Vendor datasheet peaks (dense): H100 SXM5 and H200 SXM share the Hopper compute; A100 SXM4.
-GPUS: dict[str, GpuSpec] = {
-    "h100": GpuSpec("NVIDIA H100 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
-    "h200": GpuSpec("NVIDIA H200 SXM", {"bf16": 989.4, "tf32": 494.7, "fp32": 66.9}),
-    "a100": GpuSpec("NVIDIA A100 SXM", {"bf16": 312.0, "tf32": 156.0, "fp32": 19.5}),
-}
-DEFAULT_MFU = 0.35
-PRECISIONS = ("bf16", "tf32", "fp32")
-
-# kinds of work, each with its own throughput (MFU) and precision
-KINDS = ("train", "target", "sample", "decode", "extract", "encode", "probe")
-KIND_DOC = {
-    "train": "SiT + projector forward and backward in training",
-    "target": "frozen encoder forward in training (the alignment target)",
-    "sample": "SiT forward in the sampler",
-    "decode": "SD-VAE decoder on each sample",
-    "extract": "FID extractor (InceptionV3) on samples and dataset references",
-    "encode": "encoder forward and spatial-metric Gram matrices in scoring",
-    "probe": "linear-probe L-BFGS evaluations",
-}
-# what the code runs today outside training (study/sampling/sample.py has no autocast and turns TF32 matmuls on with the run's
-# tf32 setting, true in every preset, as DiT/SiT/REPA sample; cuDNN convolutions allow TF32 by default; the Inception
-# extractor turns TF32 off; scoring's encoders run without bf16 unless asked; the probe is fp32)
-DEFAULT_PRECISION = {"sample": "tf32", "decode": "tf32", "extract": "fp32", "encode": "fp32", "probe": "fp32"}
-
-IMAGENET_SPLITS = {"train": 1_281_167, "val": 50_000}
-IMAGENET_CLASSES = 1000
 PROBE_EVALUATIONS = 800
 
 
@@ -102,219 +70,18 @@ class EstimateSettings:
                                  f"and DTYPE in {', '.join(PRECISIONS)}")
 
 
-# ------------------------------------------------------------------------------------------------ work units
-Work = dict[tuple[str, str], float]  # (kind, precision) -> FLOPs
+def parse_precision(items: Iterable[str]) -> dict[str, str]:
+    """``["sample=bf16", ...]`` -> ``{"sample": "bf16"}`` (checked by :meth:`EstimateSettings.check`)."""
+    out = {}
+    for item in items:
+        kind, eq, prec = item.partition("=")
+        if not eq:
+            raise ValueError(f"--precision {item!r}: use KIND=DTYPE, e.g. sample=bf16")
+        out[kind.strip()] = prec.strip()
+    return out
 
 
-def _add(total: Work, part: Mapping[tuple[str, str], float], scale: float = 1.0) -> None:
-    for key, flops in part.items():
-        total[key] = total.get(key, 0.0) + scale * flops
-
-
-def _prec_of(cfg_precision: str, tf32: bool) -> str:
-    if cfg_precision in ("auto", "bf16"):
-        return "bf16"  # auto = bf16 autocast on a GPU
-    return "tf32" if tf32 else "fp32"
-
-
-def _geometry(cfg: Any) -> dict[str, Any]:
-    """Model-space geometry of a training config, without opening its dataset or loading the VAE."""
-    from jobs.cost.flops import CODEC_GEOMETRY
-
-    spec = str(cfg.data.spec)
-    if cfg.data.image_size:
-        image_size = int(cfg.data.image_size)
-    elif spec.startswith("synthetic"):
-        image_size = _synthetic(spec)["size"]
-    else:
-        image_size = 256  # folders are center-cropped to 256 by default; prepared data stores 256 px crops
-    if cfg.data.codec not in CODEC_GEOMETRY:
-        raise ValueError(f"no cost geometry for data.codec {cfg.data.codec!r} (known: {', '.join(CODEC_GEOMETRY)})")
-    channels, down = CODEC_GEOMETRY[cfg.data.codec]
-    return {"image_size": image_size, "input_size": image_size // down, "in_channels": channels,
-            "num_classes": _num_classes(spec), "latent": cfg.data.codec == "sd-vae"}
-
-
-def train_work(table: Any, *, size: str, input_size: int, in_channels: int, num_classes: int,
-               patch_size: int | None, qk_norm: bool, encoders: Iterable[tuple[str, str]], align: bool,
-               projector: str, hidden_dim: int, kernel_size: int, sit_precision: str,
-               encoder_precision: str, extra_forwards: float = 0.0) -> Work:
-    """FLOPs of one training image: 3 x (SiT + projectors forward) + each frozen encoder's forward, plus
-    ``extra_forwards`` SiT forwards without grad (MeanFlow: see :func:`meanflow_forwards`)."""
-    from study.config import is_jit_size, parse_jit_size
-    from study.config import parse_size
-
-    dims, name_patch = parse_jit_size(size) if is_jit_size(size) else parse_size(size)
-    patch = patch_size or name_patch or (16 if is_jit_size(size) else 2)
-    grid = (input_size // patch, input_size // patch)
-    sit = table.sit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
-                    patch_size=patch_size, qk_norm=qk_norm)
-    trained, target = float(sit), 0.0
-    if align:
-        for name, weights in encoders:
-            enc = table.encoder(name, weights)
-            target += enc["flops"]
-            trained += table.projector(projector, dims.hidden, enc["embed_dim"], grid=grid, hidden_dim=hidden_dim,
-                                       kernel_size=kernel_size)
-    work: Work = {("train", sit_precision): 3.0 * trained + extra_forwards * float(sit)}
-    if target:
-        work[("target", encoder_precision)] = target
-    return work
-
-
-def meanflow_forwards(meanflow: Any) -> float:
-    """SiT forwards a MeanFlow step adds to flow matching's forward + backward: the JVP (counted as 2 forwards:
-    primal and tangent, an assumption) and the guidance forwards of the folded CFG (1 with kappa 0, 2 with kappa >
-    0, none without guidance)."""
-    if meanflow is None:
-        return 0.0
-    guided = not (meanflow.omega == 1.0 and meanflow.kappa == 0.0)
-    return 2.0 + (0.0 if not guided else (2.0 if meanflow.kappa > 0 else 1.0))
-
-
-def sample_work(table: Any, *, size: str, input_size: int, in_channels: int, num_classes: int,
-                patch_size: int | None, qk_norm: bool, num_steps: int, cfg_scale: float, latent: bool,
-                extractor: str, precision: Mapping[str, str]) -> Work:
-    """FLOPs of one evaluated sample: the sampler's forwards, the VAE decoder, the feature extractor."""
-    sit = table.sit(size, input_size=input_size, in_channels=in_channels, num_classes=num_classes,
-                    patch_size=patch_size, qk_norm=qk_norm)
-    cfg_factor = 1.0 if cfg_scale == 1.0 else 2.0
-    work: Work = {("sample", precision["sample"]): float(num_steps) * cfg_factor * sit}
-    if latent:
-        work[("decode", precision["decode"])] = float(table.sd_vae_decode(input_size))
-    work[("extract", precision["extract"])] = float(_extractor_flops(table, extractor, num_classes))
-    return work
-
-
-def _extractor_flops(table: Any, extractor: str, num_classes: int) -> int:
-    return table.inception() if extractor == "inception" else table.small_cnn(num_classes)
-
-
-# ------------------------------------------------------------------------------------------------ datasets
-def _synthetic(spec: str) -> dict[str, int]:
-    from study.data import parse_synthetic_spec
-
-    return parse_synthetic_spec(spec)
-
-
-def _num_classes(dataset: str) -> int:
-    return _synthetic(dataset)["classes"] if str(dataset).startswith("synthetic") else IMAGENET_CLASSES
-
-
-def _split_size(dataset: str, split: str, limit: int | None) -> int:
-    if str(dataset).startswith("synthetic"):
-        n = _synthetic(dataset)["n"]
-    else:
-        n = IMAGENET_SPLITS.get(split, IMAGENET_SPLITS["val"])
-    return min(n, limit) if limit else n
-
-
-# ------------------------------------------------------------------------------------------------ calibration
-@dataclass
-class Calibration:
-    """MFU measured on one GPU kind, per kind of work (records of benchmarks/gpu_check.py)."""
-
-    path: str
-    gpu: str
-    device_name: str
-    records: dict[str, list[dict[str, Any]]]  # kind -> [{mfu, model?, precision?, compile?, ...}]
-
-    def mfu(self, kind: str, *, model: str | None = None, compile: bool | None = None,
-            precision: str | None = None) -> tuple[float, str] | None:
-        """The median measured MFU of the closest records (same model and compile flag, else same model, else all)."""
-        group = {"target": "train"}.get(kind, kind)
-        recs = [r for r in self.records.get(group, []) if r.get("mfu")]
-        if precision is not None and group != "train":
-            recs = [r for r in recs if r.get("precision") == precision] or recs
-        if not recs:
-            return None
-        tiers = [("same model and compile", lambda r: r.get("model") == model and r.get("compile") == compile),
-                 ("same model", lambda r: r.get("model") == model), ("all records", lambda r: True)]
-        for label, keep in tiers:
-            chosen = [r for r in recs if keep(r)]
-            if chosen:
-                how = label if model is not None else "all records"
-                return statistics.median(r["mfu"] for r in chosen), f"measured ({how}, {len(chosen)} records)"
-        return None  # pragma: no cover - the last tier keeps everything
-
-
-def _record_mfu(rec: Mapping[str, Any], gpu: GpuSpec) -> float | None:
-    """MFU of a record: images/s x seconds-at-peak per image (its work per precision over the peak)."""
-    rate, work = rec.get("images_per_s"), rec.get("work")
-    if not rate or not work:
-        return None
-    at_peak = sum(float(flops) / (gpu.peak_tflops[p] * 1e12) for p, flops in work.items() if p in gpu.peak_tflops)
-    return rate * at_peak if at_peak > 0 else None
-
-
-def load_calibration(gpu: str, path: str | Path | None = None) -> Calibration | None:
-    """gpu_check output for ``gpu``: ``path``, else ``benchmarks/results/<gpu>.json`` (None when absent)."""
-    explicit = path is not None
-    file = Path(path) if explicit else CALIBRATION_DIR / f"{gpu}.json"
-    if not file.is_file():
-        if explicit:
-            raise ValueError(f"calibration file {file} not found (write one with benchmarks/gpu_check.sh on that GPU)")
-        return None
-    try:
-        data = json.loads(file.read_text())
-    except json.JSONDecodeError as exc:
-        raise ValueError(f"calibration file {file} is not JSON ({exc}); rerun benchmarks/gpu_check.sh") from None
-    if data.get("schema") != CALIBRATION_SCHEMA:
-        raise ValueError(f"{file}: schema {data.get('schema')!r}, expected {CALIBRATION_SCHEMA!r} (gpu_check output)")
-    if data.get("dry_run"):
-        raise ValueError(f"{file} is a --dry-run (CPU) output: its figures say nothing about a GPU")
-    if data.get("gpu") != gpu:
-        raise ValueError(f"{file} was measured on {data.get('gpu')!r} ({data.get('device_name')}), not {gpu!r}; "
-                         f"pass --gpu {data.get('gpu')} or another calibration file")
-    spec = GPUS[gpu]
-    records: dict[str, list[dict[str, Any]]] = {}
-    for kind in ("train", "sample", "decode", "extract", "encode"):
-        rows = data.get(kind) or []
-        rows = [rows] if isinstance(rows, dict) else rows
-        kept = []
-        for rec in rows:
-            if rec.get("skipped") or rec.get("error"):
-                continue
-            mfu = _record_mfu(rec, spec)
-            if mfu:
-                kept.append({**rec, "mfu": mfu})
-        records[kind] = kept
-    return Calibration(str(file), gpu, str(data.get("device_name", "")), records)
-
-
-class _Throughput:
-    def __init__(self, settings: EstimateSettings, calibration: Calibration | None) -> None:
-        self.gpu = GPUS[settings.gpu]
-        self.default = settings.mfu if settings.mfu is not None else DEFAULT_MFU
-        self.explicit_mfu = settings.mfu is not None
-        self.calibration = calibration
-        self.used: dict[str, dict[str, Any]] = {}
-
-    def mfu(self, kind: str, precision: str, model: str | None = None, compile: bool | None = None) -> float:
-        source = f"--mfu {self.default}" if self.explicit_mfu else f"default MFU {self.default}"
-        mfu = self.default
-        if self.calibration is not None and not self.explicit_mfu:
-            hit = self.calibration.mfu(kind, model=model, compile=compile, precision=precision)
-            if hit is not None:
-                mfu, how = hit
-                source = f"{how} in {self.calibration.path}"
-        label = kind if model is None else f"{kind} {model}"
-        peak = self.gpu.peak_tflops[precision]
-        self.used.setdefault(f"{label} ({precision})", {
-            "kind": kind, "what": KIND_DOC[kind], "model": model, "precision": precision, "peak_tflops": peak,
-            "mfu": round(mfu, 4), "sustained_tflops": round(peak * mfu, 1), "source": source})
-        return mfu
-
-    def seconds(self, work: Work, model: str | None = None, compile: bool | None = None) -> float:
-        total = 0.0
-        for (kind, prec), flops in work.items():
-            per_model = model if kind in ("train", "target", "sample") else None
-            rate = self.gpu.peak_tflops[prec] * 1e12 * self.mfu(kind, prec, per_model, compile)
-            total += flops / rate
-        return total
-
-
-# ------------------------------------------------------------------------------------------------ the estimate
+# ------------------------------------------------------------------------------------------------ runs
 _RUN_KEYS_IGNORED = ("steps", "ckpt_keep", "target", "targets")
 
 
@@ -383,16 +150,15 @@ def _precision(settings: EstimateSettings) -> dict[str, str]:
     return {**DEFAULT_PRECISION, **{k: v for k, v in settings.precision.items() if k in DEFAULT_PRECISION}}
 
 
+# ------------------------------------------------------------------------------------------------ the estimate
 def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, name: str | None = None,
                   table: Any = None) -> dict[str, Any]:
     """The estimate of ``jobs`` (a plan) as a JSON-able dict; see the module docstring."""
-    from jobs.cost.flops import flop_table
-
     settings = settings or EstimateSettings()
     settings.check()
     table = table or flop_table()
     calibration = load_calibration(settings.gpu, settings.calibration) if settings.use_calibration else None
-    thr = _Throughput(settings, calibration)
+    thr = Throughput(GPUS[settings.gpu], settings.mfu, calibration)
     prec = _precision(settings)
     hours: dict[str, float] = defaultdict(float)
     flops: dict[str, float] = defaultdict(float)
@@ -412,28 +178,18 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
                 train_of[unit.id] = unit.key
                 train_of.setdefault(job.job_id, unit.key)
     run_info: dict[str, dict[str, Any]] = {}
+    latent_data: dict[str, bool | None] = {}  # dataset of a latent run (not REPA-E) -> stored_latents
     target_paid: set[tuple[str, int]] = set()  # (group job, target): its shared encoder forward is counted once
     for key, members in runs.items():
         members.sort(key=lambda u: u.steps)
         first = members[0]
         cfg = _train_config(first, cfg_cache)
-        geo = _geometry(cfg)
+        geo = geometry(cfg)
         model = first.job.model or cfg.model.size
-        common = dict(size=cfg.model.size, input_size=geo["input_size"], in_channels=geo["in_channels"],
-                      num_classes=geo["num_classes"], patch_size=cfg.model.patch_size, qk_norm=cfg.model.qk_norm)
-        m = cfg.method
-        per_image = train_work(table, **common, encoders=[(n, cfg.encoder.weights) for n in cfg.encoder.names],
-                               align=m.align, projector=m.projector, hidden_dim=m.hidden_dim,
-                               kernel_size=m.kernel_size, sit_precision=_prec_of(cfg.precision, cfg.tf32),
-                               encoder_precision="bf16" if cfg.encoder.bf16 else ("tf32" if cfg.tf32 else "fp32"),
-                               extra_forwards=meanflow_forwards(cfg.meanflow))
-        if m.repae is not None:  # REPA-E: + the VAE, LPIPS, PatchGAN and the VAE's alignment pass
-            from jobs.cost.repae import repae_train_flops
-
-            trained = ("train", _prec_of(cfg.precision, cfg.tf32))
-            sit = float(table.sit(**common))
-            per_image[trained] += repae_train_flops(table, cfg, image_size=geo["image_size"], sit_flops=sit,
-                                                    projector_flops=per_image[trained] / 3.0 - sit)
+        stored = None
+        if geo["latent"] and cfg.method.repae is None:  # (REPA-E's VAE encodes every image: in its own work)
+            stored = latent_data[str(cfg.data.spec)] = stored_latents(str(cfg.data.spec), cfg.data.split)
+        per_image = train_image_work(table, cfg, geo, encodes_images=stored is False)
         per_image = {(k, settings.precision.get(k, p)): f for (k, p), f in per_image.items()}
         stops = [(first, settings.all_steps)] if settings.all_steps else [(u, u.steps) for u in members]
         done = 0
@@ -446,11 +202,11 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
                     part = {k: v for k, v in part.items() if k[0] != "target"}
                 target_paid.add((unit.group, target))
             work: Work = {}
-            _add(work, part, float(target - done) * cfg.batch_size)
+            add_work(work, part, float(target - done) * cfg.batch_size)
             secs = thr.seconds(work, model=model, compile=cfg.compile)
             _book(hours, flops, by_model, by_encoder, "train", model, first.job.encoder, secs, work)
             done = target
-        run_info[key] = {"common": common, "geo": geo, "model": model}
+        run_info[key] = {"common": sit_args(cfg, geo), "geo": geo, "model": model}
         by_model[model]["runs"] += 1
         by_model[model]["train_steps"] += done
 
@@ -470,13 +226,13 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
                                  cfg_scale=float(fid["cfg_scale"]), latent=info["geo"]["latent"],
                                  extractor=fid["extractor"], precision=prec)
         work = {}
-        _add(work, per_sample, float(fid["n_samples"]))
+        add_work(work, per_sample, float(fid["n_samples"]))
         ref = fid.get("reference") or params.get("dataset")
         if not str(ref).endswith(".npz") and (str(ref), fid["extractor"]) not in refs_done:
             refs_done.add((str(ref), fid["extractor"]))
-            n_ref = _split_size(str(ref), "train", None)
-            ext = float(_extractor_flops(table, fid["extractor"], info["geo"]["num_classes"]))
-            _add(work, {("extract", prec["extract"]): ext}, float(n_ref))
+            n_ref = split_size(str(ref), "train", None)
+            ext = float(extractor_flops(table, fid["extractor"], info["geo"]["num_classes"]))
+            add_work(work, {("extract", prec["extract"]): ext}, float(n_ref))
         secs = thr.seconds(work, model=info["model"])
         _book(hours, flops, by_model, by_encoder, "eval", info["model"], job.encoder, secs, work)
 
@@ -484,13 +240,13 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
     for job in (j for j in jobs if j.stage == "score"):
         p = _params(job)
         enc = table.encoder(job.encoder, p.get("encoder_weights", "pretrained"))
-        n_eval = _split_size(p["dataset"], p.get("split", "val"), p.get("limit"))
-        n_train = _split_size(p["dataset"], "train", p.get("limit")) if p.get("probe", True) else 0
+        n_eval = split_size(p["dataset"], p.get("split", "val"), p.get("limit"))
+        n_train = split_size(p["dataset"], "train", p.get("limit")) if p.get("probe", True) else 0
         gram = 2.0 * enc["tokens"] ** 2 * enc["embed_dim"]
         work = {("encode", prec["encode"]): (n_eval + n_train) * float(enc["flops"]) + n_eval * gram}
         if n_train:
             probes = 2 if enc["has_cls"] else 1
-            classes = _num_classes(p["dataset"])
+            classes = num_classes(p["dataset"])
             work[("probe", prec["probe"])] = (probes * settings.probe_evaluations * 4.0 * n_train * enc["embed_dim"]
                                               * classes)
         secs = thr.seconds(work)
@@ -512,7 +268,7 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
         "throughput": thr.used,
         "calibration": calibration.path if calibration else None,
         "flops_counted_now": list(getattr(table, "counted", [])),
-        "assumptions": _assumptions(settings, thr, calibration, prec),
+        "assumptions": _assumptions(settings, thr, calibration, prec, latent_data),
     }
 
 
@@ -542,8 +298,8 @@ def _evals_at(evals: list[Job], train_of: dict[str, str], run_info: dict[str, di
     return kept + extra
 
 
-def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Calibration | None,
-                 prec: Mapping[str, str]) -> list[str]:
+def _assumptions(settings: EstimateSettings, thr: Throughput, calibration: Calibration | None,
+                 prec: Mapping[str, str], latent_data: Mapping[str, bool | None]) -> list[str]:
     gpu = GPUS[settings.gpu]
     peaks = ", ".join(f"{p} {v:g}" for p, v in gpu.peak_tflops.items())
     out = [
@@ -552,8 +308,8 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
          " where no measurement exists (an assumption, not a measurement)")),
         (f"calibration: MFU measured by benchmarks/gpu_check.py in {calibration.path} ({calibration.device_name}) "
          "replaces the default for train, sample, decode, extract and encode where it has records"
-         if calibration else f"calibration: none (no {CALIBRATION_DIR.name}/{settings.gpu}.json from "
-                             "benchmarks/gpu_check.sh, or disabled)"),
+         if calibration else f"calibration: none (no {'/'.join(CALIBRATION_DIR.parts[-3:])}/{settings.gpu}.json "
+                             "from benchmarks/gpu_check.sh, or disabled)"),
         "FLOPs: torch.utils.flop_counter on the meta device (matmuls, convolutions, attention; element-wise ops, "
         "norms, the optimizer step and EMA are not counted), per image, from jobs/cost/flops.json",
         "train: steps x global batch x (3 x (SiT + projector forward) + frozen encoder forward), MeanFlow + 2 SiT "
@@ -579,6 +335,16 @@ def _assumptions(settings: EstimateSettings, thr: _Throughput, calibration: Cali
         "to 7 fits x 375 evaluations",
         "analyze: CPU only, 0 GPU-hours",
     ]
+    encoded = sorted(d for d, stored in latent_data.items() if stored is False)
+    if encoded:
+        out.append(f"train, latent runs on {', '.join(encoded)} (no stored SD-VAE moments: synthetic data, an image "
+                   "folder, or prepared without a VAE) add the SD-VAE encoder's forward per training image "
+                   "(vae-encode; fp32 weights outside autocast, tf32 with the training's tf32: true)")
+    unseen = sorted(d for d, stored in latent_data.items() if stored is None)
+    if unseen:
+        out.append(f"train, latent runs on {', '.join(unseen)}: not found here (or not fully prepared), assumed to "
+                   "hold stored SD-VAE moments (`repa-study data prepare` with a VAE); on an image folder each "
+                   "training image also costs an SD-VAE encoder forward")
     if settings.all_steps:
         out.append(f"--all-steps {settings.all_steps}: every training costed at {settings.all_steps} steps, "
                    "evaluations beyond it dropped and one at it added for every run that lacks it")
@@ -607,72 +373,3 @@ def estimate_spec(spec: Any, settings: EstimateSettings | None = None, *,
     return est
 
 
-# ------------------------------------------------------------------------------------------------ text
-def _h(x: float) -> str:
-    if x == 0:
-        return "0"
-    return f"{x:,.0f}" if x >= 100 else f"{x:,.1f}" if x >= 1 else f"{x:.3f}" if x >= 0.01 else f"{x:.1e}"
-
-
-def summary_text(est: Mapping[str, Any]) -> str:
-    """A few lines: the total and the stages (what `sweep submit` prints first)."""
-    s = est["by_stage"]
-    cal = "calibrated" if est.get("calibration") else "uncalibrated"
-    return (f"estimate ({est['gpu_name']}, {cal}): {_h(est['total_gpu_hours'])} GPU-hours = train "
-            f"{_h(s['train'])} + eval {_h(s['eval'])} + score {_h(s['score'])} (repa-study sweep estimate for how)")
-
-
-def estimate_text(est: Mapping[str, Any], top: int = 8) -> str:
-    lines = [f"sweep {est['spec']}: {est['jobs']['train']} train jobs ({est['runs']} runs), {est['jobs']['eval']} "
-             f"eval, {est['jobs']['score']} score, {est['jobs']['analyze']} analyze; GPU-hours on {est['gpu_name']}"
-             + (f", every training at {est['all_steps']} steps" if est.get("all_steps") else "")]
-    rows = [[m, _h(v["train"]), _h(v["eval"]), _h(v["total"]), str(v["runs"])] for m, v in est["by_model"].items()]
-    s = est["by_stage"]
-    rows.append(["scoring", "", "", _h(s["score"]), ""])
-    rows.append(["total", _h(s["train"]), _h(s["eval"]), _h(est["total_gpu_hours"]), str(est["runs"])])
-    head = ["model", "train", "eval", "total", "runs"]
-    widths = [max(len(head[i]), *(len(r[i]) for r in rows)) for i in range(len(head))]
-    fmt = "  ".join(f"{{:>{w}}}" if i else f"{{:<{w}}}" for i, w in enumerate(widths))
-    lines += ["", fmt.format(*head), fmt.format(*("-" * w for w in widths)), *(fmt.format(*r) for r in rows)]
-    encs = list(est["by_encoder"].items())[:top]
-    if encs:
-        lines += ["", "most expensive encoders (train + eval + score): " + ", ".join(
-            f"{e} {_h(v['total'])}" for e, v in encs)]
-    if est.get("compare"):
-        c = est["compare"]
-        lines += ["", f"with every training at {c['all_steps']} steps: {_h(c['total_gpu_hours'])} GPU-hours; this plan "
-                      f"is {c['ratio']:.3f} of it"]
-    lines += ["", "throughput:"]
-    for label, t in est["throughput"].items():
-        lines.append(f"  {label}: {t['sustained_tflops']:g} TFLOP/s sustained = {t['peak_tflops']:g} peak x MFU "
-                     f"{t['mfu']:g} ({t['source']})")
-    lines += ["", "assumptions:", *(f"  - {a}" for a in est["assumptions"])]
-    return "\n".join(lines)
-
-
-def parse_precision(items: Iterable[str]) -> dict[str, str]:
-    """``["sample=bf16", ...]`` -> ``{"sample": "bf16"}`` (checked by :meth:`EstimateSettings.check`)."""
-    out = {}
-    for item in items:
-        kind, eq, prec = item.partition("=")
-        if not eq:
-            raise ValueError(f"--precision {item!r}: use KIND=DTYPE, e.g. sample=bf16")
-        out[kind.strip()] = prec.strip()
-    return out
-
-
-def check_budget(spec: Any, max_gpu_hours: float | None, *, gpu: str = "h100") -> str:
-    """The summary line `sweep submit` prints first; raises ValueError (nothing submitted) when the estimate
-    exceeds ``max_gpu_hours``, or when there is a budget and the estimate cannot be made."""
-    try:
-        est = estimate_spec(spec, EstimateSettings(gpu=gpu))
-    except Exception as exc:  # noqa: BLE001 - an estimate problem must not block a submission without a budget
-        if max_gpu_hours is not None:
-            raise ValueError(f"cannot estimate the sweep's cost ({type(exc).__name__}: {exc}), so --max-gpu-hours "
-                             f"cannot be checked; nothing was submitted") from None
-        return f"estimate unavailable ({type(exc).__name__}: {exc})"
-    line = summary_text(est)
-    if max_gpu_hours is not None and est["total_gpu_hours"] > max_gpu_hours:
-        raise ValueError(f"{line}\nthe estimate exceeds --max-gpu-hours {max_gpu_hours:g}; nothing was submitted "
-                         f"(lower the sweep, or raise the budget)")
-    return line

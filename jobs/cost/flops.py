@@ -1,7 +1,7 @@
 """FLOPs of the study's networks, counted with ``torch.utils.flop_counter`` on the meta device (no memory, no weights).
 
 Counts are per image and per forward pass: SiT (by size and input geometry), the alignment projector, each catalog
-encoder (full size, or its ``tiny`` stand-in), the SD-VAE decoder and InceptionV3. Counting a full-size encoder takes
+encoder (full size, or its ``tiny`` stand-in), the SD-VAE encoder and decoder and InceptionV3. Counting a full-size encoder takes
 about a second, so the counts of every catalog entry and SiT size are shipped in ``jobs/cost/flops.json`` (regenerated
 by ``benchmarks/count_flops.py``); anything not in it (a new entry, a changed entry: keys carry the entry's
 fingerprint, a tiny stand-in) is counted on first use and memoised in the process.
@@ -18,19 +18,19 @@ from typing import Any, Callable
 
 import torch
 
-__all__ = ["FLOPS_FILE", "CODEC_GEOMETRY", "count_flops", "sit_key", "sit_flops", "projector_flops", "encoder_key",
-           "encoder_flops", "sd_vae_decode_flops", "inception_flops", "small_cnn_flops", "FlopTable", "flop_table"]
+__all__ = ["FLOPS_FILE", "SD_VAE_CONFIG", "SD_VAE_DOWNSAMPLE", "count_flops", "sit_key", "sit_flops", "projector_flops", "encoder_key",
+           "encoder_flops", "sd_vae_encode_flops", "sd_vae_decode_flops", "inception_flops", "small_cnn_flops",
+           "FlopTable", "flop_table"]
 
 FLOPS_FILE = Path(__file__).resolve().parent / "flops.json"
 FORMAT = 1
 
-# data.codec -> (channels, downsample) of the model space, without loading the VAE
-CODEC_GEOMETRY: dict[str, tuple[int, int]] = {"identity": (3, 1), "pixel": (3, 1), "sd-vae": (4, 8)}
-
-# stabilityai/sd-vae-ft-mse's AutoencoderKL config (its config.json), so the decoder builds offline on meta
+# stabilityai/sd-vae-ft-mse's AutoencoderKL config (its config.json), so the VAE builds offline on meta
 SD_VAE_CONFIG: dict[str, Any] = dict(in_channels=3, out_channels=3, down_block_types=["DownEncoderBlock2D"] * 4,
                                      up_block_types=["UpDecoderBlock2D"] * 4, block_out_channels=[128, 256, 512, 512],
                                      layers_per_block=2, latent_channels=4, norm_num_groups=32, sample_size=256)
+#: the SD-VAE latent grid is the image side over this (SDVAECodec.downsample, from the config)
+SD_VAE_DOWNSAMPLE = 2 ** (len(SD_VAE_CONFIG["block_out_channels"]) - 1)
 
 
 def count_flops(fn: Callable[[], Any]) -> int:
@@ -129,14 +129,25 @@ def encoder_flops(name: str, weights: str = "pretrained") -> dict[str, Any]:
             "has_cls": spec.cls_index is not None}
 
 
-# ------------------------------------------------------------------------------------------------ evaluation nets
-def sd_vae_decode_flops(latent_size: int = 32) -> int:
-    """The SD-VAE decoder on one ``4 x latent_size^2`` latent (256 px image for 32)."""
+# ------------------------------------------------------------------------------------------------ codec, evaluation nets
+def _sd_vae():
     from diffusers import AutoencoderKL
 
     with torch.device("meta"):
-        vae = AutoencoderKL(**SD_VAE_CONFIG)
-    z = torch.zeros(1, 4, latent_size, latent_size, device="meta")
+        return AutoencoderKL(**SD_VAE_CONFIG)
+
+
+def sd_vae_encode_flops(image_size: int = 256) -> int:
+    """The SD-VAE encoder (to the posterior moments) on one ``image_size`` px image."""
+    x = torch.zeros(1, 3, image_size, image_size, device="meta")
+    vae = _sd_vae()
+    return count_flops(lambda: vae.encode(x))
+
+
+def sd_vae_decode_flops(latent_size: int = 32) -> int:
+    """The SD-VAE decoder on one ``4 x latent_size^2`` latent (256 px image for 32)."""
+    z = torch.zeros(1, SD_VAE_CONFIG["latent_channels"], latent_size, latent_size, device="meta")
+    vae = _sd_vae()
     return count_flops(lambda: vae.decode(z))
 
 
@@ -205,6 +216,9 @@ class FlopTable:
                 raise ValueError(f"cannot count the FLOPs of encoder {name!r} ({type(exc).__name__}: {exc}); "
                                  f"check it with `repa-study encoders check {name} --meta`") from exc
         return dict(self.get(encoder_key(name, weights), count))
+
+    def sd_vae_encode(self, image_size: int = 256) -> int:
+        return int(self.get(f"sd-vae-encode|{image_size}", lambda: sd_vae_encode_flops(image_size)))
 
     def sd_vae_decode(self, latent_size: int = 32) -> int:
         return int(self.get(f"sd-vae-decode|{latent_size}", lambda: sd_vae_decode_flops(latent_size)))

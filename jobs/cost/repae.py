@@ -16,20 +16,14 @@ from typing import Any
 
 import torch
 
-from jobs.cost.flops import SD_VAE_CONFIG, count_flops
+from jobs.cost.flops import SD_VAE_DOWNSAMPLE, count_flops, sd_vae_decode_flops, sd_vae_encode_flops
 
 __all__ = ["vae_flops", "vgg16_flops", "discriminator_flops", "repae_train_flops"]
 
 
 def vae_flops(image_size: int) -> int:
     """The SD-VAE's encoder and decoder, one forward of one ``image_size`` px image."""
-    from diffusers import AutoencoderKL
-
-    with torch.device("meta"):
-        vae = AutoencoderKL(**SD_VAE_CONFIG)
-    x = torch.zeros(1, 3, image_size, image_size, device="meta")
-    z = torch.zeros(1, 4, image_size // 8, image_size // 8, device="meta")
-    return count_flops(lambda: (vae.encode(x), vae.decode(z)))
+    return sd_vae_encode_flops(image_size) + sd_vae_decode_flops(image_size // SD_VAE_DOWNSAMPLE)
 
 
 def vgg16_flops(image_size: int) -> int:
@@ -54,7 +48,7 @@ def discriminator_flops(image_size: int) -> int:
 def repae_train_flops(table: Any, cfg: Any, *, image_size: int, sit_flops: float, projector_flops: float) -> float:
     """REPA-E's extra FLOPs per training image of ``cfg`` (a TrainConfig with ``method.repae``); ``sit_flops``,
     ``projector_flops``: one forward of the run's SiT and of its projectors."""
-    from study.config import parse_size
+    from study.config import resolve_size
     from study.run import align_depth
 
     s = cfg.method.repae
@@ -63,5 +57,5 @@ def repae_train_flops(table: Any, cfg: Any, *, image_size: int, sit_flops: float
         extra += 3.0 * table.get(f"repae|vgg16-lpips|{image_size}", lambda: vgg16_flops(image_size))
     if s.disc_weight > 0 and s.disc_factor > 0:
         extra += 6.0 * table.get(f"repae|patchgan|{image_size}", lambda: discriminator_flops(image_size))
-    share = align_depth(cfg) / parse_size(cfg.model.size)[0].depth
+    share = align_depth(cfg) / resolve_size(cfg.model.size, cfg.model.patch_size).dims.depth
     return extra + 2.0 * (sit_flops * share + projector_flops)

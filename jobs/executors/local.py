@@ -19,14 +19,16 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Mapping, Sequence
 
+from jobs.executors.base import Entry, Executor, Record, sweep_dir
 from jobs.plan import Job
+from jobs.spec import SweepSpec
 from jobs.states import CANCELLED, DONE, FAILED
 from jobs.tasks import job_dir, job_done, read_state, run_job, write_state
 from study.common import get_logger, progress
 
-__all__ = ["drive", "run_debug", "spawn_driver", "driver_pid", "claim_driver", "sweep_dir"]
+__all__ = ["LocalExecutor", "drive", "spawn_driver", "driver_pid", "claim_driver", "WORKER_COMMAND"]
 
 log = get_logger(__name__)
 #: How one job is started. The default forks each job from a fork server that has imported torch & co. once
@@ -34,10 +36,6 @@ log = get_logger(__name__)
 #: arguments appended (tests point it at a worker with stand-in stages).
 DEFAULT_WORKER_COMMAND = [sys.executable, "-m", "jobs.executors.local", "one"]
 WORKER_COMMAND = list(DEFAULT_WORKER_COMMAND)
-
-
-def sweep_dir(root: str | Path, sweep: str) -> Path:
-    return Path(root) / "sweeps" / sweep
 
 
 def _start_time(pid: int) -> str | None:
@@ -244,18 +242,6 @@ def _exit_on_sigterm(signum, frame) -> None:
     sys.exit(128 + signum)
 
 
-def run_debug(jobs: Sequence[Job], root: str | Path, sweep: str) -> dict[str, str]:
-    """The debug executor: every job in this process, one after another, in plan order (for pdb)."""
-    final: dict[str, str] = {}
-    for job in progress(list(jobs), desc=f"sweep {sweep} (debug)", unit="job"):
-        try:
-            final[job.job_id] = run_job(job, root, sweep).get("state", DONE)
-        except Exception:  # noqa: BLE001 - recorded in the job's state; the other jobs still run
-            log.exception("job %s failed", job.job_id)
-            final[job.job_id] = FAILED
-    return final
-
-
 def spawn_driver(root: str | Path, sweep: str, plan_file: Path, workers: int) -> int:
     """Start :func:`drive` in a detached background process (same ``WORKER_COMMAND``); returns its pid."""
     directory = sweep_dir(root, sweep)
@@ -271,6 +257,50 @@ def spawn_driver(root: str | Path, sweep: str, plan_file: Path, workers: int) ->
         out.close()
     claim_driver(root, sweep, proc.pid)
     return proc.pid
+
+
+class LocalExecutor(Executor):
+    """Background processes on this machine: :func:`drive` in this process with ``wait``, else in a detached
+    driver (:func:`spawn_driver`); ``executor.local_workers`` jobs at once."""
+
+    name = "local"
+
+    def submit(self, spec: SweepSpec, root: Path, todo: list[Job], *, record: Record, queued: Mapping[str, str],
+               wait: bool, poll_s: float) -> tuple[dict[str, str], dict[str, str] | None]:
+        submitted = {j.job_id: "local" for j in todo}
+        record(submitted)
+        if wait:
+            pid_file = claim_driver(root, spec.name)
+            try:
+                return submitted, drive(todo, root, spec.name, workers=spec.executor.local_workers)
+            finally:
+                pid_file.unlink(missing_ok=True)
+        plan_file = sweep_dir(root, spec.name) / "todo.json"
+        plan_file.write_text(json.dumps([j.model_dump(mode="json") for j in todo]))
+        pid = spawn_driver(root, spec.name, plan_file, spec.executor.local_workers)
+        log.info("local driver started in the background (pid %d); follow it with `repa-study sweep status %s`",
+                 pid, spec.name)
+        return submitted, None
+
+    def alive(self, root: Path, sweep: str, entries: Mapping[str, Entry]) -> dict[str, str | None] | None:
+        """Every job of a live driver (which of them runs, its state file says); none without one."""
+        return dict.fromkeys(entries) if driver_pid(root, sweep) is not None else {}
+
+    def cancel(self, root: Path, sweep: str, entries: Mapping[str, Entry]) -> list[str]:
+        """SIGTERM to the driver, which stops its running jobs and marks them cancelled; the jobs it had not
+        finished are returned."""
+        pid = driver_pid(root, sweep)
+        if pid is None:
+            return []
+        os.kill(pid, signal.SIGTERM)
+        for _ in range(100):
+            if driver_pid(root, sweep) is None:
+                break
+            time.sleep(0.1)
+        return [j for j in entries if read_state(root, j).get("state") not in (DONE, FAILED)]
+
+    def lost_error(self, entry: Entry) -> str:
+        return "the local driver stopped before this job ended (see driver.log)"
 
 
 def _main(argv: list[str]) -> int:

@@ -17,7 +17,7 @@ from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
            "SYNTHETIC_DEFAULTS", "IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid",
-           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task"]
+           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
@@ -48,3 +48,22 @@ def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
     from .folder import FolderDataset
 
     return FolderDataset(root, split, size=256 if size is None else size, masks=masks)
+
+
+def stored_latents(spec: str, split: str = "train") -> bool | None:
+    """Whether training on ``spec``'s ``split`` reads stored SD-VAE moments (a ``repa-study data prepare``
+    directory made with a VAE) rather than encoding each image: False for synthetic data, an image folder or a
+    prepared split without moments; None when the path is not found here (e.g. a sweep costed away from its data) or
+    its preparation is incomplete. An image folder is not opened (that would list every image)."""
+    spec = str(spec).strip()
+    if spec.startswith("synthetic"):
+        return False
+    root = Path(spec).expanduser()
+    if not root.exists():
+        return None
+    if not (root / split / "manifest.json").is_file():
+        return False
+    try:
+        return bool(getattr(open_dataset(str(root), split), "has_moments", False))
+    except DatasetError:
+        return None

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from stage_fakes import FAKE_STAGES
 
-import jobs.submit
+import jobs.executors.slurm
 from jobs.plan import plan
 from jobs.spec import load_spec
 from jobs.submit import submit_sweep, sweep_status
@@ -79,7 +79,7 @@ def cluster(tmp_path, monkeypatch):
         sys.modules.pop(name, None)
     import repa_fake_task
 
-    monkeypatch.setattr(jobs.submit, "TASK_CLASS", repa_fake_task.FakeSweepTask)
+    monkeypatch.setattr(jobs.executors.slurm, "TASK_CLASS", repa_fake_task.FakeSweepTask)
     return tmp_path
 
 
@@ -128,7 +128,8 @@ def test_interrupted_training_is_requeued_resumes_and_writes_rows_once(cluster, 
         assert time.time() < deadline, f"training did not checkpoint; state {read_state(root, train_id)}"
         time.sleep(0.2)
     job._interrupt()  # preemption: SIGTERM (ignored by submitit) then USR2 -> checkpoint() + requeue
-    final = jobs.submit._wait_slurm(root, "smoke", sub.submitted, poll_s=1)
+    entries = {j: {"scheduler_id": s} for j, s in sub.submitted.items()}
+    final = jobs.executors.slurm.SlurmExecutor().wait(root, "smoke", entries, poll_s=1)
     assert final == {k: "done" for k in sub.submitted}, sweep_status(spec, root)
     state = read_state(root, train_id)
     assert state["attempt"] == 2 and state["state"] == "done"
@@ -156,7 +157,7 @@ def test_resubmitting_while_queued_submits_nothing_and_cancel_stops_all(cluster,
     states = {r["job_id"]: r["state"] for r in sweep_status(spec, root)}
     assert set(states.values()) == {"cancelled"}, states
     deadline = time.time() + 60
-    while jobs.submit._slurm_queue().keys() & set(first.submitted.values()):
+    while jobs.executors.slurm.slurm_queue().keys() & set(first.submitted.values()):
         assert time.time() < deadline, "cancelled jobs still in the queue"
         time.sleep(0.5)
     assert ResultStore(root).read("runs").empty

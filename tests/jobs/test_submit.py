@@ -149,9 +149,10 @@ def test_debug_executor_runs_in_process(fakes):
 
 
 def test_slurm_executor_without_slurm_is_a_clear_error(fakes, monkeypatch):
+    import jobs.executors.slurm
     import jobs.submit
 
-    monkeypatch.setattr(jobs.submit, "slurm_available", lambda: False)
+    monkeypatch.setattr(jobs.executors.slurm, "slurm_available", lambda: False)
     with pytest.raises(jobs.submit.SubmitError, match="--executor local"):
         submit_sweep(load_spec("smoke", REDUCED), fakes / "root", executor="slurm")
 

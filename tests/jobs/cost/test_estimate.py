@@ -7,8 +7,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from jobs.cost.estimate import EstimateSettings, estimate_jobs, estimate_spec, load_calibration, train_work
-from jobs.cost.flops import FlopTable, encoder_flops, flop_table, sit_flops
+from jobs.cost import (EstimateSettings, FlopTable, encoder_flops, estimate_jobs, estimate_spec, flop_table,
+                       load_calibration, sit_flops, train_work)
 from jobs.plan import plan
 from jobs.spec import load_spec
 from study.config import SIZES
@@ -187,3 +187,46 @@ def test_grouped_runs_share_one_encoder_forward(smoke_est):
     saved_flops = sum(table.encoder(e, "tiny")["flops"] for e in ("dinov2-vit-b", "mae-vit-l")) * 200 * 16
     saved_hours = saved_flops / (989.4e12 * 0.35) / 3600
     assert smoke_est["by_stage"]["train"] - grouped["by_stage"]["train"] == pytest.approx(saved_hours, rel=1e-9)
+
+
+def test_stored_latents_follow_the_dataset(tmp_path):
+    from data_support import tiny_vae, write_fake_imagenet
+
+    from jobs.cost.work import stored_latents
+    from study.data import SDVAECodec, prepare_split
+
+    folder = write_fake_imagenet(tmp_path / "imagenet", per_class=(2, 1), masks=False)
+    prepare_split(folder, tmp_path / "images-only", "train", shard_size=4, size=64)
+    prepare_split(folder, tmp_path / "latents", "train", shard_size=4, size=64,
+                  codec=SDVAECodec("tiny-test", vae=tiny_vae()))
+    assert stored_latents("synthetic:n=64,size=32,classes=10,seed=0", "train") is False
+    assert stored_latents(str(folder), "train") is False  # an image folder: the codec encodes every image
+    assert stored_latents(str(tmp_path / "images-only"), "train") is False
+    assert stored_latents(str(tmp_path / "latents"), "train") is True
+    assert stored_latents(str(tmp_path / "elsewhere"), "train") is None  # not here: the estimate assumes stored
+
+
+def test_a_latent_run_without_stored_moments_pays_the_sd_vae_encoder(tmp_path, monkeypatch):
+    """`data.codec=sd-vae` (or its alias `sdvae`, once refused) on data without stored moments: each training image
+    also costs an SD-VAE encoder forward; with stored moments (or data not found here) it does not."""
+    import jobs.cost.estimate
+
+    overrides = "[batch_size=16, ckpt_every=100, log_every=50, sample_every=0, method.hidden_dim=256, data.codec={}]"
+    spec = load_spec("smoke", SMOKE + [f"train_overrides={overrides.format('sdvae')}", "scoring.enabled=false"])
+    settings = EstimateSettings(use_calibration=False)
+    encoded = estimate_spec(spec, settings)  # synthetic data: images only
+    assert encoded == estimate_spec(load_spec("smoke", SMOKE + [f"train_overrides={overrides.format('sd-vae')}",
+                                                                "scoring.enabled=false"]), settings)
+    monkeypatch.setattr(jobs.cost.estimate, "stored_latents", lambda dataset, split: True)
+    stored = estimate_spec(spec, settings)
+    assert encoded["by_stage"]["eval"] == stored["by_stage"]["eval"]
+    assert "vae-encode (tf32)" in encoded["throughput"] and "vae-encode (tf32)" not in stored["throughput"]
+    # 4 runs x 200 steps x 16 images, the encoder at 32 px (tf32: the preset's tf32), at 0.35 of the H100's peak
+    per_image = flop_table().sd_vae_encode(32)
+    extra = 4 * 200 * 16 * per_image / (494.7e12 * 0.35) / 3600
+    assert encoded["by_stage"]["train"] - stored["by_stage"]["train"] == pytest.approx(extra, rel=1e-9)
+    assert any("no stored SD-VAE moments" in a for a in encoded["assumptions"])
+    assert not any("SD-VAE moments" in a for a in stored["assumptions"])
+    monkeypatch.setattr(jobs.cost.estimate, "stored_latents", lambda dataset, split: None)
+    unseen = estimate_spec(spec, settings)
+    assert unseen["by_stage"] == stored["by_stage"] and any("not found here" in a for a in unseen["assumptions"])

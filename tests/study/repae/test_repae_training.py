@@ -154,8 +154,7 @@ def test_repa_e_and_irepa_e_trained_as_a_group_equal_separate_runs(tmp_path):
 
 
 def test_estimate_adds_repa_e_work_per_image():
-    from jobs.cost.estimate import estimate_spec
-    from jobs.cost.repae import repae_train_flops
+    from jobs.cost import estimate_spec, repae_train_flops
     from jobs.spec import load_spec
 
     class Table:  # stand-in counts: which terms enter, and how often

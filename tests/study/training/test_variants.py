@@ -140,8 +140,7 @@ def test_meanflow_repa_and_irepa_train_as_one_group_like_separate_runs(tmp_path)
 
 
 def test_sweep_estimate_counts_jit_and_meanflow():
-    from jobs.cost.estimate import meanflow_forwards, train_work
-    from jobs.cost.flops import flop_table
+    from jobs.cost import flop_table, meanflow_forwards, train_work
 
     table = flop_table()
     common = dict(input_size=256, in_channels=3, num_classes=1000, patch_size=None, qk_norm=False, projector="conv",
