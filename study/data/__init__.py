@@ -17,7 +17,8 @@ from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
            "SYNTHETIC_DEFAULTS", "IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid",
-           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8", "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents"]
+           "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8",
+           "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
