@@ -53,7 +53,7 @@ Triple = tuple[float, float, float]
 
 
 class Pretrain(_Strict):
-    """How the project trains a ``source: local`` encoder itself (``study.pretrain.local``; weights cached, deterministic).
+    """How the project trains a ``source: local`` encoder itself (``study.pretrain``; weights cached, deterministic).
 
     ``supervised``: cross-entropy on the labels from the CLS token and the mean patch token; ``mim``: SimMIM-style
     masked patch prediction (a learned mask token replaces ``mask_ratio`` of the patches, a linear head predicts

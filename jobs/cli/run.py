@@ -72,8 +72,8 @@ def _report_path(store, jobs) -> Path | None:
 @click.option("--workers", type=int, default=None, help="jobs at once (default: the spec's executor.local_workers)")
 @click.option("--executor", type=click.Choice(["local", "debug"]), default="local", show_default=True,
               help="local: background processes with dependencies; debug: in this process, one after another")
-def run_cmd(spec_arg: str | None, spec_name: str | None, overrides: tuple[str, ...], root: str | None, workers: int | None,
-            executor: str) -> None:
+def run_cmd(spec_arg: str | None, spec_name: str | None, overrides: tuple[str, ...], root: str | None,
+            workers: int | None, executor: str) -> None:
     """Run the embedded default study end to end on this machine (no cluster, no GPU, no downloads).
 
     SPEC (or --spec) is a shipped sweep name or a YAML path; default ``mini-quick``, the study in miniature within

@@ -1,7 +1,7 @@
 """The sampler's command-line options, shared by `repa-study sample` and `repa-study eval fid`.
 
-``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed --rounding`` and hands the command one
-``sampler: SamplerSettings`` (validated) instead of five loose values.
+``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed --rounding`` and hands the
+command one ``sampler: SamplerSettings`` (validated) instead of five loose values.
 """
 from __future__ import annotations
 

@@ -21,8 +21,8 @@ def _default_run_dir(config: str, cfg) -> Path:
 @click.argument("config")
 @click.argument("overrides", nargs=-1)
 @click.option("--run-dir", type=click.Path(file_okay=False), default=None,
-              help="Run directory (default: RESULTS_ROOT/train/<config name>-<run hash>, the hash of the config without "
-                   "its length: a higher steps=N resumes the same run); an existing one resumes.")
+              help="Run directory (default: RESULTS_ROOT/train/<config name>-<run hash>, the hash of the config "
+                   "without its length: a higher steps=N resumes the same run); an existing one resumes.")
 @click.option("--max-steps", type=int, default=None, help="Stop at this step (the run can be resumed later).")
 @click.option("--print-config", is_flag=True, help="Print the resolved config as YAML and exit.")
 def train_cmd(config: str, overrides: tuple[str, ...], run_dir: str | None, max_steps: int | None,

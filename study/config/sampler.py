@@ -1,9 +1,10 @@
 """The sampler's settings as one object, passed whole from the YAML/CLI to the sampler (no torch here).
 
 Previews during training, ``repa-study sample``, ``repa-study eval fid`` and a sweep's FID settings all describe the
-same things (integrator, steps, guidance, seed, and how the output becomes uint8); :class:`SamplerSettings` is their one type. The YAML stays flat where it was (a sweep's ``fid:``
-section, a run's ``grid:`` section), and those sections hand out a ``SamplerSettings`` (``FidSettings.sampler``,
-``PreviewSection.sampler``), so evaluation ids and config hashes are unchanged.
+same things (integrator, steps, guidance, seed, and how the output becomes uint8); :class:`SamplerSettings` is their
+one type. The YAML stays flat where it was (a sweep's ``fid:`` section, a run's ``preview:`` section), and those
+sections hand out a ``SamplerSettings`` (``FidSettings.sampler``, ``PreviewSection.sampler``), so evaluation ids and
+config hashes are unchanged.
 """
 from __future__ import annotations
 

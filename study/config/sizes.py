@@ -68,8 +68,8 @@ def parse_size(name: str) -> tuple[SiTSize, int | None]:
     """``"SiT-B/2"`` -> (B's dimensions, patch 2); ``"tiny"`` -> (tiny, None: the patch comes from the config)."""
     m = _SIT_NAME.match(name.strip())
     if not m:
-        raise ValueError(f"unknown SiT size {name!r}; use one of SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, mini, smoke "
-                         "(a /P suffix sets the patch size)")
+        raise ValueError(f"unknown SiT size {name!r}; use one of SiT-S/2, SiT-B/2, SiT-L/2, SiT-XL/2, tiny, mini, "
+                         "smoke (a /P suffix sets the patch size)")
     return SIZES[m.group(1)], (int(m.group(2)) if m.group(2) else None)
 
 
