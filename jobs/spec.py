@@ -98,6 +98,9 @@ def _is_number(value: Any) -> bool:
 
 
 class ScoringSettings(StrictModel):
+    """How encoders are scored (``study.scoring.score_encoder``). SRSS needs a foreground mask per image: synthetic
+    data brings its own; ImageNet needs ``masks`` (ImageNet-S), or a prepared dataset that points to them."""
+
     enabled: bool = True
     encoders: list[str] | Literal["all", "trained"] = Field("all", description="names, 'all' (the catalog's "
                                                                                "published encoders) or 'trained'")
@@ -105,6 +108,12 @@ class ScoringSettings(StrictModel):
     split: str = "val"
     limit: int | None = Field(None, ge=1)
     probe: bool = True
+    masks: str | None = Field(None, description="folder of ImageNet-S style foreground masks for SRSS "
+                                                "(MASKS/[<split>/]<class>/<stem>.png); default: the dataset's own")
+    min_mask_fraction: float = Field(0.0, ge=0.0, le=0.5, description="SRSS only on images whose mask covers at "
+                                                                      "least this fraction of the tokens and leaves "
+                                                                      "as much background (the authors: 64/256 = "
+                                                                      "0.25); 0 keeps every masked image")
     resources: Resources = Field(default_factory=lambda: Resources(gpus=1, time_min=4 * 60))
 
 
@@ -291,6 +300,8 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
         _check_resources(size.eval, spec.executor, f"{where}: models.{name}.eval", errors)
     if spec.scoring.enabled:
         _check_resources(spec.scoring.resources, spec.executor, f"{where}: scoring.resources", errors)
+        if spec.scoring.masks and str(spec.scoring.dataset or spec.dataset).startswith("synthetic"):
+            errors.append(f"{where}: scoring.masks: synthetic data carries its own masks; drop scoring.masks")
     if spec.analyze.enabled:
         _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
     methods, presets = method_presets(), list_presets()
