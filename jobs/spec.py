@@ -20,7 +20,7 @@ from study.evaluation import protocol_name, protocol_settings
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
            "ExecutorSettings", "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path",
-           "SWEEPS_DIR"]
+           "scoring_mask_check", "SWEEPS_DIR"]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
@@ -228,6 +228,20 @@ class SweepSpec(StrictModel):
             if unknown:
                 raise ValueError(f"extend[{i}].models: {unknown} are not keys of models ({', '.join(self.models)})")
         return self
+
+
+def scoring_mask_check(spec: SweepSpec, *, count: bool = True) -> Any:
+    """What SRSS will have in the sweep's score jobs: ``study.scoring.check_masks`` on the scoring dataset, split,
+    masks, minimum mask fraction and limit (a ``MaskCheck``: ``.ok``, ``.problem``, ``.summary()``); None when the
+    sweep scores nothing. ``count=False`` counts mask files without decoding them (seconds instead of minutes on
+    ImageNet-S). Data not on this machine is not checked (``n_images`` None, no problem)."""
+    if not spec.scoring.enabled:
+        return None
+    from study.scoring import check_masks
+
+    s = spec.scoring
+    return check_masks(s.dataset or spec.dataset, s.split, s.masks, min_fraction=s.min_mask_fraction, limit=s.limit,
+                       count=count)
 
 
 def resolve_spec_path(spec: str | Path) -> Path:

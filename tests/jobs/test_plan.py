@@ -186,6 +186,20 @@ def test_score_jobs_pass_masks_and_the_minimum_mask_fraction():
     assert again.params == scores[0].params and again.job_id == scores[0].job_id
 
 
+def test_scoring_mask_check_for_the_preflight(tmp_path):
+    from data_support import write_fake_imagenet
+
+    from jobs.spec import scoring_mask_check
+
+    assert scoring_mask_check(load_spec("smoke")).ok  # synthetic data: exact masks
+    assert scoring_mask_check(load_spec("smoke", ["scoring.enabled=false"])) is None
+    away = scoring_mask_check(load_spec("paper"), count=False)  # /data/imagenet is not on this machine
+    assert away.ok and away.n_images is None
+    bare = write_fake_imagenet(tmp_path / "imagenet", per_class=(1, 1), masks=False)
+    check = scoring_mask_check(load_spec("smoke", [f"dataset={bare}", "fid.extractor=synthetic"]))
+    assert not check.ok and "SRSS will be empty" in check.problem
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["encoders"].append("dinov2-vit-bb"), "unknown encoder 'dinov2-vit-bb'"),
     (lambda d: d["encoders"].append("dinov2-vit-b@clsmix=1.5"), "within [0, 1]"),
