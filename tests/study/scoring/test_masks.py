@@ -37,8 +37,9 @@ def test_check_says_when_srss_would_be_empty(tmp_path):
     assert away.ok and away.n_images is None and "not on this machine" in away.summary()
 
 
-def test_score_warns_when_srss_is_empty(tmp_path, caplog):
+def test_score_warns_when_srss_is_empty(tmp_path, caplog, monkeypatch):
     bare = write_fake_imagenet(tmp_path / "bare", per_class=(1, 1), masks=False)
+    monkeypatch.setattr(logging.getLogger("repa_study"), "propagate", True)  # to caplog, even after setup_logging
     with caplog.at_level(logging.WARNING, logger="repa_study"):
         row = score_encoder("dinov2-vit-b", str(bare), probe=False, weights="tiny", device="cpu",
                             cache_root=tmp_path / "features")
