@@ -24,7 +24,7 @@ from study.common import atomic_write_text, get_logger, progress
 
 from .codecs import SDVAECodec
 from .dataset import DatasetError, collate
-from .folder import FolderDataset, find_masks_dir
+from .folder import FolderDataset, find_masks_dir, mask_files
 from .prepared import FILES_NAME, PREPARED_FORMAT, read_manifest, shard_dir
 
 __all__ = ["prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task"]
@@ -68,11 +68,16 @@ def _write_manifest(split_dir: Path, manifest: dict[str, Any]) -> None:
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
 
 
-def _masks_entry(masks: str | Path | None, split: str) -> dict[str, str]:
-    """The manifest's pointer to a masks folder (checked now, so a wrong path fails before any work)."""
+def _masks_entry(masks: str | Path | None, split: str, ds: FolderDataset) -> dict[str, str]:
+    """The manifest's pointer to a masks folder (checked now, so a wrong path fails before any work); none when no
+    mask matches an image of the split (ImageNet-S has val masks only: ``--split train --split val`` points val)."""
     if masks is None:
         return {}
-    find_masks_dir(masks, split)
+    found = mask_files(find_masks_dir(masks, split), [(ds.class_names[label], p.stem) for p, label in ds.samples])
+    if not any(found):
+        log.warning("%s: no mask in %s matches an image of %s; the manifest does not point to it", split, masks,
+                    ds.root / split)
+        return {}
     return {"masks": str(Path(masks).expanduser().resolve())}
 
 
@@ -114,7 +119,7 @@ def prepare_split(src: str | Path, out: str | Path, split: str = "train", *, tas
         "format": PREPARED_FORMAT, "split": split, "src": str(ds.root), "listing": ds.listing_hash,
         "num_images": len(ds), "image_size": size, "shard_size": shard_size, "num_shards": num_shards,
         "classes": ds.class_names, "codec": codec_info, "crop": "adm-center", "created": now_iso(),
-        "provenance": provenance(), **_masks_entry(masks, split),
+        "provenance": provenance(), **_masks_entry(masks, split, ds),
     })
     if not (split_dir / FILES_NAME).is_file():
         atomic_write_text(split_dir / FILES_NAME, "".join(f"{p.relative_to(ds.root / split)}\n" for p, _ in ds.samples))

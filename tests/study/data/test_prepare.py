@@ -213,3 +213,6 @@ def test_a_prepared_split_points_to_masks(tmp_path):
         open_dataset(str(out), "val")
     with pytest.raises(DatasetError, match="masks directory .* does not exist"):
         prepare_split(src, out, "train", size=32, masks=tmp_path / "nowhere")
+    prepare_split(src, out, "train", size=32, masks=src / "masks")  # no train masks: not pointed to, no error
+    assert "masks" not in json.loads((out / "train" / "manifest.json").read_text())
+    assert not open_dataset(str(out), "train").has_masks
