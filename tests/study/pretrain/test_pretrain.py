@@ -130,13 +130,21 @@ def test_vanilla_is_planned_once_per_model_and_seed():
     assert not cfg.method.align and cfg.encoder.name == NO_ENCODER
 
 
-def test_pretraining_says_what_it_trains_and_its_progress(caplog, monkeypatch):
+def test_pretraining_says_what_it_trains_and_its_progress():
     import logging
 
-    monkeypatch.setattr(logging.getLogger("repa_study"), "propagate", True)  # to caplog, even after setup_logging
-    caplog.set_level(logging.INFO, logger="repa_study")
-    pretrain_encoder("mini-mim", steps=20, force=True)
-    lines = [r.getMessage() for r in caplog.records if r.name == "repa_study.study.pretrain.local"]
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # what reaches the logger, whatever handlers other tests left on its parents
+    logger = logging.getLogger("repa_study.study.pretrain.local")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        pretrain_encoder("mini-mim", steps=20, force=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    lines = [r.getMessage() for r in records]
     assert lines[0].startswith("encoder mini-mim: pretraining by its mim recipe, 20 steps of batch 32 on synthetic")
     steps = [line for line in lines if line.startswith("pretrain mini-mim: step ")]
     assert steps[0].startswith("pretrain mini-mim: step 1/20 (5%), loss ") and "s elapsed, about" in steps[0]

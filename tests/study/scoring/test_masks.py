@@ -37,14 +37,20 @@ def test_check_says_when_srss_would_be_empty(tmp_path):
     assert away.ok and away.n_images is None and "not on this machine" in away.summary()
 
 
-def test_score_warns_when_srss_is_empty(tmp_path, caplog, monkeypatch):
+def test_score_warns_when_srss_is_empty(tmp_path):
     bare = write_fake_imagenet(tmp_path / "bare", per_class=(1, 1), masks=False)
-    monkeypatch.setattr(logging.getLogger("repa_study"), "propagate", True)  # to caplog, even after setup_logging
-    with caplog.at_level(logging.WARNING, logger="repa_study"):
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.WARNING)
+    handler.emit = records.append  # what reaches the logger, whatever handlers other tests left on its parents
+    logger = logging.getLogger("repa_study.study.scoring.score")
+    logger.addHandler(handler)
+    try:
         row = score_encoder("dinov2-vit-b", str(bare), probe=False, weights="tiny", device="cpu",
                             cache_root=tmp_path / "features")
+    finally:
+        logger.removeHandler(handler)
     assert math.isnan(row["srss"]) and row["n_srss"] == 0 and row["image_size"] == 256
-    assert any("SRSS of dinov2-vit-b" in r.message and "has no masks" in r.message for r in caplog.records)
+    assert any("SRSS of dinov2-vit-b" in r.getMessage() and "has no masks" in r.getMessage() for r in records)
 
 
 @pytest.mark.parametrize("fraction", [0.0, AUTHORS_MIN_FRACTION])
