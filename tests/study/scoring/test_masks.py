@@ -53,8 +53,7 @@ def test_score_warns_when_srss_is_empty(tmp_path):
     assert any("SRSS of dinov2-vit-b" in r.getMessage() and "has no masks" in r.getMessage() for r in records)
 
 
-@pytest.mark.parametrize("fraction", [0.0, AUTHORS_MIN_FRACTION])
-def test_prepared_masks_score_like_the_source_folder(tmp_path, fraction):
+def test_prepared_masks_score_like_the_source_folder(tmp_path, fraction=AUTHORS_MIN_FRACTION):
     from study.data import prepare_split
 
     src = write_fake_imagenet(tmp_path / "imagenet", per_class=(1, 2), masks=True)
