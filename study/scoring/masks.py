@@ -14,11 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from study.common import get_logger
-
 __all__ = ["MaskCheck", "check_masks", "srss_kept", "AUTHORS_MIN_FRACTION", "MASK_GRID"]
-
-log = get_logger(__name__)
 
 #: The authors' filter: >= 64 foreground and >= 64 background tokens out of 256.
 AUTHORS_MIN_FRACTION = 64 / 256
