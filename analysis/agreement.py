@@ -6,11 +6,11 @@ protocols (the ``protocol`` column every evaluation records) on the runs evaluat
 and reports, per model size, training method and step:
 
 - ``encoders``: Spearman and Kendall correlation of the encoders' quality under A with their quality under B
-  (seeds averaged), each with a percentile bootstrap interval over encoders (``n`` of them); ``model = all``
-  pools every (model, method, encoder) point;
+  (seeds averaged), each with its Fisher-z interval over encoders (``n`` of them; :mod:`analysis.correlate`: none
+  below ``MIN_ENCODERS``, ``ci_note`` says so); ``model = all`` pools every (model, method, encoder) point;
 - ``methods``: for each training method against the baseline (``repa`` when present), the fraction of encoders
-  whose ordering (which method is better) is the same under both protocols, with a bootstrap interval, and the
-  Spearman and Kendall correlation of the quality change between the protocols.
+  whose ordering (which method is better) is the same under both protocols, with an exact (Clopper-Pearson)
+  binomial interval over encoders, and the Spearman and Kendall correlation of the quality change between the protocols.
 
 Rows of each protocol must be comparable among themselves (same reference, extractor, ...: :mod:`analysis.comparable`);
 the two protocols are never mixed into one quality column.
@@ -22,6 +22,7 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 import pandas as pd
+from scipy import stats
 
 from analysis.comparable import ANY, IncomparableRowsError, select_comparable
 from analysis.correlate import correlate
@@ -69,29 +70,29 @@ def _mean_quality(rows: pd.DataFrame, quality: str, name: str) -> pd.DataFrame:
     return df.groupby(keys, dropna=False, sort=True)[name].mean().reset_index()
 
 
-def _bootstrap_fraction(hits: np.ndarray, n_boot: int, seed: int, level: float) -> tuple[float, float]:
-    if len(hits) < 2 or n_boot <= 0:
+def _fraction_interval(hits: np.ndarray, level: float) -> tuple[float, float]:
+    """Clopper-Pearson (exact binomial) interval of the share of hits: valid at any count, and never a
+    zero-width "[1.00, 1.00]" when every encoder agrees."""
+    if len(hits) < 2:
         return float("nan"), float("nan")
-    idx = np.random.default_rng(seed).integers(0, len(hits), size=(n_boot, len(hits)))
-    lo, hi = np.quantile(hits[idx].mean(axis=1), [(1 - level) / 2, 1 - (1 - level) / 2])
-    return float(lo), float(hi)
+    ci = stats.binomtest(int(hits.sum()), len(hits)).proportion_ci(confidence_level=level, method="exact")
+    return float(ci.low), float(ci.high)
 
 
-def _tidy_encoders(points: pd.DataFrame, qa: str, qb: str, n_boot: int, seed: int) -> pd.DataFrame:
+def _tidy_encoders(points: pd.DataFrame, qa: str, qb: str) -> pd.DataFrame:
     pts = points.rename(columns={"method": "train_method"})
     rows = []
     for corr in _CORR:
-        per = correlate(pts, qa, qb, by=["model", "train_method", "step"], method=corr, n_boot=n_boot, seed=seed)
+        per = correlate(pts, qa, qb, by=["model", "train_method", "step"], method=corr)
         rows.append(per)
         if pts.groupby(["model", "train_method", "step"]).ngroups > 1:
-            pooled = correlate(pts, qa, qb, method=corr, n_boot=n_boot, seed=seed)
+            pooled = correlate(pts, qa, qb, method=corr)
             rows.append(pooled.assign(model="all", train_method="all", step="all")[per.columns])
     out = pd.concat(rows, ignore_index=True).rename(columns={"method": "statistic"})
-    return out[["model", "train_method", "step", "statistic", "n", "r", "ci_low", "ci_high", "p_value"]]
+    return out[["model", "train_method", "step", "statistic", "n", "r", "ci_low", "ci_high", "ci_note", "p_value"]]
 
 
-def _method_agreement(points: pd.DataFrame, qa: str, qb: str, n_boot: int, seed: int,
-                      level: float = 0.95) -> pd.DataFrame:
+def _method_agreement(points: pd.DataFrame, qa: str, qb: str, level: float = 0.95) -> pd.DataFrame:
     methods = sorted(points["method"].unique())
     if len(methods) < 2:
         return pd.DataFrame(columns=["model", "step", "baseline", "train_method", "n_encoders", "same_order",
@@ -105,20 +106,19 @@ def _method_agreement(points: pd.DataFrame, qa: str, qb: str, n_boot: int, seed:
                 continue
             d = pd.DataFrame({"a": wide[(qa, m)] - wide[(qa, base)], "b": wide[(qb, m)] - wide[(qb, base)]}).dropna()
             hits = (np.sign(d["a"].to_numpy()) == np.sign(d["b"].to_numpy())).astype(float)
-            lo, hi = _bootstrap_fraction(hits, n_boot, seed, level)
+            lo, hi = _fraction_interval(hits, level)
             row = {"model": model, "step": step, "baseline": base, "train_method": m, "n_encoders": len(d),
                    "same_order": float(hits.mean()) if len(hits) else float("nan"),
                    "same_order_ci_low": lo, "same_order_ci_high": hi}
             for corr in _CORR:
-                c = correlate(d, "a", "b", method=corr, n_boot=n_boot, seed=seed).iloc[0]
+                c = correlate(d, "a", "b", method=corr).iloc[0]
                 row.update({corr: c["r"], f"{corr}_ci_low": c["ci_low"], f"{corr}_ci_high": c["ci_high"]})
             rows.append(row)
     return pd.DataFrame(rows)
 
 
 def protocol_agreement(gen: pd.DataFrame, a: str, b: str, *, select: Mapping[str, Any] | None = None,
-                       quality: Sequence[str | None] = (None, None), n_boot: int = 2000,
-                       seed: int = 0) -> Agreement:
+                       quality: Sequence[str | None] = (None, None)) -> Agreement:
     """Rank agreement between protocols ``a`` and ``b`` on the runs evaluated under both (see the module doc).
 
     ``select`` keeps rows (``{"model": "SiT-B/2"}``) before pairing; ``quality`` names each protocol's quality
@@ -145,8 +145,8 @@ def protocol_agreement(gen: pd.DataFrame, a: str, b: str, *, select: Mapping[str
     group = ["model", "method", "encoder", "step"]
     points = paired.groupby(group, sort=True)[[qa, qb]].mean().reset_index()
     points["n_seeds"] = paired.groupby(group, sort=True).size().to_numpy()
-    encoders = _tidy_encoders(points, qa, qb, n_boot, seed)
-    methods = _method_agreement(points, qa, qb, n_boot, seed)
+    encoders = _tidy_encoders(points, qa, qb)
+    methods = _method_agreement(points, qa, qb)
     if (encoders["n"] < 3).all():
         notes.append("fewer than 3 encoders per group: no rank correlation (evaluate more runs under both)")
     return Agreement((a, b), (sel_a.quality, sel_b.quality), points, encoders, methods, notes)

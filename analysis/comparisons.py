@@ -4,6 +4,10 @@ With two seeds per (model, method, encoder) cell a per-cell standard deviation s
 variation pooled over all cells (one common noise level assumed) is a usable yardstick: :func:`compare` puts a
 t interval with the pooled sd and its degrees of freedom around each difference of means. Encoders and methods are
 fixed, not sampled: the interval covers only seed noise, which is what "distinguishable" means here.
+
+:func:`findings` words each result so that it holds across reruns: a difference or correlation whose interval
+holds 0 is "not distinguishable", never a direction, and one the comparison could detect only by luck is
+"underpowered" (:data:`REL_MDD`, :data:`MIN_NOISE_DF`; ``analysis.correlate.STRONG_R`` for correlations).
 """
 from __future__ import annotations
 
@@ -15,15 +19,24 @@ import pandas as pd
 from scipy import stats
 
 from analysis.clsmix import clsmix_points, parse_variant
+from analysis.correlate import MIN_ENCODERS, POWER, STRONG_R, detectable_r
 from analysis.display import display_value
 from results import FID, LP_TOP1, NO_ENCODER, SPATIAL_METRICS
 
 __all__ = ["seed_spread", "noise_sd", "compare", "clsmix_direction", "findings", "repa_irepa_pairs",
-           "baseline_methods", "COMPARE_COLUMNS"]
+           "baseline_methods", "COMPARE_COLUMNS", "REL_MDD", "MIN_NOISE_DF"]
 
 CELL = ["model", "method", "encoder"]
-COMPARE_COLUMNS = ["question", "model", "a", "b", "diff", "ci_low", "ci_high", "distinguishable", "n_a", "n_b",
-                   "se", "noise_sd", "df", "level", "note"]
+COMPARE_COLUMNS = ["question", "model", "a", "b", "diff", "ci_low", "ci_high", "distinguishable", "underpowered",
+                   "mdd", "n_a", "n_b", "se", "noise_sd", "df", "level", "note"]
+#: ``mdd``, the minimum detectable difference, is the true difference a comparison finds distinguishable with
+#: probability ``analysis.correlate.POWER`` (0.8): ``(t_level + t_power) * se``.
+#: A comparison is underpowered when its ``mdd`` exceeds both the observed difference (a rerun would confirm it less
+#: than 80% of the time) and this fraction of b's value (a 10% change could go unseen) ...
+REL_MDD = 0.10
+#: ... or when the pooled noise estimate has fewer degrees of freedom than this (the sd itself is then uncertain by
+#: more than about +-25%).
+MIN_NOISE_DF = 10
 DIRECTION_COLUMNS = ["model", "method", "base", "form", "y", "n", "alpha_min", "alpha_max", "at_min", "at_max",
                      "slope", "spearman", "direction"]
 NO_NOISE = "one seed per cell: no seed-noise estimate, no interval"
@@ -106,22 +119,27 @@ def compare(rows: pd.DataFrame, quality: str, *, level: float = 0.95) -> pd.Data
     ``diff`` = mean(a) - mean(b) over seeds (negative: a lower). Interval: ``diff +- t * sd * sqrt(v)`` with the
     pooled :func:`noise_sd`, the t quantile at its df, and ``v = 1/n_a + 1/n_b`` (for an average over k encoders
     the variance of the average, ``sum(1/n_e) / k**2``). ``distinguishable``: the interval excludes 0 (NA with
-    one seed per cell). Questions: ``alignment vs vanilla`` (each aligned method and encoder, and the method's mean
+    one seed per cell). ``mdd``: the difference detected with probability :data:`POWER`; ``underpowered``:
+    ``df < MIN_NOISE_DF`` or ``mdd > max(|diff|, REL_MDD * |mean(b)|)`` (NA with one seed per cell). Questions: ``alignment vs vanilla`` (each aligned method and encoder, and the method's mean
     over its plain encoders, vs each baseline of :func:`baseline_methods`), ``iREPA vs REPA`` (per encoder and
     mean, for each :func:`repa_irepa_pairs` pair) and ``CLS mixing`` (each ``BASE@clsmix=ALPHA`` vs ``BASE``).
     """
     cells = seed_spread(rows, quality)
     sd, df = noise_sd(rows, quality)
     t = float(stats.t.ppf(0.5 + level / 2.0, df)) if df > 0 else float("nan")
+    t_power = float(stats.t.ppf(POWER, df)) if df > 0 else float("nan")
     out: list[dict[str, Any]] = []
 
-    def add(question: str, model: str, a: str, b: str, diff: float, v: float, n_a: int, n_b: int) -> None:
+    def add(question: str, model: str, a: str, b: str, diff: float, v: float, n_a: int, n_b: int,
+            ref: float) -> None:
         se = sd * float(np.sqrt(v)) if df > 0 else float("nan")
         lo, hi = diff - t * se, diff + t * se
+        mdd = (t + t_power) * se
         dist = bool(lo > 0 or hi < 0) if np.isfinite(se) else pd.NA
+        weak = bool(df < MIN_NOISE_DF or mdd > max(abs(diff), REL_MDD * abs(ref))) if np.isfinite(se) else pd.NA
         out.append({"question": question, "model": model, "a": a, "b": b, "diff": diff, "ci_low": lo, "ci_high": hi,
-                    "distinguishable": dist, "n_a": int(n_a), "n_b": int(n_b), "se": se, "noise_sd": sd, "df": df,
-                    "level": level, "note": "" if np.isfinite(se) else NO_NOISE})
+                    "distinguishable": dist, "underpowered": weak, "mdd": mdd, "n_a": int(n_a), "n_b": int(n_b),
+                    "se": se, "noise_sd": sd, "df": df, "level": level, "note": "" if np.isfinite(se) else NO_NOISE})
 
     baselines = set(baseline_methods(rows))
     for model, mc in cells.groupby("model", sort=True):
@@ -139,11 +157,11 @@ def compare(rows: pd.DataFrame, quality: str, *, level: float = 0.95) -> pd.Data
                     mean = float(np.mean([cell[(m, e)][0] for e in plain]))
                     ns = [cell[(m, e)][1] for e in plain]
                     add("alignment vs vanilla", model, f"{m} / mean over {k} encoders", base, mean - b["mean"],
-                        sum(1 / n for n in ns) / k ** 2 + 1 / b["n_seeds"], sum(ns), b["n_seeds"])
+                        sum(1 / n for n in ns) / k ** 2 + 1 / b["n_seeds"], sum(ns), b["n_seeds"], b["mean"])
                 for e in encs[m]:
                     mean, n = cell[(m, e)]
                     add("alignment vs vanilla", model, f"{m} / {e}", base, mean - b["mean"], 1 / n + 1 / b["n_seeds"],
-                        n, b["n_seeds"])
+                        n, b["n_seeds"], b["mean"])
         for rep, irep in repa_irepa_pairs(methods):
             common = [e for e in encs[irep] if e in set(encs[rep])]
             plain = _plain(common)
@@ -152,19 +170,21 @@ def compare(rows: pd.DataFrame, quality: str, *, level: float = 0.95) -> pd.Data
                 diff = float(np.mean([cell[(irep, e)][0] - cell[(rep, e)][0] for e in plain]))
                 v = sum(1 / cell[(irep, e)][1] + 1 / cell[(rep, e)][1] for e in plain) / k ** 2
                 add("iREPA vs REPA", model, f"{irep} / mean over {k} encoders", f"{rep} / same encoders", diff, v,
-                    sum(cell[(irep, e)][1] for e in plain), sum(cell[(rep, e)][1] for e in plain))
+                    sum(cell[(irep, e)][1] for e in plain), sum(cell[(rep, e)][1] for e in plain),
+                    float(np.mean([cell[(rep, e)][0] for e in plain])))
             for e in common:
                 (mi, ni), (mr, nr) = cell[(irep, e)], cell[(rep, e)]
-                add("iREPA vs REPA", model, f"{irep} / {e}", f"{rep} / {e}", mi - mr, 1 / ni + 1 / nr, ni, nr)
+                add("iREPA vs REPA", model, f"{irep} / {e}", f"{rep} / {e}", mi - mr, 1 / ni + 1 / nr, ni, nr, mr)
         for m in methods:
             for e in encs[m]:
                 parsed = parse_variant(e)
                 if parsed is None or (m, parsed[0]) not in cell:
                     continue
                 (mv, nv), (mb, nb) = cell[(m, e)], cell[(m, parsed[0])]
-                add("CLS mixing", model, f"{m} / {e}", f"{m} / {parsed[0]}", mv - mb, 1 / nv + 1 / nb, nv, nb)
+                add("CLS mixing", model, f"{m} / {e}", f"{m} / {parsed[0]}", mv - mb, 1 / nv + 1 / nb, nv, nb, mb)
     res = pd.DataFrame(out, columns=COMPARE_COLUMNS)
     res["distinguishable"] = res["distinguishable"].astype("boolean")
+    res["underpowered"] = res["underpowered"].astype("boolean")
     return res
 
 
@@ -215,24 +235,96 @@ def _say(label: str) -> str:
 
 
 def _comparison_sentence(row: Any, quality: str, where: str) -> str:
+    """One comparison, worded to hold across reruns: a direction only when the interval excludes 0."""
     diff = float(row.diff)
-    size = (f"{quality} equal" if diff == 0 else
-            f"{quality} {_g(abs(diff))} {'lower' if diff < 0 else 'higher'}")
-    head = f"{_say(row.a)} vs {_say(row.b)}{where}: {size}"
+    head = f"{_say(row.a)} vs {_say(row.b)}{where}"
     if pd.isna(row.distinguishable):
-        return f"{head} (one seed per cell: no interval)."
-    verdict = "distinguishable" if bool(row.distinguishable) else "not distinguishable"
-    return (f"{head} (difference {diff:+.3g}, {100 * float(row.level):g}% CI [{_g(row.ci_low)}, {_g(row.ci_high)}]); "
-            f"{verdict} from seed noise.")
+        return f"{head}: difference {diff:+.3g} (one seed per cell: no interval, so no finding)."
+    ci = f"{100 * float(row.level):g}% CI [{_g(row.ci_low)}, {_g(row.ci_high)}]"
+    weak = bool(row.underpowered) if not pd.isna(row.underpowered) else False
+    detect = (f"only a difference of about {_g(row.mdd)} is detected {100 * POWER:g}% of the time"
+              + (f", and the noise estimate has {int(row.df)} degrees of freedom" if int(row.df) < MIN_NOISE_DF else ""))
+    if not bool(row.distinguishable):
+        tail = f"; underpowered: {detect}." if weak else "."
+        return f"{head}: not distinguishable from seed noise (difference {diff:+.3g}, {ci}){tail}"
+    size = f"{quality} {_g(abs(diff))} {'lower' if diff < 0 else 'higher'}"
+    tail = f", but underpowered ({detect}): a rerun may not confirm it." if weak else "."
+    return f"{head}: {size} ({ci}); distinguishable from seed noise{tail}"
 
 
 def _value(y: str, v: float) -> str:
     return f"{display_value(y, v):.3g}%" if y == "lp_top1" else _g(v)
 
 
+def _correlation_sentence(row: Any, label: str, kind: str, quality: str) -> str:
+    """One correlation, worded to hold across reruns: a sign only when the interval excludes 0."""
+    n = int(row.n)
+    head = f"{label}: {kind} r of {quality} with"
+    name = _NAMES.get(row.x, row.x)
+    if not np.isfinite(row.r):
+        return f"{head} {name} undefined (n = {n} encoders)."
+    lo, hi = (getattr(row, "ci_low", np.nan), getattr(row, "ci_high", np.nan))
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        why = getattr(row, "ci_note", "") or f"n = {n} encoders"
+        return f"{head} {name} {row.r:+.2f} ({why}): underpowered, not a finding."
+    ci = f"95% CI [{lo:+.2f}, {hi:+.2f}], n = {n} encoders"
+    mdr = getattr(row, "mdr", np.nan)
+    mdr = detectable_r(n, str(getattr(row, "method", "pearson"))) if pd.isna(mdr) else float(mdr)
+    weak = bool(row.underpowered) if not pd.isna(getattr(row, "underpowered", np.nan)) \
+        else mdr > max(abs(row.r), STRONG_R)
+    detect = f"with {n} encoders only |r| >= {mdr:.2f} is detected {100 * POWER:g}% of the time"
+    if lo <= 0 <= hi:
+        tail = f"; underpowered: {detect}." if weak else "."
+        return f"{head} {name}: not distinguishable from no correlation (r {row.r:+.2f}, {ci}){tail}"
+    sign = "negative" if hi < 0 else "positive"
+    tail = f"; underpowered ({detect}): a rerun may not confirm it." if weak else "."
+    return f"{head} {name} {sign}: r {row.r:+.2f} ({ci}){tail}"
+
+
+def _mixing_noise(comp: pd.DataFrame, info: dict[str, Any]) -> str | None:
+    """Whether the CLS-mixing comparisons of one curve (method, base, model) tell the quality change from seed
+    noise: ``"distinguishable"``, ``"not distinguishable"``, ``"no noise"`` or None (no comparison)."""
+    if comp is None or comp.empty:
+        return None
+    rows = comp[(comp["question"] == "CLS mixing")
+                & comp["a"].astype(str).str.startswith(f"{info.get('method', '')} / {info.get('base', '')}@")]
+    if "model" in info:
+        rows = rows[rows["model"] == info["model"]]
+    if rows.empty:
+        return None
+    if rows["distinguishable"].isna().all():
+        return "no noise"
+    return "distinguishable" if rows["distinguishable"].fillna(False).astype(bool).any() else "not distinguishable"
+
+
+def _correlation_findings(corr: pd.DataFrame, quality: str) -> list[str]:
+    if "study" in corr.columns and (corr["study"] == "this study").any():
+        corr = corr[corr["study"] == "this study"]
+    if "method" in corr.columns:
+        kind = "pearson" if (corr["method"] == "pearson").any() else corr["method"].iloc[0]
+        corr = corr[corr["method"] == kind]
+    if "model" in corr.columns and (corr["model"] == "all").any():
+        corr = corr[corr["model"] == "all"]
+    kind = str(corr["method"].iloc[0]).capitalize() if "method" in corr.columns else "Pearson"
+    out = []
+    for tm in sorted(corr["train_method"].astype(str).unique(), key=lambda m: ("irepa" in m, m)):
+        part = corr[corr["train_method"].astype(str) == tm]
+        for x in (LP_TOP1, *SPATIAL_METRICS):
+            for row in part[part["x"] == x].itertuples(index=False):
+                model = f", {row.model}" if "model" in part.columns and part["model"].nunique() > 1 else ""
+                out.append(_correlation_sentence(row, f"{tm} runs{model}", kind, quality))
+    if out:
+        out.append(f"Negative r: a higher metric goes with a lower (better) {quality}. Intervals are on r across "
+                   f"encoders (Fisher z); none is given below {MIN_ENCODERS} encoders, and a sign is stated only when "
+                   f"the interval excludes 0.")
+    return out
+
+
 def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.DataFrame, quality: str) -> list[str]:
     """Short plain-English sentences: what the study is (always first), the noise yardstick, each comparison with
-    its interval and verdict, the correlations per training method, and the CLS-mixing directions."""
+    its interval and verdict, the correlations per training method, and the CLS-mixing directions. Each is worded
+    to hold across reruns: a direction only where the interval excludes 0, "underpowered" where the comparison
+    could not reliably detect it."""
     lower = f"lower {quality} is better"
     if quality == FID:
         out = [f"These are this study's own runs, not the paper's results ({lower})."]
@@ -248,7 +340,8 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
                        f"cells with 2+ seeds); a difference whose interval excludes 0 is distinguishable from it. "
                        f"Each interval holds at {100 * float(comp['level'].iloc[0]):g}% on its own: among "
                        f"{len(comp)} comparisons, if no difference were real, about "
-                       f"{(1 - float(comp['level'].iloc[0])) * len(comp):.2g} would look distinguishable by chance.")
+                       f"{(1 - float(comp['level'].iloc[0])) * len(comp):.2g} would look distinguishable by chance. "
+                       f"Seed noise is not all the variation: another machine or thread count can shift every run.")
         else:
             out.append("Only one seed per cell: there is no seed-noise estimate, so no difference below is tested "
                        "against noise.")
@@ -257,35 +350,7 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
             out.append(_comparison_sentence(row, quality, f" ({row.model})" if multi else ""))
     corr = corr_df if corr_df is not None else pd.DataFrame()
     if len(corr) and {"train_method", "x", "r", "n"} <= set(corr.columns):
-        if "study" in corr.columns and (corr["study"] == "this study").any():
-            corr = corr[corr["study"] == "this study"]
-        if "method" in corr.columns:
-            kind = "pearson" if (corr["method"] == "pearson").any() else corr["method"].iloc[0]
-            corr = corr[corr["method"] == kind]
-        if "model" in corr.columns and (corr["model"] == "all").any():
-            corr = corr[corr["model"] == "all"]
-        kind = str(corr["method"].iloc[0]).capitalize() if "method" in corr.columns else "Pearson"
-        ns = []
-        for tm in sorted(corr["train_method"].astype(str).unique(), key=lambda m: ("irepa" in m, m)):
-            part = corr[corr["train_method"].astype(str) == tm]
-            for x in (LP_TOP1, *SPATIAL_METRICS):
-                for row in part[part["x"] == x].itertuples(index=False):
-                    n = int(row.n)
-                    ns.append(n)
-                    model = f", {row.model}" if "model" in part.columns and part["model"].nunique() > 1 else ""
-                    if not np.isfinite(row.r):
-                        out.append(f"{tm} runs{model}: {kind} r of {quality} with {_NAMES[x]} undefined "
-                                   f"(n = {n} encoders).")
-                    elif "ci_low" in part.columns and np.isfinite(row.ci_low):
-                        out.append(f"{tm} runs{model}: {kind} r of {quality} with {_NAMES[x]} {row.r:+.2f} "
-                                   f"(95% bootstrap CI [{row.ci_low:+.2f}, {row.ci_high:+.2f}], n = {n} encoders).")
-                    else:
-                        out.append(f"{tm} runs{model}: {kind} r of {quality} with {_NAMES[x]} {row.r:+.2f} "
-                                   f"(no interval, n = {n} encoders).")
-        if ns:
-            few = f" With only {min(ns)} encoders, the intervals are wide: read them, not the point." \
-                if min(ns) < 10 else ""
-            out.append(f"Negative r: a higher metric goes with a lower (better) {quality}.{few}")
+        out += _correlation_findings(corr, quality)
     mix = clsmix_df if clsmix_df is not None else pd.DataFrame()
     if len(mix):
         keys = [c for c in ("model", "method", "base", "form") if c in mix.columns]
@@ -294,10 +359,16 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
             curve = curve[curve["direction"] != ""]
             if curve.empty:
                 continue
+            noise = _mixing_noise(comp, info)
             parts, pattern = [], []
             for row in curve.itertuples(index=False):
                 change = f"{_value(row.y, row.at_min)} to {_value(row.y, row.at_max)}"
                 if row.y == quality:
+                    if noise in ("not distinguishable", "no noise"):
+                        why = "not distinguishable from seed noise" if noise != "no noise" else "no seed-noise estimate"
+                        parts.append(f"{quality} {change} ({why})")
+                        pattern.append(False)
+                        continue
                     word = {"up": "higher (worse)", "down": "lower (better)", "flat": "unchanged"}[row.direction]
                     parts.append(f"{quality} {word} ({change})")
                     pattern.append(row.direction == "up")

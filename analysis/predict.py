@@ -1,8 +1,16 @@
 """Predict an encoder's REPA FID from its spatial metrics: least squares on known encoders, with a prediction
 interval, the encoder's rank among the known ones, and the fit's leave-one-out error. :func:`choose_fit_set`
-decides which known encoders the fit uses (this study's rows or the paper's 27 points)."""
+decides which known encoders the fit uses (this study's rows or the paper's 27 points).
+
+Two warnings guard a prediction: :meth:`FitSet.mismatches` (the new encoder was scored on another dataset,
+resolution, weights or metric setting than the known encoders: its metrics are on another scale) and the
+``extrapolated`` column of :func:`predict_fid` (a predictor outside the range the fit has seen).
+"""
 from __future__ import annotations
 
+import math
+import os
+import re
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
@@ -15,7 +23,7 @@ from analysis.paper import load_paper_data
 from results import FID
 
 __all__ = ["FidRegression", "fit_fid_regression", "predict_fid", "DEFAULT_PREDICTORS", "FitSet", "choose_fit_set",
-           "FIT_SETS", "MIN_KNOWN_ENCODERS", "PAPER_FIT_SET"]
+           "FIT_SETS", "MIN_KNOWN_ENCODERS", "PAPER_FIT_SET", "SETUP_KEYS", "PAPER_SETUP"]
 
 #: LDS: the paper's headline spatial metric, needs no masks and is fully visible in the paper's Fig. 4.
 DEFAULT_PREDICTORS = ("lds",)
@@ -24,11 +32,41 @@ FIT_SETS = ("auto", "results", "paper")
 #: ``auto`` fits on the study's rows only when every model size has at least this many scored encoders.
 MIN_KNOWN_ENCODERS = 4
 PAPER_FIT_SET = "the paper's 27 encoders (SiT-XL/2, REPA, 100K)"
+#: How an encoder was scored (columns of the ``encoders`` table): a new encoder's metrics are comparable with the
+#: known encoders' only when these agree (``srss_min_fraction`` only matters for an SRSS predictor).
+SETUP_KEYS = ("dataset", "image_size", "weights", "far", "dmax", "near", "srss_min_fraction")
+_SETUP_WORDS = {"dataset": "dataset", "image_size": "resolution (px)", "weights": "weights", "far": "far (LDS/SRSS)",
+                "dmax": "dmax (CDS)", "near": "near (SRSS)", "srss_min_fraction": "minimum mask fraction"}
+#: The paper's scoring setup: pretrained encoders on ImageNet at 256 px, the authors' metric settings.
+PAPER_SETUP = {"dataset": "ImageNet", "image_size": 256, "weights": "pretrained", "far": 6, "dmax": 8, "near": 1,
+               "srss_min_fraction": 0.25}
+
+
+def _image_size(row: Mapping[str, Any]) -> Any:
+    """The scored images' side: the ``image_size`` column, else the ``size=`` of the dataset id (rows written
+    before the column existed)."""
+    size = row.get("image_size")
+    if size is not None and not (isinstance(size, float) and math.isnan(size)):
+        return int(size)
+    found = re.search(r"size=(\d+)", str(row.get("dataset_id") or ""))
+    return int(found.group(1)) if found else None
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Two setup values agree: numbers by value, dataset specs by resolved path where they are paths here."""
+    try:
+        return float(a) == float(b)
+    except (TypeError, ValueError):
+        pass
+    norm = [os.path.realpath(os.path.expanduser(str(v))) if os.path.exists(os.path.expanduser(str(v))) else str(v)
+            for v in (a, b)]
+    return norm[0] == norm[1]
 
 
 @dataclass(frozen=True)
 class FitSet:
-    """The known encoders of a fit: one row per (model, encoder) with the metrics and ``quality``."""
+    """The known encoders of a fit: one row per (model, encoder) with the metrics and ``quality`` (and, from a
+    results store, the :data:`SETUP_KEYS` columns: how each was scored)."""
 
     known: pd.DataFrame
     quality: str
@@ -38,12 +76,41 @@ class FitSet:
     def from_paper(self) -> bool:
         return self.source == PAPER_FIT_SET
 
-    def caveats(self, data: str, weights: str) -> list[str]:
-        """Why a prediction for an encoder scored on ``data`` with ``weights`` only exercises the pipeline."""
-        if self.from_paper and (weights != "pretrained" or str(data).startswith("synthetic")):
-            return [f"the paper's metrics come from pretrained encoders on ImageNet images; scores from {weights} "
-                    f"weights on {data} are on another scale, so this prediction only exercises the pipeline"]
-        return []
+    @property
+    def setup(self) -> dict[str, list[Any]]:
+        """The distinct values of each :data:`SETUP_KEYS` entry among the known encoders (those recorded)."""
+        if self.from_paper:
+            return {k: [v] for k, v in PAPER_SETUP.items()}
+        rows = self.known.to_dict(orient="records")
+        out: dict[str, list[Any]] = {}
+        for key in SETUP_KEYS:
+            values = [_image_size(r) if key == "image_size" else r.get(key) for r in rows]
+            values = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+            if values:
+                out[key] = sorted(set(values), key=str)
+        return out
+
+    def mismatches(self, row: Mapping[str, Any], predictors: Sequence[str] = DEFAULT_PREDICTORS) -> list[str]:
+        """One line per way ``row`` (the new encoder's ``encoders`` row) was scored unlike the known encoders:
+        dataset, resolution, weights, metric settings. Its metrics are then on another scale than the fit's."""
+        out = []
+        name = row.get("encoder", "the encoder")
+        for key, known in self.setup.items():
+            if key == "srss_min_fraction" and "srss" not in predictors:
+                continue
+            value = _image_size(row) if key == "image_size" else row.get(key)
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            if key == "dataset" and self.from_paper:
+                if not str(value).startswith("synthetic"):
+                    continue  # any folder may be ImageNet: only synthetic data is surely not the paper's
+            elif any(_same(value, k) for k in known):
+                continue
+            theirs = ", ".join(str(k) for k in known)
+            out.append(f"{name} was scored with {_SETUP_WORDS[key]} {value}, the encoders the fit knows with "
+                       f"{theirs}: its metrics are on another scale than the fit's"
+                       + (", so this prediction only exercises the pipeline" if self.from_paper else ""))
+        return out
 
 
 def choose_fit_set(fit_on: str, generation: pd.DataFrame | None, encoders: pd.DataFrame | None, *,
@@ -69,7 +136,7 @@ def choose_fit_set(fit_on: str, generation: pd.DataFrame | None, encoders: pd.Da
             if not gen.empty:
                 selection = select_comparable(gen, {k: v for k, v in sel_map.items()
                                                     if not k.startswith("encoders.")})
-                table, _ = encoder_table(enc, sel_map)
+                table, _ = encoder_table(enc, sel_map, keep=(*SETUP_KEYS, "dataset_id"))
                 points = study_points(selection.rows, selection.quality, table)
                 points = points[points["encoder"] != exclude]
                 if fit_on == "results" or points.groupby("model")["encoder"].nunique().min() >= MIN_KNOWN_ENCODERS:
@@ -145,6 +212,17 @@ class FidRegression:
         """1-based rank of ``predicted`` among the known encoders' values (1 = lowest FID = best)."""
         return int(1 + np.sum(self.Y < predicted))
 
+    def extrapolation(self, values: Mapping[str, float] | Sequence[float]) -> list[str]:
+        """The predictors whose value lies outside the range of the known encoders', as ``"lds 0.52 outside
+        [0.33, 0.44]"``: there the fit has seen no encoder, and the line is an assumption, not data."""
+        x0 = [values[c] for c in self.x] if isinstance(values, Mapping) else list(values)
+        out = []
+        for j, (name, v) in enumerate(zip(self.x, x0)):
+            lo, hi = float(self.X[:, j].min()), float(self.X[:, j].max())
+            if not lo <= float(v) <= hi:
+                out.append(f"{name} {float(v):.4g} outside [{lo:.4g}, {hi:.4g}]")
+        return out
+
 
 def fit_fid_regression(known: pd.DataFrame, x: str | Sequence[str] = DEFAULT_PREDICTORS, y: str = FID,
                        ) -> FidRegression:
@@ -171,7 +249,8 @@ def predict_fid(scores: Mapping[str, float], known: pd.DataFrame, *, x: str | Se
 
     ``known`` holds one row per (model, encoder) with the metrics and ``y`` (REPA rows of one comparable study).
     Columns: ``model, encoder, x, y, n_known, predicted, pi_low, pi_high, level, rank, r, loo_rmse, loo_mae,
-    loo_max``; ``rank`` is among the known encoders plus this one (1 = best).
+    loo_max, extrapolated``; ``rank`` is among the known encoders plus this one (1 = best); ``extrapolated`` names
+    the predictors outside the known encoders' range (:meth:`FidRegression.extrapolation`; empty when none).
     """
     groups = known.groupby(by, sort=True) if by and by in known.columns else [(None, known)]
     rows = []
@@ -180,5 +259,5 @@ def predict_fid(scores: Mapping[str, float], known: pd.DataFrame, *, x: str | Se
         pred, lo, hi = fit.predict(scores, level)
         rows.append({"model": key, "encoder": encoder, "x": "+".join(fit.x), "y": y, "n_known": fit.n,
                      "predicted": pred, "pi_low": lo, "pi_high": hi, "level": level, "rank": fit.rank(pred),
-                     "r": fit.r, **fit.loo_errors()})
+                     "r": fit.r, **fit.loo_errors(), "extrapolated": "; ".join(fit.extrapolation(scores))})
     return pd.DataFrame(rows)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, model_serializer, model_validator
 
 import encoders
 from encoders import EncoderWeights
@@ -71,12 +71,27 @@ class EvalParams(StrictModel):
 
 
 class ScoreParams(StrictModel):
+    """An encoder's scoring (``study.scoring.score_encoder``). ``masks`` and ``srss_min_fraction`` are left out of
+    dumps (so of the id) at their defaults: a score job that passes neither keeps the id it had before they
+    existed."""
+
     encoder: str
     encoder_weights: EncoderWeights
     dataset: str
     split: str
     limit: int | None
     probe: bool
+    masks: str | None = None
+    srss_min_fraction: float = 0.0
+
+    @model_serializer(mode="wrap")
+    def _omit_defaults(self, handler):
+        data = handler(self)
+        if data.get("masks", 0) is None:
+            data.pop("masks")
+        if data.get("srss_min_fraction") == 0.0:
+            data.pop("srss_min_fraction")
+        return data
 
 
 class AnalyzeParams(StrictModel):
@@ -195,7 +210,8 @@ def plan(spec: SweepSpec) -> list[Job]:
         for encoder in _scoring_encoders(spec):
             ident = ScoreParams(encoder=encoder, encoder_weights=spec.encoder_weights,
                                 dataset=spec.scoring.dataset or spec.dataset, split=spec.scoring.split,
-                                limit=spec.scoring.limit, probe=spec.scoring.probe)
+                                limit=spec.scoring.limit, probe=spec.scoring.probe, masks=spec.scoring.masks,
+                                srss_min_fraction=spec.scoring.min_mask_fraction)
             scores.append(_job("score", ident, spec.scoring.resources, encoder=encoder))
     jobs = trains + evals + scores
     if spec.analyze.enabled:

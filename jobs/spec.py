@@ -20,7 +20,7 @@ from study.evaluation import protocol_name, protocol_settings
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
            "ExecutorSettings", "SweepSpec", "SpecError", "load_spec", "validate_spec", "resolve_spec_path",
-           "SWEEPS_DIR"]
+           "scoring_mask_check", "SWEEPS_DIR"]
 
 SWEEPS_DIR = Path(__file__).resolve().parent / "sweeps"
 
@@ -98,6 +98,9 @@ def _is_number(value: Any) -> bool:
 
 
 class ScoringSettings(StrictModel):
+    """How encoders are scored (``study.scoring.score_encoder``). SRSS needs a foreground mask per image: synthetic
+    data brings its own; ImageNet needs ``masks`` (ImageNet-S), or a prepared dataset that points to them."""
+
     enabled: bool = True
     encoders: list[str] | Literal["all", "trained"] = Field("all", description="names, 'all' (the catalog's "
                                                                                "published encoders) or 'trained'")
@@ -105,6 +108,12 @@ class ScoringSettings(StrictModel):
     split: str = "val"
     limit: int | None = Field(None, ge=1)
     probe: bool = True
+    masks: str | None = Field(None, description="folder of ImageNet-S style foreground masks for SRSS "
+                                                "(MASKS/[<split>/]<class>/<stem>.png); default: the dataset's own")
+    min_mask_fraction: float = Field(0.0, ge=0.0, le=0.5, description="SRSS only on images whose mask covers at "
+                                                                      "least this fraction of the tokens and leaves "
+                                                                      "as much background (the authors: 64/256 = "
+                                                                      "0.25); 0 keeps every masked image")
     resources: Resources = Field(default_factory=lambda: Resources(gpus=1, time_min=4 * 60))
 
 
@@ -221,6 +230,20 @@ class SweepSpec(StrictModel):
         return self
 
 
+def scoring_mask_check(spec: SweepSpec, *, count: bool = True) -> Any:
+    """What SRSS will have in the sweep's score jobs: ``study.scoring.check_masks`` on the scoring dataset, split,
+    masks, minimum mask fraction and limit (a ``MaskCheck``: ``.ok``, ``.problem``, ``.summary()``); None when the
+    sweep scores nothing. ``count=False`` counts mask files without decoding them (seconds instead of minutes on
+    ImageNet-S). Data not on this machine is not checked (``n_images`` None, no problem)."""
+    if not spec.scoring.enabled:
+        return None
+    from study.scoring import check_masks
+
+    s = spec.scoring
+    return check_masks(s.dataset or spec.dataset, s.split, s.masks, min_fraction=s.min_mask_fraction, limit=s.limit,
+                       count=count)
+
+
 def resolve_spec_path(spec: str | Path) -> Path:
     """A path as given, or the name of a shipped sweep (``smoke`` -> jobs/sweeps/smoke.yaml)."""
     path = Path(spec)
@@ -291,6 +314,8 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
         _check_resources(size.eval, spec.executor, f"{where}: models.{name}.eval", errors)
     if spec.scoring.enabled:
         _check_resources(spec.scoring.resources, spec.executor, f"{where}: scoring.resources", errors)
+        if spec.scoring.masks and str(spec.scoring.dataset or spec.dataset).startswith("synthetic"):
+            errors.append(f"{where}: scoring.masks: synthetic data carries its own masks; drop scoring.masks")
     if spec.analyze.enabled:
         _check_resources(spec.analyze.resources, spec.executor, f"{where}: analyze.resources", errors)
     methods, presets = method_presets(), list_presets()

@@ -201,7 +201,8 @@ def _stage_score(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[di
 
     p = job.params
     row = score_encoder(p.encoder, p.dataset, split=p.split, limit=p.limit, probe=p.probe,
-                        weights=p.encoder_weights, job_id=job.job_id)
+                        weights=p.encoder_weights, masks=p.masks, srss_min_fraction=p.srss_min_fraction,
+                        job_id=job.job_id)
     return [("encoders", [{**dict(row), "dataset": p.dataset}])]
 
 

@@ -27,8 +27,10 @@ _log = logging.getLogger("repa_study.analysis.report")
 
 
 # ---------------------------------------------------------------------------------------------- tables
-def encoder_table(enc: pd.DataFrame, select: Mapping[str, Any] | None = None) -> tuple[pd.DataFrame, list[str]]:
-    """One row per encoder with its metrics (``lp_top1`` a fraction, as stored). Returns the table and notes.
+def encoder_table(enc: pd.DataFrame, select: Mapping[str, Any] | None = None,
+                  keep: Sequence[str] = ()) -> tuple[pd.DataFrame, list[str]]:
+    """One row per encoder with its metrics (``lp_top1`` a fraction, as stored) and the ``keep`` columns the table
+    has (e.g. how the encoder was scored). Returns the table and notes.
 
     ``select`` keys ``encoders.<column>`` pick values of the encoders table (e.g. ``encoders.dataset``).
     """
@@ -63,7 +65,8 @@ def encoder_table(enc: pd.DataFrame, select: Mapping[str, Any] | None = None) ->
             df[m] = np.nan
         df[m] = pd.to_numeric(df[m], errors="coerce")
     check_fractions(df, what="encoders table")
-    return df[["encoder", *ENCODER_METRICS]].reset_index(drop=True), notes
+    extra = [c for c in keep if c in df.columns and c not in ("encoder", *ENCODER_METRICS)]
+    return df[["encoder", *ENCODER_METRICS, *extra]].reset_index(drop=True), notes
 
 
 def study_points(rows: pd.DataFrame, quality: str, encoders: pd.DataFrame) -> pd.DataFrame:

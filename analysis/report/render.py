@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.comparisons import COMPARE_COLUMNS
+from analysis.correlate import MIN_ENCODERS
 from analysis.display import for_display
 from analysis.report.compute import Report
 from results import ENCODER_METRICS, FID, SPATIAL_METRICS
@@ -113,5 +114,6 @@ def render_html(report: Report, figures: Sequence[Figure], summary: Mapping[str,
                                           "points": _table(for_display(paper.data.points[_PAPER_COLUMNS]))},
         findings=study.findings if study is not None else [], study=_study_context(report, summary),
         correlations=_table(corr), few_encoders=bool(len(corr) and (corr["n"] < 10).any()), seed=report.seed,
-        n_boot=report.n_boot, figures=[{"caption": f.caption, "data": _png(f.path)} for f in figures],
+        n_boot=report.n_boot, min_encoders=MIN_ENCODERS,
+        figures=[{"caption": f.caption, "data": _png(f.path)} for f in figures],
         created_at=summary["created_at"], git_commit=str(prov.get("git_commit")), host=str(prov.get("host")))

@@ -21,13 +21,14 @@ import click
 @click.option("--corr", "methods", multiple=True, type=click.Choice(["pearson", "spearman", "kendall"]),
               default=("pearson",), show_default=True, help="Correlation statistic(s). Repeatable.")
 @click.option("--n-boot", type=click.IntRange(min=0), default=2000, show_default=True,
-              help="Bootstrap resamples for the 95% interval (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Bootstrap seed.")
+              help="Bootstrap resamples of the secondary percentile interval (boot_low/boot_high; 0: none); the "
+                   "headline 95% interval is Fisher z's.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the secondary bootstrap.")
 @click.option("--no-strict", is_flag=True, help="Skip unreadable result files (with a warning) instead of failing.")
 @click.option("--agreement", nargs=2, default=None, metavar="PROTOCOL_A PROTOCOL_B",
               help="Instead of the report: how well two FID protocols agree (e.g. screen-10k-sde50 adm-50k-sde250) "
                    "on the runs evaluated under both: Spearman/Kendall of the encoder rankings and the share of "
-                   "REPA-vs-iREPA orderings kept, with bootstrap intervals. Writes agreement_*.csv.")
+                   "REPA-vs-iREPA orderings kept, with intervals. Writes agreement_*.csv.")
 def analyze_cmd(root: str | None, reference: str | None, out: str | None, select: tuple[str, ...],
                 quality: str | None, methods: tuple[str, ...], n_boot: int, seed: int, no_strict: bool,
                 agreement: tuple[str, str] | None) -> None:
@@ -39,7 +40,7 @@ def analyze_cmd(root: str | None, reference: str | None, out: str | None, select
     gen = store.read("generation", strict=not no_strict)
     if agreement:
         _agreement(gen, agreement, Path(out) if out else store.root / "reports" / f"agreement-{'-vs-'.join(agreement)}",
-                   select, quality, n_boot, seed)
+                   select, quality)
         return
     enc = store.read("encoders", strict=not no_strict)
     if gen.empty and reference is None:
@@ -52,8 +53,7 @@ def analyze_cmd(root: str | None, reference: str | None, out: str | None, select
     click.echo(f"report: {report / 'report.html'}")
 
 
-def _agreement(gen, protocols: tuple[str, str], out_dir: Path, select: tuple[str, ...], quality: str | None,
-               n_boot: int, seed: int) -> None:
+def _agreement(gen, protocols: tuple[str, str], out_dir: Path, select: tuple[str, ...], quality: str | None) -> None:
     import json
 
     import pandas as pd
@@ -62,8 +62,7 @@ def _agreement(gen, protocols: tuple[str, str], out_dir: Path, select: tuple[str
     from analysis.comparable import IncomparableRowsError, parse_select
 
     try:
-        res = protocol_agreement(gen, *protocols, select=parse_select(list(select)), quality=(quality, quality),
-                                 n_boot=n_boot, seed=seed)
+        res = protocol_agreement(gen, *protocols, select=parse_select(list(select)), quality=(quality, quality))
     except (IncomparableRowsError, KeyError, ValueError) as exc:
         raise click.ClickException(str(exc)) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -71,8 +70,8 @@ def _agreement(gen, protocols: tuple[str, str], out_dir: Path, select: tuple[str
     res.encoders.to_csv(out_dir / "agreement_encoders.csv", index=False)
     res.methods.to_csv(out_dir / "agreement_methods.csv", index=False)
     (out_dir / "agreement.json").write_text(json.dumps(
-        {"protocols": list(res.protocols), "quality": list(res.quality), "notes": res.notes, "n_boot": n_boot,
-         "seed": seed, "encoders": res.encoders.to_dict(orient="records"),
+        {"protocols": list(res.protocols), "quality": list(res.quality), "notes": res.notes,
+         "encoders": res.encoders.to_dict(orient="records"),
          "methods": res.methods.to_dict(orient="records")}, indent=1, default=str))
     a, b = res.protocols
     with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200):
@@ -92,9 +91,9 @@ def _print_summary(report: Path) -> None:
     if table.empty:
         return
     cols = [c for c in ("study", "train_method", "model", "x", "y", "method", "n", "r", "ci_low", "ci_high",
-                        "published_r") if c in table.columns]
-    with pd.option_context("display.width", 140, "display.max_columns", 20, "display.max_rows", 200):
-        click.echo(table[cols].round(3).to_string(index=False))
+                        "ci_note", "published_r") if c in table.columns]
+    with pd.option_context("display.width", 160, "display.max_columns", 20, "display.max_rows", 200):
+        click.echo(table[cols].fillna({"ci_note": ""}).round(3).to_string(index=False))
 
 
 def register(cli: click.Group) -> None:

@@ -27,7 +27,11 @@ def data_group() -> None:
 @click.option("--workers", default=4, show_default=True, help="DataLoader workers decoding JPEGs.")
 @click.option("--stats", "stats_only", is_flag=True,
               help="Only (re)compute latent_stats.json from complete shards (no --src needed).")
-def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, vae, workers, stats_only) -> None:
+@click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None,
+              help="ImageNet-S style foreground masks (MASKS/[<split>/]<class>/<stem>.png) the manifest points to, "
+                   "for SRSS; may be added to a prepared split by running again with it.")
+def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, vae, workers, stats_only,
+                masks) -> None:
     """Write center-cropped uint8 images and SD-VAE posterior moments into resumable shards.
 
     Rerun the same command after a kill: finished shards are skipped. Split the work over an array job with
@@ -53,7 +57,7 @@ def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, v
         codec.vae  # load now, so a missing download fails before any work
     for split in splits:
         res = prepare_split(src, out, split, task=task, num_tasks=num_tasks, shard_size=shard_size, size=size,
-                            batch_size=batch_size, codec=codec, workers=workers)
+                            batch_size=batch_size, codec=codec, workers=workers, masks=masks)
         click.echo(f"{split}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
                    f"{len(res['skipped'])} done, of {res['num_shards']}"
                    + (f"; statistics {res['stats']}" if res["stats"] else ""))
@@ -63,15 +67,19 @@ def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, v
 @click.argument("spec")
 @click.option("--split", default="train", show_default=True)
 @click.option("--size", type=int, default=None)
-def show_cmd(spec: str, split: str, size: int | None) -> None:
+@click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None,
+              help="A masks folder to open the dataset with (folders and prepared directories).")
+def show_cmd(spec: str, split: str, size: int | None, masks: str | None) -> None:
     """Open a dataset spec (synthetic[:k=v,...], ImageNet-style folder, prepared dir) and print its summary."""
     from study.data import open_dataset
 
-    ds = open_dataset(spec, split, size=size)
+    ds = open_dataset(spec, split, size=size, masks=masks)
     counts = ds.labels.bincount(minlength=ds.num_classes)
+    paths = getattr(ds, "mask_paths", None)
+    n_masks = sum(p is not None for p in paths) if paths is not None else (len(ds) if ds.has_masks else 0)
     click.echo(json.dumps({"id": ds.id, "images": len(ds), "classes": ds.num_classes, "image_size": ds.image_size,
-                           "has_masks": ds.has_masks, "per_class_min": int(counts.min()),
-                           "per_class_max": int(counts.max())}, indent=1))
+                           "has_masks": ds.has_masks, "images_with_masks": n_masks,
+                           "per_class_min": int(counts.min()), "per_class_max": int(counts.max())}, indent=1))
 
 
 def register(cli: click.Group) -> None:

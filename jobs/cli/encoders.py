@@ -205,6 +205,8 @@ def _line(row: dict) -> str:
 @click.option("--masks", type=click.Path(exists=True, file_okay=False), default=None,
               help="Foreground masks for SRSS (default: the dataset's own, if any).")
 @click.option("--probe", is_flag=True, help="Also train the linear probe (slow); not needed for the prediction.")
+@click.option("--srss-min-fraction", type=click.FloatRange(0.0, 0.5), default=0.0, show_default=True,
+              help="As in `encoders score`; the paper's SRSS used 0.25.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--fit-on", "fit_on", type=click.Choice(["auto", "results", "paper"]), default="auto",
               show_default=True, help="Known encoders to fit on: the results store's REPA rows, the paper's 27 "
@@ -219,11 +221,14 @@ def _line(row: dict) -> str:
               help="Row selection for --fit-on results, as in `repa-study analyze --select`.")
 @click.option("--save", is_flag=True, help="Also write the encoder's scores to the results store's encoders table.")
 @click.option("--json", "as_json", is_flag=True, help="Print the prediction rows as JSON.")
-def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: str | None, probe: bool, device: str,
-                fit_on: str, root: str | None, predictors: tuple[str, ...], train_method: str,
-                select: tuple[str, ...], save: bool, as_json: bool) -> None:
+def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: str | None, probe: bool,
+                srss_min_fraction: float, device: str, fit_on: str, root: str | None, predictors: tuple[str, ...],
+                train_method: str, select: tuple[str, ...], save: bool, as_json: bool) -> None:
     """Score encoder NAME (spatial metrics; --probe adds LP accuracy) and predict its REPA FID per model size,
-    with a 95% prediction interval, its rank among the known encoders and the fit's leave-one-out error."""
+    with a 95% prediction interval, its rank among the known encoders and the fit's leave-one-out error.
+
+    Warns (one line each) when NAME was scored on another dataset, resolution, weights or metric setting than the
+    known encoders, and when a predictor lies outside their range (the prediction extrapolates)."""
     from analysis.display import display_value
     from analysis.predict import choose_fit_set, predict_fid
     from results import ResultStore
@@ -236,7 +241,7 @@ def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: st
     fit = choose_fit_set(fit_on, *rows, method=train_method, select=list(select), exclude=name,
                          results_source=f"the results in {store.root}")
     row = score_encoder(name, data, split="val", limit=limit, masks=masks, probe=probe, weights=weights,
-                        device=device)
+                        device=device, srss_min_fraction=srss_min_fraction)
     if save:
         click.echo(f"scores written to {store.write('encoders', [row])}", err=True)
     scores = {k: row.get(k) for k in ("lds", "cds", "srss", "rmsc", "lp_top1")}
@@ -244,13 +249,16 @@ def predict_cmd(name: str, data: str, weights: str, limit: int | None, masks: st
     if missing:
         raise click.ClickException(f"{name} has no value for {missing} on {data} (SRSS needs masks); choose other "
                                    f"predictors with --x")
-    for caveat in fit.caveats(data, weights):
-        click.echo(f"warning: {caveat}", err=True)
     table = predict_fid(scores, fit.known, x=list(predictors), y=fit.quality, by="model", encoder=name)
     table.insert(1, "fit_on", fit.source)
+    warnings = fit.mismatches(row, predictors) + [
+        f"{r.model}: {r.extrapolated}, the range of the {r.n_known} encoders fitted: the prediction extrapolates"
+        for r in table.itertuples(index=False) if r.extrapolated]
+    for line in warnings:
+        click.echo(f"warning: {line}", err=True)
     if as_json:
-        click.echo(json.dumps({"scores": scores, "predictions": json.loads(table.to_json(orient="records"))},
-                              indent=1))
+        click.echo(json.dumps({"scores": scores, "predictions": json.loads(table.to_json(orient="records")),
+                               "warnings": warnings}, indent=1))
         return
     click.echo(f"{name} on {data} ({weights} weights): " + ", ".join(
         f"{k} {display_value(k, v):.4g}" for k, v in scores.items() if v is not None and not _nan(v)))

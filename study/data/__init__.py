@@ -27,7 +27,8 @@ def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
 
     ``size``: image side in pixels. For synthetic data it is the render size (it must agree with a ``size=`` in
     the spec); for folders the center-crop size (default 256); a prepared dataset must match its stored size.
-    ``masks``: for folders, a masks directory (default: ``DIR/masks`` when it exists).
+    ``masks``: an ImageNet-S style masks directory for a folder (default: ``DIR/masks`` when it exists) or a
+    prepared directory (default: the one its manifest records).
     """
     spec = str(spec).strip()
     if spec == "synthetic" or spec.startswith("synthetic:"):
@@ -43,9 +44,7 @@ def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
     from .prepared import PreparedDataset, is_prepared
 
     if is_prepared(root):
-        if masks is not None:
-            raise DatasetError("a prepared dataset has no masks option; open the source folder for masks")
-        return PreparedDataset(root, split, size=size)
+        return PreparedDataset(root, split, size=size, masks=masks)
     from .folder import FolderDataset
 
     return FolderDataset(root, split, size=256 if size is None else size, masks=masks)

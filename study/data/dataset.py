@@ -47,6 +47,10 @@ class ImageDataset(Dataset):
         """All labels as int64 ``[N]`` (subclasses override with a cheap version)."""
         return torch.tensor([int(self[i]["label"]) for i in range(len(self))], dtype=torch.int64)
 
+    def mask(self, index: int) -> torch.Tensor | None:
+        """Item ``index``'s foreground mask (bool ``[H, W]``) or None (subclasses skip decoding the image)."""
+        return self[index].get("mask")
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(id={self.id!r}, n={len(self)}, classes={self.num_classes})"
 

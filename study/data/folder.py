@@ -21,7 +21,8 @@ from PIL import Image
 
 from .dataset import DatasetError, ImageDataset
 
-__all__ = ["FolderDataset", "center_crop", "load_image", "load_mask", "list_images", "IMAGE_EXTENSIONS"]
+__all__ = ["FolderDataset", "center_crop", "load_image", "load_mask", "list_images", "find_masks_dir",
+           "mask_files", "listing_hash", "IMAGE_EXTENSIONS"]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 _IGNORE_ID = 1000  # ImageNet-S "ignore" label
@@ -69,8 +70,36 @@ def list_images(class_dir: Path) -> list[Path]:
     return sorted(p for p in class_dir.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
 
 
+def listing_hash(names: list[str]) -> str:
+    """The short hash of a split's sorted image listing (``<class>/<file>`` per image): a dataset's ``files=``."""
+    return hashlib.sha256("\n".join(names).encode()).hexdigest()[:12]
+
+
 def _class_dirs(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+
+
+def find_masks_dir(base: str | Path, split: str) -> Path:
+    """The folder holding ``<class>/<stem>.png`` masks of ``split`` under an ImageNet-S style masks directory:
+    ``BASE/<split>`` when it exists, else ``BASE``; raises :class:`DatasetError` when ``base`` is no directory."""
+    base = Path(base).expanduser().resolve()
+    if not base.is_dir():
+        raise DatasetError(f"masks directory {base} does not exist (expected <masks>/{split}/<class>/<stem>.png "
+                           f"or <masks>/<class>/<stem>.png, ImageNet-S style)")
+    return base / split if (base / split).is_dir() else base
+
+
+def mask_files(mask_dir: Path, images: list[tuple[str, str]]) -> list[Path | None]:
+    """For each image ``(class folder, file stem)``, its mask ``MASK_DIR/<class>/<stem>.png`` or None. Each class
+    folder is listed once (ImageNet-S holds masks for about 12K of the 50K val images)."""
+    found: dict[str, set[str]] = {}
+    out: list[Path | None] = []
+    for cls, stem in images:
+        if cls not in found:
+            folder = mask_dir / cls
+            found[cls] = ({p.stem for p in folder.iterdir() if p.suffix == ".png"} if folder.is_dir() else set())
+        out.append(mask_dir / cls / f"{stem}.png" if stem in found[cls] else None)
+    return out
 
 
 class FolderDataset(ImageDataset):
@@ -102,14 +131,15 @@ class FolderDataset(ImageDataset):
                                    f"remove it or fill it; {_layout_hint(root)}")
             self.samples.extend((f, label) for f in files)
         self.mask_dir = self._find_masks(root, split, masks)
-        self.mask_paths: list[Path | None] = [self._mask_path(p, label) for p, label in self.samples]
+        self.mask_paths: list[Path | None] = (
+            mask_files(self.mask_dir, [(self.class_names[label], p.stem) for p, label in self.samples])
+            if self.mask_dir is not None else [None] * len(self.samples))
         self.has_masks = any(m is not None for m in self.mask_paths)
         if masks is not None and not self.has_masks:
             raise DatasetError(f"masks directory {self.mask_dir} has no mask matching any image of {split_dir} "
                                f"(expected {self.mask_dir}/<class>/<image stem>.png)")
-        listing = hashlib.sha256("\n".join(f"{p.relative_to(split_dir)}" for p, _ in self.samples).encode())
         mask_src = f"masks={self.mask_dir}" if self.has_masks else "masks=none"
-        self.listing_hash = listing.hexdigest()[:12]
+        self.listing_hash = listing_hash([f"{p.relative_to(split_dir)}" for p, _ in self.samples])
         self.id = (f"folder:{root}:{split}:n={len(self.samples)}:files={self.listing_hash}:"
                    f"size={self.image_size}:crop=adm:{mask_src}")
 
@@ -127,19 +157,14 @@ class FolderDataset(ImageDataset):
 
     @staticmethod
     def _find_masks(root: Path, split: str, masks: str | Path | None) -> Path | None:
-        base = Path(masks).expanduser().resolve() if masks is not None else root / "masks"
-        if masks is not None and not base.is_dir():
-            raise DatasetError(f"masks directory {base} does not exist (expected <masks>/{split}/<class>/<stem>.png "
-                               f"or <masks>/<class>/<stem>.png, ImageNet-S style)")
-        if not base.is_dir():
-            return None
-        return base / split if (base / split).is_dir() else base
+        if masks is not None:
+            return find_masks_dir(masks, split)
+        return find_masks_dir(root / "masks", split) if (root / "masks").is_dir() else None
 
-    def _mask_path(self, image: Path, label: int) -> Path | None:
-        if self.mask_dir is None:
-            return None
-        path = self.mask_dir / self.class_names[label] / f"{image.stem}.png"
-        return path if path.is_file() else None
+    def mask(self, index: int) -> torch.Tensor | None:
+        """Image ``index``'s mask (bool ``[size, size]``) or None, without decoding the image."""
+        path = self.mask_paths[index]
+        return load_mask(path, self.image_size) if path is not None else None
 
     def __len__(self) -> int:
         return len(self.samples)
@@ -150,9 +175,7 @@ class FolderDataset(ImageDataset):
             image = load_image(path, self.image_size)
         except (OSError, ValueError) as exc:
             raise DatasetError(f"cannot read image {path}: {exc}") from exc
-        mask_path = self.mask_paths[index]
-        mask = load_mask(mask_path, self.image_size) if mask_path is not None else None
-        return {"image": image, "label": label, "mask": mask}
+        return {"image": image, "label": label, "mask": self.mask(index)}
 
     @property
     def labels(self) -> torch.Tensor:

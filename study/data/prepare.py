@@ -24,8 +24,8 @@ from study.common import atomic_write_text, get_logger, progress
 
 from .codecs import SDVAECodec
 from .dataset import DatasetError, collate
-from .folder import FolderDataset
-from .prepared import PREPARED_FORMAT, read_manifest, shard_dir
+from .folder import FolderDataset, find_masks_dir, mask_files
+from .prepared import FILES_NAME, PREPARED_FORMAT, read_manifest, shard_dir
 
 __all__ = ["prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task"]
 
@@ -62,8 +62,23 @@ def _write_manifest(split_dir: Path, manifest: dict[str, Any]) -> None:
         if diff:
             raise DatasetError(f"{split_dir} was prepared with different settings ({', '.join(diff)} differ); use "
                                f"another --out or delete {split_dir} to start over")
-        return
+        if manifest.get("masks") is None or old.get("masks") == manifest["masks"]:
+            return
+        manifest = {**old, "masks": manifest["masks"]}  # a masks folder given later: point to it
     atomic_write_text(path, json.dumps(manifest, indent=2) + "\n")
+
+
+def _masks_entry(masks: str | Path | None, split: str, ds: FolderDataset) -> dict[str, str]:
+    """The manifest's pointer to a masks folder (checked now, so a wrong path fails before any work); none when no
+    mask matches an image of the split (ImageNet-S has val masks only: ``--split train --split val`` points val)."""
+    if masks is None:
+        return {}
+    found = mask_files(find_masks_dir(masks, split), [(ds.class_names[label], p.stem) for p, label in ds.samples])
+    if not any(found):
+        log.warning("%s: no mask in %s matches an image of %s; the manifest does not point to it", split, masks,
+                    ds.root / split)
+        return {}
+    return {"masks": str(Path(masks).expanduser().resolve())}
 
 
 def _write_shard(split_dir: Path, k: int, arrays: dict[str, np.ndarray]) -> None:
@@ -83,10 +98,11 @@ def _write_shard(split_dir: Path, k: int, arrays: dict[str, np.ndarray]) -> None
 
 def prepare_split(src: str | Path, out: str | Path, split: str = "train", *, task: int = 0, num_tasks: int = 1,
                   shard_size: int = 1000, size: int = 256, batch_size: int = 64, codec: SDVAECodec | None = None,
-                  workers: int = 0) -> dict[str, Any]:
+                  workers: int = 0, masks: str | Path | None = None) -> dict[str, Any]:
     """Write this task's missing shards of ``split``; returns ``{"written", "skipped", "stats"}``.
 
-    ``codec=None`` stores images only (no moments). Everything else is deterministic, so tasks may run in any order
+    ``codec=None`` stores images only (no moments). ``masks``: an ImageNet-S style masks folder the manifest points
+    to (for SRSS; may be given on a later run too). Everything else is deterministic, so tasks may run in any order
     and be rerun after a kill.
     """
     if shard_size < 1 or batch_size < 1:
@@ -103,8 +119,10 @@ def prepare_split(src: str | Path, out: str | Path, split: str = "train", *, tas
         "format": PREPARED_FORMAT, "split": split, "src": str(ds.root), "listing": ds.listing_hash,
         "num_images": len(ds), "image_size": size, "shard_size": shard_size, "num_shards": num_shards,
         "classes": ds.class_names, "codec": codec_info, "crop": "adm-center", "created": now_iso(),
-        "provenance": provenance(),
+        "provenance": provenance(), **_masks_entry(masks, split, ds),
     })
+    if not (split_dir / FILES_NAME).is_file():
+        atomic_write_text(split_dir / FILES_NAME, "".join(f"{p.relative_to(ds.root / split)}\n" for p, _ in ds.samples))
     mine = shards_of_task(num_shards, task, num_tasks)
     todo = [k for k in mine if not shard_dir(split_dir, k).is_dir()]
     skipped = sorted(set(mine) - set(todo))

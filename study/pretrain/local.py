@@ -10,11 +10,16 @@ seeded data order, and one CPU thread (the same bytes whatever the machine's cor
 - ``mim``: SimMIM-style masked patch prediction: a learned mask token replaces ``mask_ratio`` of the patch
   embeddings, a linear head predicts the masked patches' pixels: local structure, no labels;
 - ``none``: nothing to train (the seeded random init is the encoder).
+
+Pretraining logs (INFO) which encoders it trains and by what recipe, then ``step/total, loss, elapsed, left`` about
+ten times per encoder (at most 30 s apart); :func:`pretrain_missing`'s worker processes log at the caller's level,
+so ``repa-study run`` shows their progress.
 """
 from __future__ import annotations
 
 import contextlib
 import fcntl
+import logging
 import time
 from pathlib import Path
 from typing import Iterator
@@ -26,12 +31,16 @@ from torch import nn
 
 import encoders
 from encoders.spec import EncoderSpec, Pretrain
-from study.common import atomic_path, cpu_threads, get_logger, progress
+from study.common import atomic_path, cpu_threads, get_logger, setup_logging
 from study.data import open_dataset
 
 __all__ = ["pretrain_encoder", "pretrain_missing", "ensure_pretrained", "load_encoder", "needs_pretraining"]
 
 log = get_logger(__name__)
+
+#: Progress lines per pretraining (plus the first step's), and at most this many seconds between two.
+PROGRESS_LINES = 10
+PROGRESS_SECONDS = 30.0
 
 
 def needs_pretraining(name: str, weights: str = "pretrained") -> bool:
@@ -85,6 +94,9 @@ def pretrain_encoder(name: str, *, force: bool = False, steps: int | None = None
         if path.is_file() and not force:
             log.info("encoder %s: pretrained weights found at %s", spec.name, path)
             return path
+        log.info("encoder %s: pretraining by its %s recipe, %d steps of batch %d on %s (lr %g, seed %d, one CPU "
+                 "thread)", spec.name, recipe.recipe, recipe.steps, recipe.batch_size, recipe.data, recipe.lr,
+                 recipe.seed)
         started = time.perf_counter()
         with cpu_threads(1), torch.random.fork_rng(devices=[]):
             state, last = _train(spec, recipe)
@@ -144,7 +156,8 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
     rng = np.random.default_rng(recipe.seed)
     order: list[int] = []
     last = float("nan")
-    for step in progress(range(recipe.steps), desc=f"pretrain {spec.name}", unit="step"):
+    report = _Progress(spec.name, recipe.steps)
+    for step in range(recipe.steps):
         if len(order) < recipe.batch_size:
             order += rng.permutation(len(images)).tolist()
         idx, order = order[:recipe.batch_size], order[recipe.batch_size:]
@@ -169,14 +182,39 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
         if not np.isfinite(last):
             raise FloatingPointError(f"pretraining {spec.name} diverged at step {step} (loss {last}); lower "
                                      f"pretrain.lr in encoders/catalog.yaml")
+        report(step + 1, last)
     state = {k: v.detach().contiguous().clone() for k, v in vit.state_dict().items()}
     return state, last
+
+
+class _Progress:
+    """Log lines ``step/total, loss, elapsed, left`` after the first step, every ``total / PROGRESS_LINES`` steps,
+    at most ``PROGRESS_SECONDS`` apart, and at the end: plain lines, which read well from parallel worker
+    processes and in a log file (a progress bar needs a terminal of its own)."""
+
+    def __init__(self, name: str, total: int):
+        self.name, self.total = name, total
+        self.every = max(1, total // PROGRESS_LINES)
+        self.started = self.last_line = time.perf_counter()
+
+    def __call__(self, step: int, loss: float) -> None:
+        now = time.perf_counter()
+        if step not in (1, self.total) and step % self.every and now - self.last_line < PROGRESS_SECONDS:
+            return
+        self.last_line = now
+        elapsed = now - self.started
+        left = elapsed / step * (self.total - step)
+        log.info("pretrain %s: step %d/%d (%d%%), loss %.4f, %.0f s elapsed, about %.0f s left", self.name, step,
+                 self.total, 100 * step // self.total, loss, elapsed, left)
 
 
 def pretrain_missing(names: list[str], workers: int = 1) -> list[str]:
     """Train, ``workers`` at a time (one process and one thread each), the local entries among ``names`` (variants
     resolve to their base) that have no weights yet; returns the entries trained."""
     todo = list(dict.fromkeys(encoders.get_spec(n).name for n in names if needs_pretraining(n)))
+    if todo:
+        log.info("pretraining %d local encoder(s) that have no weights yet: %s (%d at a time, one CPU thread each)",
+                 len(todo), ", ".join(todo), min(max(workers, 1), len(todo)))
     if len(todo) <= 1 or workers <= 1:
         for name in todo:
             pretrain_encoder(name)
@@ -184,6 +222,9 @@ def pretrain_missing(names: list[str], workers: int = 1) -> list[str]:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    # the workers start bare (spawn): give them this process's log level, so their progress reaches stderr
+    level = logging.getLogger("repa_study").getEffectiveLevel()
+    with ProcessPoolExecutor(min(workers, len(todo)), mp_context=multiprocessing.get_context("spawn"),
+                             initializer=setup_logging, initargs=(level,)) as pool:
         list(pool.map(pretrain_encoder, todo))
     return todo

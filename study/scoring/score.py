@@ -16,6 +16,7 @@ import numpy as np
 from results import SPATIAL_METRICS
 from study.common import atomic_path, get_logger
 from study.scoring.feature_cache import FeatureSet, extract_encoder_features, open_data, resolve_device
+from study.scoring.masks import srss_kept
 from study.scoring.spatial import DEFAULT_DMAX, DEFAULT_FAR, DEFAULT_NEAR, summarize
 
 __all__ = ["score_encoder", "spatial_summary", "write_rows"]
@@ -32,11 +33,9 @@ def spatial_summary(fs: FeatureSet, srss_min_fraction: float = 0.0) -> dict[str,
     per_image = {k: np.asarray(v, dtype=np.float64) for k, v in fs.metrics.items()}
     if "srss" in per_image and srss_min_fraction > 0:
         tokens = int(fs.meta.get("num_tokens") or 0) or None
-        fg = np.asarray(fs.fg_tokens, dtype=np.float64)
         if tokens is None:
             raise ValueError("this feature cache does not record the token count; re-extract it")
-        frac = fg / tokens
-        keep = (fg >= 0) & (frac >= srss_min_fraction) & (1.0 - frac >= srss_min_fraction)
+        keep = srss_kept(fs.fg_tokens, tokens, srss_min_fraction)
         per_image["srss"] = np.where(keep, per_image["srss"], np.nan)
     return summarize(per_image)
 
@@ -69,6 +68,7 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
         "encoder": evalset.meta["encoder"], "encoder_key": evalset.meta["cache_key"], "weights": weights,
         "dataset": str(data) if isinstance(data, (str, os.PathLike)) else str(dataset.id),
         "dataset_id": str(dataset.id), "split": split, "limit": limit, "n_images": evalset.n,
+        "image_size": int(getattr(dataset, "image_size", 0)) or None,
         "embed_dim": evalset.meta["embed_dim"], "has_cls": bool(evalset.meta["has_cls"]),
         "mask_source": evalset.meta["masks"], "srss_min_fraction": srss_min_fraction,
         "far": far, "dmax": dmax, "near": near,
@@ -77,6 +77,11 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
     for key in SPATIAL_METRICS:
         row[key] = summary.get(key, float("nan"))
     row["n_srss"] = summary.get("n_srss", 0)
+    if not row["n_srss"]:
+        why = ("the data has no masks (pass masks=: ImageNet-S, <masks>/<class>/<stem>.png)"
+               if evalset.meta["masks"] == "none" else
+               f"no masked image has a defined SRSS with srss_min_fraction={srss_min_fraction:g}")
+        log.warning("SRSS of %s on %s (%s) is empty: %s", row["encoder"], row["dataset"], split, why)
     row.update({"lp_top1": np.nan, "lp_top1_cls": np.nan, "lp_l2": np.nan, "lp_l2_cls": np.nan, "lp_n_train": 0,
                 "lp_train_split": train_split if probe else None, "lp_holdout": None, "lp_seed": seed})
     t_train = t_probe = 0.0

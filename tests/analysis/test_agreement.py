@@ -53,17 +53,19 @@ def test_agreement_of_a_faithful_screen_on_the_runs_under_both():
     # the screen sees only 6 of the 8 encoders, with a biased but order-keeping FID, and 2 seeds (averaged)
     screen = _rows(SCREEN, lambda i, m, s: 1.5 * _full(i, m, s) + 4.0, encoders=ENCODERS[:6], seeds=(0, 1))
     gen = pd.DataFrame(_rows(FULL, _full) + screen)
-    res = protocol_agreement(gen, "screen-10k-sde50", "adm-50k-sde250", n_boot=200)
+    res = protocol_agreement(gen, "screen-10k-sde50", "adm-50k-sde250")
     assert len(res.points) == 6 * 2 and set(res.points["n_seeds"]) == {1}  # paired per run: seed 0 only
     enc = res.encoders.set_index(["model", "train_method", "statistic"])
     for method in ("repa", "irepa"):
         for stat in ("spearman", "kendall"):
             row = enc.loc[("SiT-B/2", method, stat)]
             assert row["n"] == 6 and row["r"] == pytest.approx(1.0)
-            assert row["ci_low"] == pytest.approx(1.0) and row["ci_high"] == pytest.approx(1.0)
+            assert np.isnan(row["ci_low"]) and "no interval" in row["ci_note"]  # not a zero-width [1, 1]
     assert ("all", "all", "spearman") in enc.index
     m = res.methods.iloc[0]
     assert (m["baseline"], m["train_method"], m["n_encoders"], m["same_order"]) == ("repa", "irepa", 6, 1.0)
+    # 6 of 6 agree: the exact interval is [0.025 ** (1/6), 1], not a zero-width [1, 1]
+    assert (m["same_order_ci_low"], m["same_order_ci_high"]) == pytest.approx((0.025 ** (1 / 6), 1.0))
 
 
 def test_agreement_detects_a_screen_that_scrambles_the_ranking():
@@ -72,8 +74,7 @@ def test_agreement_detects_a_screen_that_scrambles_the_ranking():
     # the screen reverses the encoder order and flips REPA vs iREPA for half of the encoders
     flip = {i: (0.5 if perm[i] % 2 else -0.5) for i in range(len(ENCODERS))}
     screen = _rows(SCREEN, lambda i, m, s: 60.0 - 2.0 * i + (flip[i] if m == "irepa" else 0.0))
-    res = protocol_agreement(pd.DataFrame(_rows(FULL, _full) + screen), "screen-10k-sde50", "adm-50k-sde250",
-                             n_boot=200)
+    res = protocol_agreement(pd.DataFrame(_rows(FULL, _full) + screen), "screen-10k-sde50", "adm-50k-sde250")
     per = res.encoders[(res.encoders["model"] == "SiT-B/2") & (res.encoders["statistic"] == "spearman")]
     assert (per["r"] < -0.9).all()
     assert res.methods.iloc[0]["same_order"] == pytest.approx(0.5)

@@ -158,14 +158,67 @@ def test_findings_are_honest_sentences():
     sup = next(s for s in out if s.startswith("repa with mini-sup vs vanilla"))
     assert "fd_synthetic 50 lower" in sup and sup.endswith("; distinguishable from seed noise.")
     ir = next(s for s in out if s.startswith("irepa, mean over 3 encoders vs repa, same encoders"))
-    assert ir.endswith("not distinguishable from seed noise.")
-    assert any(s.startswith("repa runs: Pearson r of fd_synthetic with LDS -0.91 (95% bootstrap CI [-0.99, -0.35], "
-                            "n = 5 encoders)") for s in out)
-    assert any("With only 5 encoders, the intervals are wide" in s for s in out)
+    assert ": not distinguishable from seed noise (difference +0, 95% CI [" in ir and ir.endswith("]).")
+    assert "lower" not in ir and "higher" not in ir and "underpowered" not in ir  # no direction without evidence
+    assert ("repa runs: Pearson r of fd_synthetic with LDS negative: r -0.91 (95% CI [-0.99, -0.35], n = 5 encoders); "
+            "underpowered (with 5 encoders only |r| >= 0.96 is detected 80% of the time): a rerun may not confirm "
+            "it.") in out
+    assert any("none is given below 5 encoders" in s for s in out)
     mix = next(s for s in out if s.startswith("CLS mixing, repa with mini-sup"))
     assert "LP accuracy up (60% to 80%)" in mix and "fd_synthetic higher (worse) (50 to 70)" in mix
     assert mix.endswith("the paper's pattern (LP up, spatial metrics down, generation worse).")
     assert findings(pd.DataFrame(), None, None, "fid")[0].startswith("These are this study's own runs, not the paper")
+
+
+def _scaled(k):
+    """``_gen()`` with every seed's offset from its cell mean multiplied by ``k`` (same means, k times the noise)."""
+    gen = _gen()
+    mean = gen.groupby(["method", "encoder"])[Q].transform("mean")
+    return gen.assign(**{Q: mean + k * (gen[Q] - mean)})
+
+
+def test_compare_flags_underpowered_comparisons():
+    sd, df = _hand_noise(_gen())
+    t, tp = stats.t.ppf(0.975, df), stats.t.ppf(0.8, df)
+    sup = _row(compare(_gen(), Q), "alignment vs vanilla", "repa / mini-sup", "vanilla")
+    assert sup["mdd"] == pytest.approx((t + tp) * sd)  # se = sd * sqrt(1/2 + 1/2)
+    assert not sup["underpowered"]  # mdd 8.4 < max(|-50|, 10% of 100)
+    # 8x the noise: the interval still excludes 0, but a difference of 50 is found less than 80% of the time
+    sup8 = _row(compare(_scaled(8), Q), "alignment vs vanilla", "repa / mini-sup", "vanilla")
+    assert sup8["distinguishable"] and sup8["underpowered"] and sup8["mdd"] > 50
+    # 20x: not distinguishable, and a 10% change (10) could not be seen
+    sup20 = _row(compare(_scaled(20), Q), "alignment vs vanilla", "repa / mini-sup", "vanilla")
+    assert not sup20["distinguishable"] and sup20["underpowered"]
+    out = findings(compare(_scaled(8), Q), None, None, Q)
+    s8 = next(s for s in out if s.startswith("repa with mini-sup vs vanilla"))
+    assert "fd_synthetic 50 lower" in s8 and "distinguishable from seed noise, but underpowered" in s8
+    assert s8.endswith("a rerun may not confirm it.")
+    s20 = next(s for s in findings(compare(_scaled(20), Q), None, None, Q)
+               if s.startswith("repa with mini-sup vs vanilla"))
+    assert s20.startswith("repa with mini-sup vs vanilla: not distinguishable from seed noise (difference -50")
+    assert "underpowered: only a difference of about" in s20 and "lower" not in s20
+    assert compare(_gen(seeds=(0,)), Q)["underpowered"].isna().all()
+
+
+def test_correlation_findings_state_a_sign_only_when_the_interval_excludes_it():
+    def corr(n, r, lo, hi, note=""):
+        return {"study": "this study", "train_method": "repa", "model": "m", "x": "srss", "y": Q,
+                "method": "pearson", "n": n, "r": r, "ci_low": lo, "ci_high": hi, "ci_note": note}
+
+    rows = pd.DataFrame([corr(3, 0.99, np.nan, np.nan, "n = 3 < 5: no interval")])
+    assert findings(None, rows, None, Q)[1] == ("repa runs: Pearson r of fd_synthetic with SRSS +0.99 (n = 3 < 5: no "
+                                                "interval): underpowered, not a finding.")
+    crossing = findings(None, pd.DataFrame([corr(5, 0.78, -0.33, 0.98)]), None, Q)[1]
+    assert crossing == ("repa runs: Pearson r of fd_synthetic with SRSS: not distinguishable from no correlation "
+                        "(r +0.78, 95% CI [-0.33, +0.98], n = 5 encoders); underpowered: with 5 encoders only |r| >= "
+                        "0.96 is detected 80% of the time.")
+    # excludes 0, but 6 encoders find r = -0.9 less than 80% of the time: a rerun may not confirm it
+    weak = findings(None, pd.DataFrame([corr(6, -0.9, -0.99, -0.33)]), None, Q)[1]
+    assert weak.startswith("repa runs: Pearson r of fd_synthetic with SRSS negative: r -0.90 (95% CI [-0.99, -0.33]")
+    assert weak.endswith("a rerun may not confirm it.")
+    strong = findings(None, pd.DataFrame([corr(27, -0.85, -0.93, -0.70)]), None, Q)[1]
+    assert strong == ("repa runs: Pearson r of fd_synthetic with SRSS negative: r -0.85 (95% CI [-0.93, -0.70], "
+                      "n = 27 encoders).")
 
 
 def test_method_gain_shows_vanilla_as_a_baseline_column():

@@ -112,9 +112,39 @@ def test_fit_set_choice():
         choose_fit_set("both", None, None)
 
 
-def test_fit_set_caveats():
+def test_mismatched_scoring_setup_warns_one_line_each(tmp_path):
     paper = choose_fit_set("paper", None, None)
-    assert paper.caveats("imagenet:/data/val", "pretrained") == []
-    assert "only exercises the pipeline" in paper.caveats("synthetic", "pretrained")[0]
-    assert "tiny weights" in paper.caveats("imagenet:/data/val", "tiny")[0]
-    assert choose_fit_set("results", *_study_rows(list("abcd"))).caveats("synthetic", "tiny") == []
+    ok = {"encoder": "mine", "dataset": "/data/imagenet", "image_size": 256, "weights": "pretrained", "far": 6,
+          "dmax": 8, "near": 1, "srss_min_fraction": 0.0}
+    assert paper.mismatches(ok) == []  # srss_min_fraction only matters for an SRSS predictor
+    assert "minimum mask fraction 0.0" in paper.mismatches(ok, ["srss"])[0]
+    lines = paper.mismatches({**ok, "dataset": "synthetic:n=16", "weights": "tiny"})
+    assert len(lines) == 2 and all("only exercises the pipeline" in line for line in lines)
+    assert lines[0].startswith("mine was scored with dataset synthetic:n=16, the encoders the fit knows with ImageNet")
+
+    gen, enc = _study_rows(list("abcd"))
+    here = tmp_path / "imagenet"
+    here.mkdir()
+    enc = enc.assign(dataset=str(here), weights="pretrained", far=6, dataset_id=f"folder:{here}:val:size=256")
+    fit = choose_fit_set("results", gen, enc)
+    assert fit.setup == {"dataset": [str(here)], "image_size": [256], "weights": ["pretrained"], "far": [6]}
+    same = {"encoder": "new", "dataset": str(tmp_path / "." / "imagenet"), "image_size": 256, "weights": "pretrained",
+            "far": 6}
+    assert fit.mismatches(same) == []  # the same folder spelled another way
+    other = fit.mismatches({**same, "dataset": "/elsewhere", "image_size": 224, "weights": "tiny", "far": 4})
+    assert [line.split(" was scored with ")[1].split(",")[0] for line in other] == [
+        "dataset /elsewhere", "resolution (px) 224", "weights tiny", "far (LDS/SRSS) 4"]
+    assert all("on another scale than the fit's" in line and "pipeline" not in line for line in other)
+    # rows written before image_size existed: the size comes from the dataset id
+    assert fit.mismatches({**same, "image_size": None, "dataset_id": "synthetic-v1:n=8,size=32,classes=3:val"})
+
+
+def test_extrapolation_is_flagged():
+    known = _known()  # lds in [0.05, 0.45]
+    fit = fit_fid_regression(known, "lds")
+    lo, hi = known["lds"].min(), known["lds"].max()
+    assert fit.extrapolation({"lds": (lo + hi) / 2}) == []
+    assert fit.extrapolation({"lds": 0.9}) == [f"lds 0.9 outside [{lo:.4g}, {hi:.4g}]"]
+    out = predict_fid({"lds": 0.9}, known, x="lds")
+    assert out["extrapolated"].iloc[0].startswith("lds 0.9 outside")
+    assert predict_fid({"lds": 0.3}, known, x="lds")["extrapolated"].iloc[0] == ""

@@ -169,6 +169,37 @@ def test_plan_json_cli(tmp_path):
     assert rows == plan_table(plan(load_spec("smoke")))
 
 
+def test_score_jobs_pass_masks_and_the_minimum_mask_fraction():
+    """The paper sweep scores SRSS on ImageNet-S masks with the authors' 0.25; at their defaults the two settings
+    are left out of a score job's id (a sweep that sets neither keeps its ids)."""
+    scores = [j for j in plan(load_spec("paper")) if j.stage == "score"]
+    assert len(scores) == 37
+    assert {(j.params.masks, j.params.srss_min_fraction) for j in scores} == {
+        ("/data/imagenet-s/ImageNetS919/validation-segmentation", 0.25)}
+    smoke = [j for j in plan(load_spec("smoke")) if j.stage == "score"]
+    assert smoke and all(j.params.masks is None and j.params.srss_min_fraction == 0.0 for j in smoke)
+    assert not {"masks", "srss_min_fraction"} & set(smoke[0].params.model_dump())
+    set_ = plan(load_spec("smoke", ["scoring.min_mask_fraction=0.25"]))
+    assert {j.job_id for j in set_ if j.stage == "score"}.isdisjoint(j.job_id for j in smoke)
+    from jobs.plan import Job
+    again = Job.model_validate(json.loads(scores[0].model_dump_json()))
+    assert again.params == scores[0].params and again.job_id == scores[0].job_id
+
+
+def test_scoring_mask_check_for_the_preflight(tmp_path):
+    from data_support import write_fake_imagenet
+
+    from jobs.spec import scoring_mask_check
+
+    assert scoring_mask_check(load_spec("smoke")).ok  # synthetic data: exact masks
+    assert scoring_mask_check(load_spec("smoke", ["scoring.enabled=false"])) is None
+    away = scoring_mask_check(load_spec("paper"), count=False)  # /data/imagenet is not on this machine
+    assert away.ok and away.n_images is None
+    bare = write_fake_imagenet(tmp_path / "imagenet", per_class=(1, 1), masks=False)
+    check = scoring_mask_check(load_spec("smoke", [f"dataset={bare}", "fid.extractor=synthetic"]))
+    assert not check.ok and "SRSS will be empty" in check.problem
+
+
 @pytest.mark.parametrize("mutate, message", [
     (lambda d: d["encoders"].append("dinov2-vit-bb"), "unknown encoder 'dinov2-vit-bb'"),
     (lambda d: d["encoders"].append("dinov2-vit-b@clsmix=1.5"), "within [0, 1]"),
@@ -188,6 +219,8 @@ def test_plan_json_cli(tmp_path):
     (lambda d: d.update(extend=[{"encoders": ["nope-vit"], "steps": 400}]), "extend[0].encoders: unknown encoder"),
     (lambda d: d.update(extend=[{"methods": ["nonsense"], "steps": 400}]), "'nonsense' is not a method preset"),
     (lambda d: d.update(extend=[{"steps": 400, "eval_steps": [500]}]), "outside 1..steps (400)"),
+    (lambda d: d["scoring"].update(masks="/data/masks"), "synthetic data carries its own masks"),
+    (lambda d: d["scoring"].update(min_mask_fraction=0.6), "less than or equal to 0.5"),
 ])
 def test_bad_specs_are_rejected(tmp_path, mutate, message):
     data = _smoke_dict()

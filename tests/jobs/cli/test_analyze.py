@@ -65,6 +65,12 @@ def test_predict_tiny_encoder_on_study_rows(tmp_path):
     assert pred["model"] == "smoke" and pred["n_known"] == 5 and pred["y"] == "fd_synthetic"
     assert pred["pi_low"] < pred["predicted"] < pred["pi_high"] and 1 <= pred["rank"] <= 6
     assert pred["loo_rmse"] > 0 and 0 < payload["scores"]["lds"] < 1
+    # scored on other synthetic data than the known encoders: one warning line, also on stderr
+    assert payload["warnings"][0].startswith("dinov2-vit-b was scored with dataset synthetic:n=16,size=32, the "
+                                             "encoders the fit knows with synthetic:n=64")
+    assert f"warning: {payload['warnings'][0]}" in res.output
+    assert all("extrapolates" in w for w in payload["warnings"][1:]) and bool(pred["extrapolated"]) == (
+        len(payload["warnings"]) == 2)
     saved = store.read("encoders")
     assert "dinov2-vit-b" in set(saved["encoder"])
 

@@ -186,3 +186,33 @@ def test_reader_keeps_few_shards_open(imagenet, tmp_path):
 
     clone = pickle.loads(pickle.dumps(ds))  # what DataLoader workers get: no open arrays
     assert clone._arrays == {} and torch.equal(clone[0]["image"], first)
+
+
+def test_a_prepared_split_points_to_masks(tmp_path):
+    """`data prepare --masks` (here on a second run) records the masks folder; the prepared images then get the
+    masks the source folder's images get, found by name (files.txt, else the source listing), cropped alike."""
+    src = write_fake_imagenet(tmp_path / "imagenet", per_class=(2, 2), masks=True)
+    out = tmp_path / "prepared"
+    prepare_split(src, out, "val", shard_size=4, size=32)
+    plain = open_dataset(str(out), "val")
+    assert not plain.has_masks and plain[0]["mask"] is None
+    assert (out / "val" / "files.txt").read_text().splitlines()[0] == "n01440764/n01440764_val0.JPEG"
+    prepare_split(src, out, "val", shard_size=4, size=32, masks=src / "masks")  # nothing to write but the pointer
+    assert json.loads((out / "val" / "manifest.json").read_text())["masks"] == str((src / "masks").resolve())
+    folder = open_dataset(str(src), "val", size=32)  # its default masks folder, src/masks
+    ds = open_dataset(str(out), "val")
+    assert ds.has_masks and ds.id == f"{plain.id}:masks={(src / 'masks' / 'val').resolve()}"
+    for i in range(len(ds)):
+        a, b = ds[i]["mask"], folder[i]["mask"]
+        assert (a is None) == (b is None) and (a is None or torch.equal(a, b))
+    assert sum(ds[i]["mask"] is not None for i in range(len(ds))) == 3
+    (out / "val" / "files.txt").unlink()  # prepared before files.txt existed: the source listing names the images
+    assert torch.equal(open_dataset(str(out), "val", masks=src / "masks")[0]["mask"], folder[0]["mask"])
+    (src / "val" / "n01440764" / "n01440764_val9.png").write_bytes(b"")  # the source changed since
+    with pytest.raises(DatasetError, match="do not match"):
+        open_dataset(str(out), "val")
+    with pytest.raises(DatasetError, match="masks directory .* does not exist"):
+        prepare_split(src, out, "train", size=32, masks=tmp_path / "nowhere")
+    prepare_split(src, out, "train", size=32, masks=src / "masks")  # no train masks: not pointed to, no error
+    assert "masks" not in json.loads((out / "train" / "manifest.json").read_text())
+    assert not open_dataset(str(out), "train").has_masks

@@ -128,3 +128,56 @@ def test_vanilla_is_planned_once_per_model_and_seed():
                                                                 "repa+irepa", "vanilla"]
     cfg = vanilla[0].params.config()
     assert not cfg.method.align and cfg.encoder.name == NO_ENCODER
+
+
+def test_pretraining_says_what_it_trains_and_its_progress():
+    import logging
+
+    records: list[logging.LogRecord] = []
+    handler = logging.Handler(logging.INFO)
+    handler.emit = records.append  # what reaches the logger, whatever handlers other tests left on its parents
+    logger = logging.getLogger("repa_study.study.pretrain.local")
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        pretrain_encoder("mini-mim", steps=20, force=True)
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(logging.NOTSET)
+    lines = [r.getMessage() for r in records]
+    assert lines[0].startswith("encoder mini-mim: pretraining by its mim recipe, 20 steps of batch 32 on synthetic")
+    steps = [line for line in lines if line.startswith("pretrain mini-mim: step ")]
+    assert steps[0].startswith("pretrain mini-mim: step 1/20 (5%), loss ") and "s elapsed, about" in steps[0]
+    assert [s.split()[3] for s in steps] == [f"{k}/20" for k in (1, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20)]
+    assert "s left" in steps[-1]
+
+
+def test_pretraining_workers_log_at_the_callers_level(monkeypatch):
+    """`repa-study run` pretrains in spawned worker processes: they get the caller's log level, so their progress
+    lines reach its stderr."""
+    import concurrent.futures
+    import logging
+
+    from study.common import setup_logging
+    from study.pretrain import local
+
+    seen = {}
+
+    class Pool:
+        def __init__(self, workers, mp_context, initializer, initargs):
+            seen.update(initializer=initializer, initargs=initargs)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def map(self, fn, names):
+            return [seen.setdefault("names", []).append(n) for n in names]
+
+    monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
+    monkeypatch.setattr(local, "needs_pretraining", lambda name, weights="pretrained": True)
+    assert local.pretrain_missing(["mini-sup", "mini-mim", "mini-sup@clsmix=0.5"], workers=2) == ["mini-sup", "mini-mim"]
+    assert seen["initializer"] is setup_logging and seen["names"] == ["mini-sup", "mini-mim"]
+    assert seen["initargs"] == (logging.getLogger("repa_study").getEffectiveLevel(),)
