@@ -224,7 +224,8 @@ def find_weights(spec: EncoderSpec) -> WeightsOnDisk:
         return WeightsOnDisk(path.is_file(), str(path))
     if spec.source == "local":
         path = local_weights_file(spec)
-        return WeightsOnDisk(path.is_file() or not spec.trained_here, str(path) if spec.trained_here else "none")
+        return WeightsOnDisk(path.is_file() or not spec.trained_here,
+                             str(path) if spec.trained_here else "no file: its seeded random init is the encoder")
     if spec.source == "hf":
         found = _in_hub_cache(str(spec.model_id), spec.revision, ("config.json",)) and \
             _in_hub_cache(str(spec.model_id), spec.revision, _HUB_WEIGHT_FILES)

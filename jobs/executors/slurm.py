@@ -1,7 +1,12 @@
 """The SLURM executor, through submitit: each stage is a job array per model size (``executor.array_parallelism``
 at once), evaluations wait for their trainings and the analysis for everything (``afterany``: a job whose input
 failed reports it), and every task is a :class:`jobs.tasks.SweepTask`, requeued by submitit on preemption or
-time-out."""
+time-out.
+
+``squeue`` is asked what is alive, and its word is not taken blindly: a failing ``squeue`` is a
+:class:`~jobs.executors.QueueError` (nothing is resubmitted), and an empty answer while jobs of the sweep say they are
+queued (their state: pending or requeued) leaves those jobs alone with a warning, unless the user says the queue is
+right (``trust_empty_queue``; ``sweep submit --trust-empty-queue``)."""
 from __future__ import annotations
 
 import math
@@ -12,11 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from jobs.executors.base import Entry, Executor, Record, SubmitError
+from jobs.executors.base import Entry, Executor, QueueError, Record, SubmitError
 from jobs.plan import Job
 from jobs.spec import SweepSpec
-from jobs.states import PENDING, RUNNING
-from jobs.tasks import SweepTask
+from jobs.states import PENDING, REQUEUED, RUNNING
+from jobs.tasks import SweepTask, read_state
 from study.common import get_logger
 
 __all__ = ["SlurmExecutor", "slurm_available", "slurm_queue", "TASK_CLASS"]
@@ -128,6 +133,13 @@ class SlurmExecutor(Executor):
         if not entries:
             return {}
         queue = slurm_queue()
+        if not queue and not self.options.get("trust_empty_queue"):
+            queued = {j: None for j in entries if read_state(root, j).get("state") in (PENDING, REQUEUED)}
+            if queued:
+                log.warning("squeue lists no job at all, yet %d job(s) of sweep %s say they are queued: they are "
+                            "left alone (if they really are gone, submit with --trust-empty-queue)", len(queued),
+                            sweep)
+            return queued
         return {job_id: RUNNING if queue[e["scheduler_id"]] in ("RUNNING", "COMPLETING") else PENDING
                 for job_id, e in entries.items() if e.get("scheduler_id") in queue}
 
