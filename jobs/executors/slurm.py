@@ -38,13 +38,20 @@ def slurm_available() -> bool:
 
 
 def slurm_queue() -> dict[str, str]:
-    """``{slurm id: state}`` of every queued or running job (array tasks one per line), {} without SLURM."""
+    """``{slurm id: state}`` of every queued or running job (array tasks one per line); :class:`QueueError` when
+    ``squeue`` is missing, fails or does not answer."""
     if not shutil.which("squeue"):
-        return {}
+        raise QueueError("squeue is not on PATH: which SLURM jobs are still queued cannot be told here (run this on "
+                         "a SLURM login node)")
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise QueueError(f"squeue failed ({exc}): which SLURM jobs are still queued is unknown; nothing was "
+                         f"resubmitted, try again later") from None
+    if out.returncode != 0:
+        why = (out.stderr or out.stdout).strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+        raise QueueError(f"squeue failed ({why[0][:300]}): which SLURM jobs are still queued is unknown; nothing "
+                         f"was resubmitted, try again later")
     queue = {}
     for line in out.stdout.splitlines():
         parts = line.split()
