@@ -79,3 +79,20 @@ def small_disk(tmp_path) -> Iterator[Path]:
     """A private 4 MiB tmpfs (root only: the test skips otherwise); fill it with :func:`fill`."""
     with _mounted_tmpfs(tmp_path / "disk", 4096) as where:
         yield where
+
+
+@pytest.fixture
+def stub_slurm(tmp_path, monkeypatch) -> Path:
+    """Stub ``sbatch`` (appends its arguments to the returned log, answers with a job id) and ``squeue``
+    (``SQUEUE_MODE``: fail, empty, or list one job that is nobody's) first on PATH."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    log = tmp_path / "sbatch.log"
+    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {log}\necho 'Submitted batch job 4242'\n")
+    (bin_dir / "squeue").write_text('#!/bin/sh\ncase "$SQUEUE_MODE" in\n'
+                                    '  fail) echo "slurm_load_jobs error: Socket timed out" >&2; exit 1;;\n'
+                                    '  empty) exit 0;;\n  *) echo "999 RUNNING";;\nesac\n')
+    for stub in bin_dir.iterdir():
+        stub.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+    return log

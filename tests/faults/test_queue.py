@@ -7,6 +7,7 @@ import json
 import logging
 
 import pytest
+from fault_support import stub_slurm  # noqa: F401 (fixture)
 
 from jobs.plan import plan
 from jobs.spec import load_spec
@@ -17,26 +18,15 @@ SPEC = ["encoders=[dinov2-vit-b]", "eval_steps=[200]", "scoring.enabled=false", 
 
 
 @pytest.fixture
-def cluster(tmp_path, monkeypatch):
-    """Stub sbatch (appends its arguments to ``sbatch.log``, answers with a job id) and squeue (``SQUEUE_MODE``:
-    fail, empty, or list one job that is not ours) first on PATH; a sweep recorded as submitted and queued."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "sbatch").write_text(f"#!/bin/sh\necho \"$@\" >> {tmp_path / 'sbatch.log'}\n"
-                                    "echo 'Submitted batch job 4242'\n")
-    (bin_dir / "squeue").write_text('#!/bin/sh\ncase "$SQUEUE_MODE" in\n'
-                                    '  fail) echo "slurm_load_jobs error: Socket timed out" >&2; exit 1;;\n'
-                                    '  empty) exit 0;;\n  *) echo "999 RUNNING";;\nesac\n')
-    for stub in bin_dir.iterdir():
-        stub.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:/usr/bin:/bin")
+def cluster(tmp_path, stub_slurm):
+    """Stub sbatch and squeue (``fault_support.stub_slurm``); a sweep recorded as submitted and queued."""
     root = tmp_path / "root"
     spec = load_spec("smoke", SPEC)
     entries = [{"job_id": j.job_id, "executor": "slurm", "scheduler_id": f"100_{i}", "folder": str(tmp_path),
                 "submitted_at": "2026-01-01T00:00:00+00:00"} for i, j in enumerate(plan(spec))]
     (root / "sweeps" / "smoke").mkdir(parents=True)
     (root / "sweeps" / "smoke" / "submissions.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
-    return root, spec, tmp_path / "sbatch.log"
+    return root, spec, stub_slurm
 
 
 def test_a_failing_squeue_is_an_error_and_nothing_is_sent_again(cluster, monkeypatch):
