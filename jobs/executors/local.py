@@ -201,8 +201,9 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
                     continue
                 del running[job_id]
                 state = read_state(root, job_id).get("state")
-                if proc.returncode != 0 and state != FAILED:
-                    # the process died before it could record its failure (killed, crashed)
+                if proc.returncode != 0 and state != FAILED and job_running(root, job_id) is None:
+                    # the process died before it could record its failure (killed, crashed); a copy that died
+                    # waiting for another process running the job leaves that one's state alone
                     write_state(root, job_id, state=FAILED,
                                 error=f"process exited with status {proc.returncode}")
                     state = FAILED
