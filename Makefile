@@ -37,7 +37,8 @@ test: venv
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 # The fault-injection suite alone (also part of `make test`): kills, damaged and planted files, full disks (tmpfs;
-# root), torn lines, locks, the queue's word, preflight. About a minute on 2 cores; docs/cluster.md, "What survives what".
+# root), torn lines, locks, the queue's word, preflight. About a minute on 2 cores (docs/cluster.md, "What survives
+# what").
 faults: venv
 	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 

@@ -25,7 +25,8 @@ _LAZY = {
 __all__ = [
     "Encoder", "EncoderSpec", "EncoderWeights", "ENCODER_WEIGHTS", "cache_key", "CatalogError", "MissingWeightsError",
     "UnknownEncoderError", "UnsafeWeightsError", "WeightsOnDisk", "find_weights", "build_model", "check_encoder",
-    "get_encoder", "get_spec", "list_encoders", "load_catalog", "local_weights_file", "local_weights_path", "parse_catalog", "parse_variant", "resolve_name", "trunk_params",
+    "get_encoder", "get_spec", "list_encoders", "load_catalog", "local_weights_file", "local_weights_path",
+    "parse_catalog", "parse_variant", "resolve_name", "trunk_params",
     "weights_dir",
 ]
 

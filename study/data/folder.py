@@ -80,9 +80,8 @@ def _class_dirs(split_dir: Path) -> list[Path]:
     return sorted(p for p in split_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def check_folder(root: str | Path, split: str) -> bool:
-    """Raise :class:`DatasetError` unless ``ROOT/<split>`` holds class folders, the first and last of which hold an
-    image (the images are not listed); returns whether masks are there (``ROOT/masks``)."""
+def _split_classes(root: str | Path, split: str) -> tuple[Path, Path, list[Path]]:
+    """``(root, root/split, its class folders)``, or a :class:`DatasetError` saying which part is missing."""
     root = Path(root).expanduser().resolve()
     if not root.is_dir():
         raise DatasetError(f"dataset folder {root} does not exist; {_layout_hint(root)}")
@@ -93,6 +92,13 @@ def check_folder(root: str | Path, split: str) -> bool:
     classes = _class_dirs(split_dir)
     if not classes:
         raise DatasetError(f"{split_dir} has no class folders; {_layout_hint(root)}")
+    return root, split_dir, classes
+
+
+def check_folder(root: str | Path, split: str) -> bool:
+    """Raise :class:`DatasetError` unless ``ROOT/<split>`` holds class folders, the first and last of which hold an
+    image (the images are not listed); returns whether masks are there (``ROOT/masks``)."""
+    root, _, classes = _split_classes(root, split)
     for class_dir in {classes[0], classes[-1]}:
         with os.scandir(class_dir) as it:
             if not any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in it):
@@ -122,16 +128,7 @@ class FolderDataset(ImageDataset):
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int = 256,
                  masks: str | Path | None = None):
-        root = Path(root).expanduser().resolve()
-        if not root.is_dir():
-            raise DatasetError(f"dataset folder {root} does not exist; {_layout_hint(root)}")
-        split_dir = root / split
-        if not split_dir.is_dir():
-            present = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DatasetError(f"{root} has no split folder {split!r} (found {present}); {_layout_hint(root)}")
-        classes = _class_dirs(split_dir)
-        if not classes:
-            raise DatasetError(f"{split_dir} has no class folders; {_layout_hint(root)}")
+        root, split_dir, classes = _split_classes(root, split)
         self._check_same_classes(root, split, classes)
         if size < 1:
             raise DatasetError(f"image size must be positive, got {size}")

@@ -4,8 +4,8 @@ The sorted image listing of ``SRC/<split>`` is cut into shards of ``shard_size``
 ``I`` of ``N`` writes the shards ``k`` with ``k % N == I`` (so any ``N`` covers every image exactly once). A shard is
 written under a temporary name and renamed when complete: a killed task leaves no partial shard visible, and a
 rerun skips finished shards. Every image is decoded on the way, and every one that does not decode is reported at
-the end, all at once (their shards are not written; the others are). When every shard of a split exists, the latent statistics are written
-(``latent_stats.json``); ``compute_latent_stats`` recomputes them on demand. Layout: :mod:`study.data.prepared`.
+the end, all at once (their shards are not written; the others are). When every shard of a split exists, the
+latent statistics are written (``latent_stats.json``); ``compute_latent_stats`` recomputes them on demand. Layout: :mod:`study.data.prepared`.
 """
 from __future__ import annotations
 
