@@ -243,9 +243,14 @@ def _cut_torn_tail(fd: int, path: Path) -> int:
     size = os.fstat(fd).st_size
     if size == 0 or os.pread(fd, 1, size - 1) == b"\n":
         return size
-    start = max(0, size - (1 << 20))
-    tail = os.pread(fd, size - start, start)
-    cut = start + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+    cut, end = 0, size
+    while end > 0:  # back to the last newline, 1 MiB at a time
+        start = max(0, end - (1 << 20))
+        found = os.pread(fd, end - start, start).rfind(b"\n")
+        if found >= 0:
+            cut = start + found + 1
+            break
+        end = start
     os.ftruncate(fd, cut)
     log.warning("%s: dropped a torn last line (%d bytes, left by a full disk or a killed writer)", path, size - cut)
     return cut
