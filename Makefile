@@ -11,7 +11,7 @@ TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 STAMP := $(VENV)/.repa-study-installed
 PYTEST_ARGS ?=
 
-.PHONY: venv run test clean-venv
+.PHONY: venv run test faults clean-venv
 
 venv: $(STAMP)
 
@@ -35,6 +35,12 @@ test: venv
 	  trap 'tests/slurm/cluster.sh down' EXIT; \
 	else echo "make test: no local SLURM cluster (needs root and apt): the slurm tests will skip"; fi; \
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+# The fault-injection suite alone (also part of `make test`): kills, damaged and planted files, full disks (tmpfs;
+# root), torn lines, locks, the queue's word, preflight. About a minute on 2 cores (docs/cluster.md, "What survives
+# what").
+faults: venv
+	$(PY) -m pytest tests/faults $(PYTEST_ARGS)
 
 clean-venv:
 	rm -rf $(VENV)

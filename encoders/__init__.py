@@ -14,7 +14,8 @@ from .variants import parse_variant
 
 #: name -> the module that defines it (imported on first access: these need torch)
 _LAZY = {
-    "MissingWeightsError": ".build", "build_model": ".build", "local_weights_file": ".build",
+    "MissingWeightsError": ".build", "UnsafeWeightsError": ".build", "find_weights": ".build",
+    "WeightsOnDisk": ".build", "build_model": ".build", "local_weights_file": ".build",
     "local_weights_path": ".build", "trunk_params": ".build", "weights_dir": ".build",
     "check_encoder": ".check",
     "Encoder": ".encoder", "UnknownEncoderError": ".encoder", "cache_key": ".encoder", "get_encoder": ".encoder",
@@ -23,8 +24,9 @@ _LAZY = {
 
 __all__ = [
     "Encoder", "EncoderSpec", "EncoderWeights", "ENCODER_WEIGHTS", "cache_key", "CatalogError", "MissingWeightsError",
-    "UnknownEncoderError", "build_model", "check_encoder", "get_encoder", "get_spec", "list_encoders", "load_catalog",
-    "local_weights_file", "local_weights_path", "parse_catalog", "parse_variant", "resolve_name", "trunk_params",
+    "UnknownEncoderError", "UnsafeWeightsError", "WeightsOnDisk", "find_weights", "build_model", "check_encoder",
+    "get_encoder", "get_spec", "list_encoders", "load_catalog", "local_weights_file", "local_weights_path",
+    "parse_catalog", "parse_variant", "resolve_name", "trunk_params",
     "weights_dir",
 ]
 

@@ -8,14 +8,21 @@
 - ``random``: the full-size architecture, random init (no download);
 - ``tiny``: the same architecture shrunk by the entry's ``tiny`` overrides (tests and the embedded default);
 - ``meta``: full size on the meta device (no memory, no weights): shapes and parameter counts only.
+
+:func:`find_weights` says, offline and without building anything, whether an entry's pretrained weights are on disk
+and where (``repa-study encoders check --weights``, the sweep preflight). With the hub offline (``HF_HUB_OFFLINE``)
+a build whose weights are not on disk fails at once with :class:`MissingWeightsError`, not after the libraries'
+retries. Weight files are read as tensors only (safetensors, or ``torch.load(weights_only=True)``): a file planted
+in ``$REPA_STUDY_WEIGHTS`` cannot run code (:class:`UnsafeWeightsError`).
 """
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import os
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
 import torch
 from torch import nn
@@ -32,6 +39,10 @@ _LOCAL_SUFFIXES = (".safetensors", ".pth", ".pt", ".bin", ".pth.tar")
 
 class MissingWeightsError(FileNotFoundError):
     """Pretrained weights are not available locally; the message says what to download and where to put it."""
+
+
+class UnsafeWeightsError(ValueError):
+    """A weight file that does not load as tensors alone (a pickle asking for other Python objects)."""
 
 
 def weights_dir() -> Path:
@@ -131,6 +142,8 @@ def _build_timm(spec: EncoderSpec, weights: Weights) -> nn.Module:
     if local is not None:
         return timm.create_model(spec.model_id, pretrained=True, pretrained_cfg_overlay={"file": str(local)},
                                  **kwargs)
+    if _hub_offline() and not find_weights(spec).found:  # fail now, not after the libraries' retries
+        raise _missing(spec, _timm_source_hint(spec), None)
     try:
         return timm.create_model(spec.model_id, pretrained=True, **kwargs)
     except Exception as exc:  # offline hub / URL failures surface as many exception types
@@ -138,28 +151,114 @@ def _build_timm(spec: EncoderSpec, weights: Weights) -> nn.Module:
 
 
 def _load_checkpoint(path: Path) -> dict:
-    if path.suffix == ".safetensors":
+    """A weight file's tensors: safetensors, or a torch pickle loaded with ``weights_only=True`` (upstream MoCo
+    checkpoints also hold optimiser state, plain values, and may hold an ``argparse.Namespace``, which is allowed)."""
+    if path.name.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         return load_file(str(path))
-    # Upstream MoCo checkpoints pickle optimiser state and argparse objects, hence weights_only=False: only load
-    # files you trust (they come from the paths the user placed in $REPA_STUDY_WEIGHTS).
-    return torch.load(path, map_location="cpu", weights_only=False)
+    import argparse
+    import pickle
+
+    try:
+        with torch.serialization.safe_globals([argparse.Namespace]):
+            return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        try:
+            needs = ", ".join(torch.serialization.get_unsafe_globals_in_checkpoint(path)) or "unknown objects"
+        except Exception:  # noqa: BLE001 - only for the message
+            needs = "unknown objects"
+        raise UnsafeWeightsError(
+            f"{path} does not load as weights alone: its pickle asks for {needs}, which loading would run. It was not "
+            f"loaded. If the file is genuine, convert its state dict to {path.with_suffix('.safetensors').name} on "
+            f"a machine where you trust it.") from exc
+
+
+def _hub_offline() -> bool:
+    try:
+        from huggingface_hub import constants
+
+        return bool(constants.HF_HUB_OFFLINE)
+    except Exception:  # pragma: no cover
+        return os.environ.get("HF_HUB_OFFLINE", "") not in ("", "0")
+
+
+class WeightsOnDisk(NamedTuple):
+    """Whether an entry's pretrained weights are here (``found``) and where they are, or are looked for
+    (``where``: a file, or a hub repo in the HF cache)."""
+
+    found: bool
+    where: str
+
+
+_HUB_WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin", "open_clip_model.safetensors",
+                     "open_clip_pytorch_model.bin", "model.safetensors.index.json", "pytorch_model.bin.index.json")
+
+
+def _in_hub_cache(repo: str, revision: str | None, files: tuple[str, ...]) -> str | None:
+    """The cached path of the first of ``files`` in ``repo`` (a sharded index only when its shards are there)."""
+    from huggingface_hub import try_to_load_from_cache
+
+    for name in files:
+        path = try_to_load_from_cache(repo, name, revision=revision)
+        if not isinstance(path, str):
+            continue
+        if name.endswith(".index.json"):
+            shards = set(json.loads(Path(path).read_text()).get("weight_map", {}).values())
+            if not all(isinstance(try_to_load_from_cache(repo, s, revision=revision), str) for s in shards):
+                continue
+        return path
+    return None
+
+
+def find_weights(spec: EncoderSpec) -> WeightsOnDisk:
+    """Where ``spec``'s pretrained weights are on this machine, looked up offline without building the model: a
+    local override in :func:`weights_dir`, a raw checkpoint (``timm+ckpt``), a locally trained file (``local``;
+    recipe ``none`` needs none), or the HF hub cache (timm and transformers; timm's URL downloads: the torch hub
+    cache)."""
+    local = _local_file(spec)
+    if local is not None:
+        return WeightsOnDisk(True, str(local))
+    if spec.source == "timm+ckpt":
+        path = weights_dir() / str(spec.checkpoint)
+        return WeightsOnDisk(path.is_file(), str(path))
+    if spec.source == "local":
+        path = local_weights_file(spec)
+        return WeightsOnDisk(path.is_file() or not spec.trained_here,
+                             str(path) if spec.trained_here else "no file: its seeded random init is the encoder")
+    if spec.source == "hf":
+        found = _in_hub_cache(str(spec.model_id), spec.revision, ("config.json",)) and \
+            _in_hub_cache(str(spec.model_id), spec.revision, _HUB_WEIGHT_FILES)
+        return WeightsOnDisk(bool(found), found or f"hub repo {spec.model_id} in {_hub_cache()}")
+    import timm
+
+    cfg = timm.models.get_pretrained_cfg(spec.model_id)
+    hub = getattr(cfg, "hf_hub_id", None) if cfg is not None else None
+    url = getattr(cfg, "url", None) if cfg is not None else None
+    if hub:
+        repo, _, revision = hub.partition("@")
+        extra = getattr(cfg, "hf_hub_filename", None)
+        found = _in_hub_cache(repo, revision or None, ((extra,) if extra else ()) + _HUB_WEIGHT_FILES)
+        return WeightsOnDisk(found is not None, found or f"hub repo {repo} in {_hub_cache()}")
+    if url:
+        path = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[-1]
+        return WeightsOnDisk(path.is_file(), str(path))
+    return WeightsOnDisk(False, f"timm has no download source for {spec.model_id!r}")
 
 
 def _build_timm_ckpt(spec: EncoderSpec, weights: Weights) -> nn.Module:
     import timm
     from timm.layers import resample_abs_pos_embed
 
-    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
     if weights != "pretrained":
-        return model
+        return timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
     path = _local_file(spec) or weights_dir() / str(spec.checkpoint)
     if not path.is_file():
         raise _missing(spec, f"It is a raw upstream checkpoint: download {spec.checkpoint_url} and save it as "
                              f"{weights_dir() / str(spec.checkpoint)} (set {WEIGHTS_ENV} to choose the folder).",
                        None)
-    state = ADAPTERS[str(spec.adapter)](_load_checkpoint(path))
+    state = ADAPTERS[str(spec.adapter)](_load_checkpoint(path))  # read (and checked) before building the model
+    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
     if "pos_embed" in state and state["pos_embed"].shape != model.pos_embed.shape:
         state["pos_embed"] = resample_abs_pos_embed(state["pos_embed"], model.patch_embed.grid_size,
                                                     num_prefix_tokens=model.num_prefix_tokens)
@@ -182,16 +281,17 @@ def local_weights_file(spec: EncoderSpec) -> Path:
 def _build_local(spec: EncoderSpec, weights: Weights) -> nn.Module:
     import timm
 
-    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
-    if weights != "pretrained" or not spec.trained_here:
-        return model  # recipe 'none': the seeded random init is the encoder
+    if weights != "pretrained" or not spec.trained_here:  # recipe 'none': the seeded random init is the encoder
+        return timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
     path = local_weights_file(spec)
     if not path.is_file():
         raise MissingWeightsError(
             f"encoder {spec.name!r} is trained by this project ({spec.pretrain.recipe}, {spec.pretrain.steps} steps "
             f"on {spec.pretrain.data}) and has not been trained here yet: run `repa-study encoders pretrain "
             f"{spec.name}` (minutes on a CPU); it writes {path}. Sweeps and `repa-study run` do this themselves.")
-    model.load_state_dict(_load_checkpoint(path), strict=True)
+    state = _load_checkpoint(path)
+    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
+    model.load_state_dict(state, strict=True)
     return model
 
 
@@ -204,14 +304,17 @@ def _build_hf(spec: EncoderSpec, weights: Weights) -> nn.Module:
     if weights == "pretrained":
         local = _local_file(spec)
         if local is not None:
+            state = _load_checkpoint(local)
             model = cls(cls.config_class(**(spec.hf_config or {})))
-            model.load_state_dict(_load_checkpoint(local), strict=True)
+            model.load_state_dict(state, strict=True)
             return model
+        hint = (f"transformers loads the hub repo '{spec.model_id}' into the HF cache ({_hub_cache()}); on a "
+                f"machine with internet run `huggingface-cli download {spec.model_id}` and copy that cache here.")
+        if _hub_offline() and not find_weights(spec).found:  # fail now, not after the libraries' retries
+            raise _missing(spec, hint, None)
         try:
             return cls.from_pretrained(spec.model_id, revision=spec.revision)
         except Exception as exc:
-            hint = (f"transformers loads the hub repo '{spec.model_id}' into the HF cache ({_hub_cache()}); on a "
-                    f"machine with internet run `huggingface-cli download {spec.model_id}` and copy that cache here.")
             raise _missing(spec, hint, exc) from exc
     config = dict(spec.hf_config or {})
     if weights == "tiny":

@@ -5,6 +5,16 @@ requeued, attempts, log path, last error line), ``lock`` (held while it runs, so
 once), and for trainings the run directory itself (config, log, checkpoints). A job whose state is ``done`` is
 skipped by every later submission; an unfinished training resumes from its last checkpoint.
 
+Locks match what runs: a group of trainings holds its own lock and every member run's (all or none), so a member
+submitted on its own (another sweep, the ungrouped plan) never trains the same run folder at once. A copy of a job
+that finds its lock held waits for the holder to end, then skips what the holder finished (it is never recorded
+``failed`` for being a copy), and an evaluation whose training is running elsewhere waits for it likewise
+(:func:`job_running` says whether a job's lock is held: ``sweep status`` and resubmission ask it too). The lock
+needs a file system with working ``flock`` (local disks, NFSv4, Lustre with ``flock`` mounted).
+
+A full disk still lets a job record its failure: a state that cannot be written beside the old one is written over
+it in place (the old file's blocks need no new space).
+
 :class:`SweepTask` is what submitit pickles: a ``submitit.helpers.Checkpointable``, so on preemption or time-out
 submitit requeues it (``checkpoint`` returns a ``DelayedSubmission`` of the same task) and the training resumes
 from its run directory. Rows go to the results store only when a stage finishes, so a requeued job writes them once.
@@ -12,32 +22,28 @@ from its run directory. Rows go to the results store only when a stage finishes,
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import traceback
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable
 
 import submitit
 
+from jobs.locks import JobBusyError, job_locks, job_running, wait_while_running
 from jobs.plan import Job, TrainGroupParams
 from jobs.states import DONE, FAILED, PENDING, REQUEUED, RUNNING, UNKNOWN
 from results import JOB_HASH, RUN_HASH, ResultStore
 from results.provenance import now_iso
-from study.common import atomic_write_json, get_logger
+from study.common import DiskFullError, atomic_write_json, get_logger
 from study.config import TrainConfig, config_hash
 from study.evaluation import row_protocol
 
 __all__ = ["SweepTask", "run_job", "read_state", "write_state", "job_dir", "is_done", "job_done", "reached_step",
-           "JobBusyError", "STATE_FILE"]
+           "JobBusyError", "STATE_FILE", "job_running", "running_target"]
 
 log = get_logger(__name__)
 STATE_FILE = "state.json"
-
-
-class JobBusyError(RuntimeError):
-    """Another process holds this job's lock: it is already running somewhere."""
 
 
 # ---------------------------------------------------------------------------------------------- state files
@@ -46,7 +52,23 @@ def job_dir(root: str | Path, job_id: str) -> Path:
 
 
 def _write_json(path: Path, data: dict[str, Any]) -> None:
-    atomic_write_json(path, data)
+    """Atomically; on a full disk over the old file in place (its blocks are allocated already; the traceback is
+    left out to keep it small), so a job can still record that it failed."""
+    try:
+        atomic_write_json(path, data)
+    except DiskFullError as exc:
+        if not path.is_file():
+            raise
+        text = json.dumps({k: v for k, v in data.items() if k != "traceback"}, indent=1, default=str)
+        try:
+            with open(path, "r+") as fh:
+                fh.write(text)
+                fh.truncate()
+                fh.flush()
+                os.fsync(fh.fileno())
+        except OSError:
+            raise exc from None
+        log.warning("%s: %s; written in place", path, exc)
 
 
 def read_state(root: str | Path, job_id: str) -> dict[str, Any]:
@@ -77,9 +99,7 @@ def reached_step(root: str | Path, job_id: str) -> int | None:
         return None
     if state.get("reached_step") is not None:
         return int(state["reached_step"])
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):  # older state files: the job's target
-        return int(json.loads((job_dir(root, job_id) / "job.json").read_text())["steps"])
-    return None
+    return running_target(root, job_id)  # older state files: the job's target
 
 
 def _reached_target(root: str | Path, job_id: str, steps: int | None) -> bool:
@@ -99,18 +119,11 @@ def job_done(root: str | Path, job: Job) -> bool:
     return _reached_target(root, job.job_id, job.steps)
 
 
-@contextlib.contextmanager
-def _job_lock(directory: Path) -> Iterator[None]:
-    directory.mkdir(parents=True, exist_ok=True)
-    fh = open(directory / "lock", "w")
-    try:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise JobBusyError(f"job {directory.name} is already running (lock held on {directory / 'lock'})")
-        yield
-    finally:
-        fh.close()
+def running_target(root: str | Path, job_id: str) -> int | None:
+    """The target step of the attempt that last started the job (its ``job.json``), None when unknown."""
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        return int(json.loads((job_dir(root, job_id) / "job.json").read_text())["steps"])
+    return None
 
 
 def _global_rank() -> int:
@@ -166,9 +179,13 @@ def _stage_train_group(job: Job, root: Path) -> list[tuple[str, list[dict[str, A
         summaries = train_group(cfgs, dirs)
     except BaseException as exc:
         if primary:
-            for mid in todo:
-                write_state(root, mid, state=FAILED, ended_at=now_iso(),
-                            error=f"group {job.job_id}: {type(exc).__name__}: {exc}".splitlines()[0][:500])
+            state = REQUEUED if isinstance(exc, SystemExit) else FAILED
+            for mid in todo:  # each member on its own: one that cannot be written does not stop the others
+                try:
+                    write_state(root, mid, state=state, ended_at=now_iso(),
+                                error=f"group {job.job_id}: {type(exc).__name__}: {exc}".splitlines()[0][:500])
+                except OSError as err:
+                    log.error("could not record the end of %s: %s", mid, err)
         raise
     if primary:
         store = ResultStore(root)
@@ -185,6 +202,9 @@ def _stage_eval(job: Job, root: Path, run_dir: Path) -> list[tuple[str, list[dic
 
     p = job.params
     reached = reached_step(root, p.train_job)
+    if reached is None or reached < p.step:  # still training elsewhere (another sweep's job, a killed driver's)?
+        wait_while_running(root, p.train_job, f"its evaluation at step {p.step}")
+        reached = reached_step(root, p.train_job)
     if reached is None or reached < p.step:
         raise RuntimeError(f"training job {p.train_job} has not finished (state: "
                            f"{read_state(root, p.train_job).get('state')}"
@@ -243,11 +263,15 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
     if _global_rank() != 0:  # distributed training: only rank 0 records state and rows
         STAGE_FUNCTIONS[job.stage](job, root, directory)
         return {}
-    state = read_state(root, job.job_id)
     if job_done(root, job):
         log.info("job %s (%s) already done; skipping", job.job_id, job.label)
-        return state
-    with _job_lock(directory):
+        return read_state(root, job.job_id)
+    group = isinstance(job.params, TrainGroupParams)
+    with job_locks([directory, *(job_dir(root, mid) for mid in (job.params.runs if group else ()))]):
+        state = read_state(root, job.job_id)
+        if job_done(root, job):  # another copy finished it while this one waited for the lock
+            log.info("job %s (%s) was finished by another copy of it; skipping", job.job_id, job.label)
+            return state
         _write_json(directory / "job.json", {"sweep": sweep, **job.model_dump(mode="json")})
         started = now_iso()
         attempt = int(state.get("attempt", 0)) + 1
@@ -282,8 +306,11 @@ def run_job(job: Job | dict[str, Any], root: str | Path, sweep: str = "", log_pa
             error = last[0][:500] if last else type(exc).__name__
             write_state(root, job.job_id, state=FAILED, ended_at=ended, error=error,
                         traceback=traceback.format_exc()[-4000:])
-            store.write("runs", [{**ident, "status": FAILED, "attempt": attempt, "error": error,
-                                  "started_at": started, "ended_at": ended, "log": log_path or ""}])
+            try:
+                store.write("runs", [{**ident, "status": FAILED, "attempt": attempt, "error": error,
+                                      "started_at": started, "ended_at": ended, "log": log_path or ""}])
+            except OSError as err:  # e.g. the disk that failed the job: its state says failed already
+                log.error("could not write the failure row of %s: %s", job.job_id, err)
             raise
 
 

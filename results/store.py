@@ -18,12 +18,17 @@ the renamed columns of version 2); a file from a newer version is an error that 
 
 Corrupted files: ``read(table)`` (``strict=True``) raises :class:`CorruptResultError` that names every unreadable
 file and how many files were fine; ``read(table, strict=False)`` logs a warning naming them and returns the rest.
+
+Temporary files: ``.<final name>.<host>.<pid>.tmp``. A writer removes its own on any error (``write``, ``compact``);
+one left by a killed writer is removed when a store first writes to that directory: at once when its writer (same
+host) is gone, after an hour otherwise (another host's writer cannot be checked).
 """
 from __future__ import annotations
 
 import logging
 import os
 import re
+import socket
 import time
 import uuid
 from pathlib import Path
@@ -56,6 +61,9 @@ UPGRADES: dict[str, dict[int, Callable[[pd.DataFrame], pd.DataFrame]]] = {
 
 _TABLE_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+_TEMPORARY = re.compile(r"^\.(?P<final>.+?)(?:\.(?P<host>[^.]+)\.(?P<pid>\d+))?\.tmp$")
+_STALE_AFTER_S = 3600.0
+_HOST = socket.gethostname().split(".")[0] or "host"
 _log = logging.getLogger("repa_study.results.store")  # stdlib only: results imports nothing of ours
 
 
@@ -76,6 +84,41 @@ class CorruptResultError(RuntimeError):
         super().__init__("\n".join(lines))
 
 
+def _temporary(final: Path) -> Path:
+    return final.with_name(f".{final.name}.{_HOST}.{os.getpid()}.tmp")
+
+
+def _gone(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _remove_stale_temporaries(directory: Path) -> None:
+    """Remove what killed writers left in ``directory`` (see the module docstring), with a warning each."""
+    if not directory.is_dir():
+        return
+    now = time.time()
+    for path in directory.iterdir():
+        m = _TEMPORARY.match(path.name)
+        if m is None:
+            continue
+        try:
+            mine = m["host"] == _HOST and m["pid"] is not None
+            if mine and (int(m["pid"]) == os.getpid() or not _gone(int(m["pid"]))):
+                continue
+            if not mine and now - path.stat().st_mtime < _STALE_AFTER_S:
+                continue
+            path.unlink()
+        except FileNotFoundError:
+            continue
+        _log.warning("removed %s, a temporary file left by a writer that stopped", path)
+
+
 def default_root() -> Path:
     """``$REPA_STUDY_ROOT`` if set, else ``runs`` in the working directory."""
     return Path(os.environ.get("REPA_STUDY_ROOT") or "runs")
@@ -94,6 +137,8 @@ def _to_frame(rows: pd.DataFrame | Mapping[str, Any] | Iterable[Mapping[str, Any
 
 class ResultStore:
     """Read and write the results tables under one results root (see the module docstring)."""
+
+    _swept: set[Path] = set()  # directories whose stale temporaries this process removed already
 
     def __init__(self, root: str | Path | None = None):
         self.root = Path(root) if root is not None else default_root()
@@ -161,13 +206,14 @@ class ResultStore:
             raise StoreError(f"rows for table {table!r} cannot be stored as parquet: {exc}") from exc
 
         directory.mkdir(parents=True, exist_ok=True)
+        self._sweep(directory)
         label = "rows"
         if "job_id" in df.columns and df["job_id"].nunique(dropna=True) == 1:
             label = _SAFE.sub("_", str(df["job_id"].dropna().iloc[0]))[:80] or "rows"
         stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
         name = f"{label}-{stamp}-{os.getpid()}-{uuid.uuid4().hex[:12]}.parquet"
         final = directory / name
-        tmp = directory / f".{name}.tmp"
+        tmp = _temporary(final)
         try:
             with open(tmp, "wb") as fh:
                 pq.write_table(arrow, fh)
@@ -247,8 +293,19 @@ class ResultStore:
             return None
         out_dir = Path(out_dir) if out_dir is not None else self.root / "collected"
         out_dir.mkdir(parents=True, exist_ok=True)
+        self._sweep(out_dir)
         final = out_dir / f"{table}.parquet"
-        tmp = out_dir / f".{table}.parquet.{os.getpid()}.tmp"
-        df.to_parquet(tmp, index=False)
-        os.replace(tmp, final)
+        tmp = _temporary(final)
+        try:
+            df.to_parquet(tmp, index=False)
+            os.replace(tmp, final)
+        finally:
+            tmp.unlink(missing_ok=True)
         return final
+
+    @classmethod
+    def _sweep(cls, directory: Path) -> None:
+        key = directory.resolve()
+        if key not in cls._swept:
+            _remove_stale_temporaries(directory)
+            cls._swept.add(key)

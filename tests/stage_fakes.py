@@ -1,5 +1,14 @@
-"""Stand-in stage bodies for the executor tests (test_submit, test_run, test_slurm)."""
+"""Stand-in stage bodies for the executor tests (test_submit, test_run, test_slurm, the fault suite)."""
+import importlib.util
+import json
+import sys
 import textwrap
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
 
 # Stand-in stage bodies: same inputs and outputs as jobs.tasks' stages, but instant and observable. Each call
 # appends to ROOT/invocations.jsonl; training writes step_XXXXXXX.pt files every 10 steps and resumes from the last.
@@ -14,6 +23,8 @@ FAKE_STAGES = textwrap.dedent('''
 
     def train(job, root, run_dir):
         _count(root, job)
+        while os.environ.get("FAKE_HOLD") and not Path(os.environ["FAKE_HOLD"]).exists():
+            time.sleep(0.05)  # held until the test creates that file
         if os.environ.get("FAKE_FAIL_ENCODER") == job.encoder:
             raise RuntimeError(f"boom: cannot train {job.encoder}")
         ck = run_dir / "checkpoints"
@@ -51,3 +62,29 @@ FAKE_STAGES = textwrap.dedent('''
         from jobs.executors.local import _main
         sys.exit(_main(sys.argv[1:]))
 ''')
+
+
+@pytest.fixture
+def fakes(tmp_path, monkeypatch):
+    """Install the stand-in stages here (debug executor) and in every local worker process."""
+    import jobs.executors.local
+    import jobs.tasks as tasks
+
+    path = tmp_path / "fake_worker.py"
+    path.write_text(FAKE_STAGES)
+    monkeypatch.setenv("REPA_REPO", str(REPO))
+    monkeypatch.setenv("PYTHONPATH", str(REPO))
+    monkeypatch.setattr(jobs.executors.local, "WORKER_COMMAND", [sys.executable, str(path), "one"])
+    monkeypatch.setattr(tasks, "STAGE_FUNCTIONS", dict(tasks.STAGE_FUNCTIONS))
+    spec = importlib.util.spec_from_file_location("fake_worker", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return tmp_path
+
+
+def invocations(root: Path) -> Counter:
+    """How often each job's stand-in stage ran (``ROOT/invocations.jsonl``)."""
+    path = Path(root) / "invocations.jsonl"
+    if not path.exists():
+        return Counter()
+    return Counter(json.loads(line)["job_id"] for line in path.read_text().splitlines())

@@ -58,13 +58,22 @@ def show_cmd(name: str) -> None:
 @click.argument("names", nargs=-1)
 @click.option("--all", "check_all", is_flag=True, help="Check every catalog entry.")
 @click.option("--meta", is_flag=True, help="Build on the meta device: no memory, no weights (recommended).")
+@click.option("--weights", "weights_only", is_flag=True,
+              help="Only say whether each entry's pretrained weights are on disk, and where (offline, nothing built; "
+                   "every entry when no NAME is given).")
 @click.option("--json", "as_json", is_flag=True, help="JSON list of {name, ok, grid, embed_dim, params_m, reason}.")
-def check_cmd(names: tuple[str, ...], check_all: bool, meta: bool, as_json: bool) -> None:
+def check_cmd(names: tuple[str, ...], check_all: bool, meta: bool, weights_only: bool, as_json: bool) -> None:
     """Build entries at full size without weights, run a 256 px forward, and compare grid, embed_dim, prefix
     tokens and parameter count with the entry, and timm entries' mean, std and interpolation with timm's
-    pretrained_cfg (unless timm_cfg_overrides gives a reason). Exit status 1 when any fails."""
+    pretrained_cfg (unless timm_cfg_overrides gives a reason). Exit status 1 when any fails.
+
+    With --weights: which entries have their pretrained weights on this machine (exit status 1 when any lacks
+    them)."""
     from encoders import check_encoder, list_encoders
 
+    if weights_only:
+        _check_weights(list(names) or list_encoders(), as_json)
+        return
     if check_all == bool(names):
         raise click.UsageError("give encoder NAMEs or --all (not both)")
     targets = list_encoders() if check_all else list(names)
@@ -83,6 +92,26 @@ def check_cmd(names: tuple[str, ...], check_all: bool, meta: bool, as_json: bool
     else:
         click.echo(f"{len(results) - len(failed)} of {len(results)} ok")
     if failed:
+        sys.exit(1)
+
+
+def _check_weights(names: list[str], as_json: bool) -> None:
+    from encoders import find_weights, get_spec
+
+    rows = []
+    for name in names:
+        spec = get_spec(name)
+        found = find_weights(spec)
+        rows.append({"name": name, "on_disk": found.found, "where": found.where, "source": spec.source,
+                     "gated": spec.gated, "license": spec.license})
+    if as_json:
+        click.echo(json.dumps(rows, indent=1))
+    else:
+        for r in rows:
+            note = " (gated)" if r["gated"] else ""
+            click.echo(f"{'on disk' if r['on_disk'] else 'missing':8s} {r['name']:22s} {r['where']}{note}")
+        click.echo(f"{sum(r['on_disk'] for r in rows)} of {len(rows)} have their pretrained weights on disk")
+    if not all(r["on_disk"] for r in rows):
         sys.exit(1)
 
 

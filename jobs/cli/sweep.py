@@ -1,4 +1,4 @@
-"""`repa-study sweep plan|submit|status|cancel|collect`: plan, submit and follow a sweep."""
+"""`repa-study sweep plan|estimate|check|submit|status|cancel|collect`: plan, check, submit and follow a sweep."""
 from __future__ import annotations
 
 import json
@@ -97,6 +97,28 @@ def estimate_cmd(spec: str, overrides: tuple[str, ...], gpu: str, mfu: float | N
     click.echo(json.dumps(est, indent=1) if as_json else estimate_text(est))
 
 
+@sweep_group.command("check")
+@click.argument("spec")
+@SET_OPTION
+@click.option("--verify-images", is_flag=True, help="also decode every image of the image folders the jobs read (a "
+              "first-open pass: every corrupt file reported now, not when a training first draws it)")
+@click.option("--json", "as_json", is_flag=True, help="print {ok, problems, warnings, checked} as JSON")
+def check_cmd(spec: str, overrides: tuple[str, ...], verify_images: bool, as_json: bool) -> None:
+    """Check what SPEC's jobs need before submitting it: every training config builds, every encoder has its
+    weights on disk, the datasets open, the FID reference is readable and of the right shapes, the scoring's masks.
+    The same checks `sweep submit` runs (on the jobs it submits); nothing is written. Exit status 1 on a problem."""
+    from jobs.preflight import preflight
+
+    report = preflight(_load(spec, overrides), verify_images=verify_images)
+    if as_json:
+        click.echo(json.dumps({"ok": report.ok, "problems": report.problems, "warnings": report.warnings,
+                               "checked": report.checked}, indent=1))
+    else:
+        click.echo(report.text())
+    if not report.ok:
+        sys.exit(1)
+
+
 @sweep_group.command("submit")
 @click.argument("spec")
 @SET_OPTION
@@ -112,20 +134,25 @@ def estimate_cmd(spec: str, overrides: tuple[str, ...], gpu: str, mfu: float | N
               help="refuse (submit nothing) when the sweep's estimate exceeds this many GPU-hours")
 @click.option("--gpu", type=click.Choice(["h100", "a100", "h200"]), default="h100", show_default=True,
               help="GPU the estimate assumes")
+@click.option("--trust-empty-queue", is_flag=True, help="squeue lists no job at all: believe it, and resubmit the "
+              "jobs recorded as queued (default: leave them alone and warn)")
+@click.option("--no-preflight", is_flag=True, help="skip the checks of `sweep check` (not recommended)")
 def submit_cmd(spec: str, overrides: tuple[str, ...], root: str | None, executor: str | None,
                slurm_partition: str | None, slurm_account: str | None, slurm_qos: str | None,
-               slurm_constraint: str | None, wait: bool, max_gpu_hours: float | None, gpu: str) -> None:
+               slurm_constraint: str | None, wait: bool, max_gpu_hours: float | None, gpu: str,
+               trust_empty_queue: bool, no_preflight: bool) -> None:
     """Submit SPEC's unfinished jobs (finished ones are skipped, unfinished trainings resume).
 
-    The sweep's estimate (`sweep estimate`) is printed first; with --max-gpu-hours a larger one is refused."""
+    The sweep's estimate (`sweep estimate`) is printed first; with --max-gpu-hours a larger one is refused. The
+    jobs' inputs are checked first (`sweep check`): on any problem nothing is written or submitted."""
     from jobs.cost import check_budget
     from jobs.submit import submit_sweep, sweep_status
 
     cfg = _load(spec, overrides)
     click.echo(check_budget(cfg, max_gpu_hours, gpu=gpu))
     slurm = {"partition": slurm_partition, "account": slurm_account, "qos": slurm_qos,
-             "constraint": slurm_constraint}
-    sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait)
+             "constraint": slurm_constraint, "trust_empty_queue": trust_empty_queue}
+    sub = submit_sweep(cfg, root, executor=executor, slurm=slurm, wait=wait, check=not no_preflight)
     click.echo(f"sweep {sub.sweep}: {len(sub.jobs)} jobs, {len(sub.skipped_done)} already done, "
                f"{len(sub.skipped_active)} still queued, {len(sub.submitted)} submitted ({sub.executor})")
     if sub.final is not None:

@@ -3,12 +3,12 @@ submitit (``slurm``), on this machine as background processes with dependencies 
 process (``debug``)."""
 from typing import Any, Mapping
 
-from jobs.executors.base import Entry, Executor, Record, SubmitError, sweep_dir
+from jobs.executors.base import Entry, Executor, QueueError, Record, SubmitError, sweep_dir
 from jobs.executors.debug import DebugExecutor
 from jobs.executors.local import LocalExecutor, driver_pid
 from jobs.executors.slurm import SlurmExecutor, slurm_available
 
-__all__ = ["Executor", "Entry", "Record", "SubmitError", "EXECUTORS", "get_executor", "SlurmExecutor",
+__all__ = ["Executor", "Entry", "Record", "SubmitError", "QueueError", "EXECUTORS", "get_executor", "SlurmExecutor",
            "LocalExecutor", "DebugExecutor", "slurm_available", "driver_pid", "sweep_dir"]
 
 #: Executor name (``executor.kind``, ``--executor``, a submission's ``executor``) -> its class.

@@ -18,10 +18,11 @@ from jobs.plan import Job
 from jobs.spec import SweepSpec
 from jobs.states import ENDED, FAILED, PENDING
 from jobs.tasks import read_state, write_state
-from study.common import progress
+from study.common import get_logger, progress
 
-__all__ = ["Executor", "SubmitError", "Entry", "Record", "sweep_dir"]
+__all__ = ["Executor", "SubmitError", "QueueError", "Entry", "Record", "sweep_dir"]
 
+log = get_logger(__name__)
 #: A recorded submission (one line of submissions.jsonl).
 Entry = Mapping[str, Any]
 #: ``record(submitted, **extra)`` appends one entry per ``{job id: scheduler id}`` of ``submitted`` (with
@@ -31,6 +32,10 @@ Record = Callable[..., None]
 
 class SubmitError(RuntimeError):
     """The sweep could not be submitted; nothing (more) was submitted."""
+
+
+class QueueError(SubmitError):
+    """The scheduler's queue could not be read (e.g. ``squeue`` failed): nothing was decided from it."""
 
 
 def sweep_dir(root: str | Path, sweep: str) -> Path:
@@ -61,7 +66,9 @@ class Executor(ABC):
     def alive(self, root: Path, sweep: str, entries: Mapping[str, Entry]) -> dict[str, str | None] | None:
         """What the scheduler says of these submissions (job id -> entry): ``{job id: RUNNING or PENDING}`` for
         those still queued or running (the value None where it does not say which: the job's state file is the
-        word); a job left out is not alive. None instead of a mapping: this executor cannot tell."""
+        word); a job left out is not alive. None instead of a mapping: this executor cannot tell (nothing of it
+        outlives its process; a job's lock says whether it runs). A queue that cannot be read raises
+        :class:`QueueError`, never an empty answer."""
 
     @abstractmethod
     def cancel(self, root: Path, sweep: str, entries: Mapping[str, Entry]) -> list[str]:
@@ -80,7 +87,11 @@ class Executor(ABC):
         bar = progress(total=len(entries), desc=f"sweep {sweep}", unit="job")
         try:
             while len(final) < len(entries):
-                alive = self.alive(root, sweep, {j: e for j, e in entries.items() if j not in final})
+                try:
+                    alive = self.alive(root, sweep, {j: e for j, e in entries.items() if j not in final})
+                except QueueError as exc:  # no word this time: nobody is counted missing
+                    log.warning("%s; asking again in %.0f s", exc, poll_s)
+                    alive = None
                 for job_id, entry in entries.items():
                     if job_id in final:
                         continue

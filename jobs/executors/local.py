@@ -25,7 +25,7 @@ from jobs.executors.base import Entry, Executor, Record, sweep_dir
 from jobs.plan import Job
 from jobs.spec import SweepSpec
 from jobs.states import CANCELLED, DONE, FAILED
-from jobs.tasks import job_dir, job_done, read_state, run_job, write_state
+from jobs.tasks import job_dir, job_done, job_running, read_state, run_job, write_state
 from study.common import get_logger, progress
 
 __all__ = ["LocalExecutor", "drive", "spawn_driver", "driver_pid", "claim_driver", "WORKER_COMMAND"]
@@ -177,7 +177,8 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
     """Run ``jobs`` (a planned sweep, or part of one) to the end; return ``{job_id: final state}``.
 
     Dependencies on jobs outside ``jobs`` are taken as satisfied when those jobs are done (else they count as
-    ended too, and the dependent job reports the missing input itself).
+    ended too, and the dependent job reports the missing input itself), once no process runs them any more (their
+    lock is free: a killed driver's orphan, another sweep's copy, is waited for).
     """
     root = Path(root)
     todo = {j.job_id: j for j in jobs}
@@ -200,8 +201,9 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
                     continue
                 del running[job_id]
                 state = read_state(root, job_id).get("state")
-                if proc.returncode != 0 and state != FAILED:
-                    # the process died before it could record its failure (killed, crashed)
+                if proc.returncode != 0 and state != FAILED and job_running(root, job_id) is None:
+                    # the process died before it could record its failure (killed, crashed); a copy that died
+                    # waiting for another process running the job leaves that one's state alone
                     write_state(root, job_id, state=FAILED,
                                 error=f"process exited with status {proc.returncode}")
                     state = FAILED
@@ -214,7 +216,8 @@ def drive(jobs: Sequence[Job], root: str | Path, sweep: str, *, workers: int = 1
             for job_id, job in list(todo.items()):
                 if len(running) >= workers:
                     break
-                deps_ended = all(d in final or (d not in todo and d not in running) for d in job.depends_on)
+                deps_ended = all(d in final or (d not in todo and d not in running and job_running(root, d) is None)
+                                 for d in job.depends_on)
                 if not deps_ended:
                     continue
                 del todo[job_id]

@@ -1,7 +1,12 @@
 """The SLURM executor, through submitit: each stage is a job array per model size (``executor.array_parallelism``
 at once), evaluations wait for their trainings and the analysis for everything (``afterany``: a job whose input
 failed reports it), and every task is a :class:`jobs.tasks.SweepTask`, requeued by submitit on preemption or
-time-out."""
+time-out.
+
+``squeue`` is asked what is alive, and its word is not taken blindly: a failing ``squeue`` is a
+:class:`~jobs.executors.QueueError` (nothing is resubmitted), and an empty answer while jobs of the sweep say they are
+queued (their state: pending or requeued) leaves those jobs alone with a warning, unless the user says the queue is
+right (``trust_empty_queue``; ``sweep submit --trust-empty-queue``)."""
 from __future__ import annotations
 
 import math
@@ -12,11 +17,11 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any, Mapping
 
-from jobs.executors.base import Entry, Executor, Record, SubmitError
+from jobs.executors.base import Entry, Executor, QueueError, Record, SubmitError
 from jobs.plan import Job
 from jobs.spec import SweepSpec
-from jobs.states import PENDING, RUNNING
-from jobs.tasks import SweepTask
+from jobs.states import PENDING, REQUEUED, RUNNING
+from jobs.tasks import SweepTask, read_state
 from study.common import get_logger
 
 __all__ = ["SlurmExecutor", "slurm_available", "slurm_queue", "TASK_CLASS"]
@@ -33,13 +38,20 @@ def slurm_available() -> bool:
 
 
 def slurm_queue() -> dict[str, str]:
-    """``{slurm id: state}`` of every queued or running job (array tasks one per line), {} without SLURM."""
+    """``{slurm id: state}`` of every queued or running job (array tasks one per line); :class:`QueueError` when
+    ``squeue`` is missing, fails or does not answer."""
     if not shutil.which("squeue"):
-        return {}
+        raise QueueError("squeue is not on PATH: which SLURM jobs are still queued cannot be told here (run this on "
+                         "a SLURM login node)")
     try:
         out = subprocess.run(["squeue", "-h", "-r", "-o", "%i %T"], capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.SubprocessError):
-        return {}
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise QueueError(f"squeue failed ({exc}): which SLURM jobs are still queued is unknown; nothing was "
+                         f"resubmitted, try again later") from None
+    if out.returncode != 0:
+        why = (out.stderr or out.stdout).strip().splitlines()[-1:] or [f"exit status {out.returncode}"]
+        raise QueueError(f"squeue failed ({why[0][:300]}): which SLURM jobs are still queued is unknown; nothing "
+                         f"was resubmitted, try again later")
     queue = {}
     for line in out.stdout.splitlines():
         parts = line.split()
@@ -128,6 +140,13 @@ class SlurmExecutor(Executor):
         if not entries:
             return {}
         queue = slurm_queue()
+        if not queue and not self.options.get("trust_empty_queue"):
+            queued = {j: None for j in entries if read_state(root, j).get("state") in (PENDING, REQUEUED)}
+            if queued:
+                log.warning("squeue lists no job at all, yet %d job(s) of sweep %s say they are queued: they are "
+                            "left alone (if they really are gone, submit with --trust-empty-queue)", len(queued),
+                            sweep)
+            return queued
         return {job_id: RUNNING if queue[e["scheduler_id"]] in ("RUNNING", "COMPLETING") else PENDING
                 for job_id, e in entries.items() if e.get("scheduler_id") in queue}
 

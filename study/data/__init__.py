@@ -13,12 +13,14 @@ from pathlib import Path
 from .codecs import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, check_token_grid, get_codec,
                      latents_from_moments, load_sd_vae, to_uint8, to_unit, token_grid)
 from .dataset import SYNTHETIC_DEFAULTS, DatasetError, ImageDataset, SyntheticDataset, collate, parse_synthetic_spec
+from .folder import verify_images
 from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of_task
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
            "SYNTHETIC_DEFAULTS", "IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid",
            "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8",
-           "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents"]
+           "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents", "check_dataset",
+           "verify_images"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,
@@ -67,3 +69,20 @@ def stored_latents(spec: str, split: str = "train") -> bool | None:
         return bool(getattr(open_dataset(str(root), split), "has_moments", False))
     except DatasetError:
         return None
+
+
+def check_dataset(spec: str, split: str = "train") -> bool:
+    """Raise :class:`DatasetError` when ``spec``'s ``split`` cannot be opened, without reading its images (an image
+    folder is not even listed); returns whether it carries masks (synthetic data does; a folder's ``masks/``)."""
+    spec = str(spec).strip()
+    if spec == "synthetic" or spec.startswith("synthetic:"):
+        parse_synthetic_spec(spec)
+        return True
+    root = Path(spec).expanduser()
+    from .prepared import is_prepared
+
+    if is_prepared(root):
+        return bool(open_dataset(str(root), split).has_masks)
+    from .folder import check_folder
+
+    return check_folder(root, split)

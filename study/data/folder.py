@@ -8,12 +8,18 @@ where MASKS is ``ROOT/masks`` by default or a given directory. A mask PNG is eit
 (foreground = non-zero) or an ImageNet-S RGB segmentation (class id = R + 256 * G; 0 is background and 1000 is
 "ignore", both count as background). Masks go through the same crop as their image (nearest-neighbour resampling).
 Images without a mask file get ``mask=None``.
+
+Before a long job reads a folder: :func:`check_folder` checks its layout without listing every image (seconds on a
+shared file system, where listing ImageNet takes minutes), and :func:`verify_images` decodes every image (all
+unreadable ones reported at once, so a corrupt file is not found only when a training first draws it).
 """
 from __future__ import annotations
 
 import hashlib
+import os
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 import numpy as np
 import torch
@@ -22,7 +28,7 @@ from PIL import Image
 from .dataset import DatasetError, ImageDataset
 
 __all__ = ["FolderDataset", "center_crop", "load_image", "load_mask", "list_images", "find_masks_dir",
-           "mask_files", "listing_hash", "IMAGE_EXTENSIONS"]
+           "mask_files", "listing_hash", "IMAGE_EXTENSIONS", "check_folder", "verify_images"]
 
 IMAGE_EXTENSIONS = (".jpeg", ".jpg", ".png", ".webp", ".bmp", ".ppm", ".tif", ".tiff")
 _IGNORE_ID = 1000  # ImageNet-S "ignore" label
@@ -102,21 +108,55 @@ def mask_files(mask_dir: Path, images: list[tuple[str, str]]) -> list[Path | Non
     return out
 
 
+def _split_classes(root: str | Path, split: str) -> tuple[Path, Path, list[Path]]:
+    """``(root, root/split, its class folders)``, or a :class:`DatasetError` saying which part is missing."""
+    root = Path(root).expanduser().resolve()
+    if not root.is_dir():
+        raise DatasetError(f"dataset folder {root} does not exist; {_layout_hint(root)}")
+    split_dir = root / split
+    if not split_dir.is_dir():
+        present = sorted(p.name for p in root.iterdir() if p.is_dir())
+        raise DatasetError(f"{root} has no split folder {split!r} (found {present}); {_layout_hint(root)}")
+    classes = _class_dirs(split_dir)
+    if not classes:
+        raise DatasetError(f"{split_dir} has no class folders; {_layout_hint(root)}")
+    return root, split_dir, classes
+
+
+def check_folder(root: str | Path, split: str) -> bool:
+    """Raise :class:`DatasetError` unless ``ROOT/<split>`` holds class folders, the first and last of which hold an
+    image (the images are not listed); returns whether masks are there (``ROOT/masks``)."""
+    root, _, classes = _split_classes(root, split)
+    for class_dir in {classes[0], classes[-1]}:
+        with os.scandir(class_dir) as it:
+            if not any(e.is_file() and Path(e.name).suffix.lower() in IMAGE_EXTENSIONS for e in it):
+                raise DatasetError(f"class folder {class_dir} holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return (root / "masks").is_dir()
+
+
+def _decode(path: Path) -> str | None:
+    try:
+        with Image.open(path) as img:
+            img.convert("RGB").load()
+    except Exception as exc:  # noqa: BLE001 - PIL raises many types for a bad file
+        return f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+    return None
+
+
+def verify_images(paths: Iterable[Path], workers: int = 8) -> list[tuple[Path, str]]:
+    """Decode every image; returns ``(path, why)`` for each that does not decode (all of them, not the first)."""
+    paths = list(paths)
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        errors = list(pool.map(_decode, paths, chunksize=64))
+    return [(p, e) for p, e in zip(paths, errors) if e is not None]
+
+
 class FolderDataset(ImageDataset):
     """One split of an ImageNet-style folder; images decoded and cropped on access (use DataLoader workers)."""
 
     def __init__(self, root: str | Path, split: str = "train", *, size: int = 256,
                  masks: str | Path | None = None):
-        root = Path(root).expanduser().resolve()
-        if not root.is_dir():
-            raise DatasetError(f"dataset folder {root} does not exist; {_layout_hint(root)}")
-        split_dir = root / split
-        if not split_dir.is_dir():
-            present = sorted(p.name for p in root.iterdir() if p.is_dir())
-            raise DatasetError(f"{root} has no split folder {split!r} (found {present}); {_layout_hint(root)}")
-        classes = _class_dirs(split_dir)
-        if not classes:
-            raise DatasetError(f"{split_dir} has no class folders; {_layout_hint(root)}")
+        root, split_dir, classes = _split_classes(root, split)
         self._check_same_classes(root, split, classes)
         if size < 1:
             raise DatasetError(f"image size must be positive, got {size}")

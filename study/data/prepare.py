@@ -3,8 +3,9 @@
 The sorted image listing of ``SRC/<split>`` is cut into shards of ``shard_size`` consecutive images; array task
 ``I`` of ``N`` writes the shards ``k`` with ``k % N == I`` (so any ``N`` covers every image exactly once). A shard is
 written under a temporary name and renamed when complete: a killed task leaves no partial shard visible, and a
-rerun skips finished shards. When every shard of a split exists, the latent statistics are written
-(``latent_stats.json``); ``compute_latent_stats`` recomputes them on demand. Layout: :mod:`study.data.prepared`.
+rerun skips finished shards. Every image is decoded on the way, and every one that does not decode is reported at
+the end, all at once (their shards are not written; the others are). When every shard of a split exists, the
+latent statistics are written (``latent_stats.json``); ``compute_latent_stats`` recomputes them on demand. Layout: :mod:`study.data.prepared`.
 """
 from __future__ import annotations
 
@@ -20,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Subset
 
 from results.provenance import now_iso, provenance
-from study.common import atomic_write_text, get_logger, progress
+from study.common import atomic_write_text, file_mode, get_logger, progress
 
 from .codecs import SDVAECodec
 from .dataset import DatasetError, collate
@@ -85,6 +86,7 @@ def _write_shard(split_dir: Path, k: int, arrays: dict[str, np.ndarray]) -> None
     final = shard_dir(split_dir, k)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=split_dir))
     try:
+        os.chmod(tmp, file_mode() | (file_mode() & 0o444) >> 2)  # mkdtemp's 0700, as the umask says (x where r)
         for name, arr in arrays.items():
             with open(tmp / f"{name}.npy", "wb") as fh:
                 np.save(fh, arr)
@@ -94,6 +96,25 @@ def _write_shard(split_dir: Path, k: int, arrays: dict[str, np.ndarray]) -> None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+class _Checked(torch.utils.data.Dataset):
+    """The folder's items with an ``error`` entry: a blank image and the reason when the file does not decode, so
+    one bad image does not stop the pass and every bad one is reported."""
+
+    def __init__(self, ds: FolderDataset):
+        self.ds = ds
+
+    def __len__(self) -> int:
+        return len(self.ds)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        try:
+            return {**self.ds[index], "error": ""}
+        except DatasetError as exc:
+            size = self.ds.image_size
+            return {"image": torch.zeros(3, size, size, dtype=torch.uint8), "label": self.ds.samples[index][1],
+                    "mask": None, "error": str(exc)}
 
 
 def prepare_split(src: str | Path, out: str | Path, split: str = "train", *, task: int = 0, num_tasks: int = 1,
@@ -132,23 +153,34 @@ def prepare_split(src: str | Path, out: str | Path, split: str = "train", *, tas
     log.info("%s/%s: %d images, %d shards; task %d/%d owns %d, %d already done", out, split, len(ds), num_shards,
              task, num_tasks, len(mine), len(skipped))
     total = sum(min(shard_size, len(ds) - k * shard_size) for k in todo)
+    bad: list[str] = []
     with progress(total=total, desc=f"prepare {split}", unit="img") as bar:
         for k in todo:
             idx = list(range(k * shard_size, min(len(ds), (k + 1) * shard_size)))
-            loader = DataLoader(Subset(ds, idx), batch_size=batch_size, num_workers=workers, collate_fn=collate)
-            images, labels, moments = [], [], []
+            loader = DataLoader(Subset(_Checked(ds), idx), batch_size=batch_size, num_workers=workers,
+                                collate_fn=collate)
+            images, labels, moments, errors = [], [], [], []
             for batch in loader:
+                errors += [e for e in batch["error"] if e]
                 images.append(batch["image"].numpy())
                 labels.append(batch["label"].numpy())
                 if codec is not None:
                     moments.append(codec.moments(batch["image"]).cpu().numpy().astype(np.float32))
                 bar.update(len(batch["label"]))
+            if errors:  # not written: the listing (and so every index) must stay as it is
+                bad += errors
+                continue
             arrays = {"images": np.concatenate(images), "labels": np.concatenate(labels).astype(np.int64),
                       "index": np.asarray(idx, dtype=np.int64)}
             if codec is not None:
                 arrays["moments"] = np.concatenate(moments)
             _write_shard(split_dir, k, arrays)
             log.debug("wrote shard %d (%d images)", k, len(idx))
+    if bad:
+        raise DatasetError(f"{len(bad)} image(s) of {ds.root / split} do not decode; their shards were not written "
+                           f"(the others were). Replace or remove them, then prepare into a new --out (removing an "
+                           f"image changes the listing):\n  " + "\n  ".join(bad[:50])
+                           + (f"\n  ... and {len(bad) - 50} more" if len(bad) > 50 else ""))
     stats = None
     if codec is not None and all(shard_dir(split_dir, k).is_dir() for k in range(num_shards)):
         stats = compute_latent_stats(split_dir.parent, split)

@@ -9,7 +9,7 @@ from study.evaluation.fid import (AdmBatch, AdmNpzError, FeatureStats, Statistic
                                   compute_statistics, fd, frechet_distance, iter_npz_images, npz_image_count,
                                   read_adm_npz, write_adm_npz)
 from study.evaluation.protocols import PROTOCOL_FIELDS, PROTOCOLS, protocol_name, protocol_settings, row_protocol
-from study.evaluation.reference import PR_REFERENCE_SIZE, Reference, load_reference
+from study.evaluation.reference import PR_REFERENCE_SIZE, Reference, check_reference, load_reference
 
 __all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", "iter_sample_images",
            "FeatureExtractor", "ExtractorConfig", "SmallCNN", "SyntheticExtractor", "train_small_cnn",
@@ -17,4 +17,4 @@ __all__ = ["evaluate_run", "evaluate_samples", "find_samples", "sample_shards", 
            "StatisticsMismatchError", "AdmNpzError", "FeatureStats", "StreamingStats", "frechet_distance",
            "compute_statistics", "fd", "AdmBatch", "read_adm_npz", "write_adm_npz", "iter_npz_images",
            "npz_image_count", "PROTOCOLS", "PROTOCOL_FIELDS", "protocol_settings", "protocol_name", "row_protocol",
-           "Reference", "load_reference", "PR_REFERENCE_SIZE"]
+           "Reference", "load_reference", "check_reference", "PR_REFERENCE_SIZE"]

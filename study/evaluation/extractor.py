@@ -7,10 +7,12 @@ compared). ``get_extractor(name)`` builds one.
 
 The synthetic extractor exists because no Inception-quality network is available offline for the embedded tiny
 study: a small CNN, trained deterministically (fixed seed, one thread) to classify the synthetic dataset, cached
-under ``cache_dir("extractors")``. Its Fréchet distance is reported as ``fd_synthetic``, never as ``fid``.
+under ``cache_dir("extractors")`` as a safetensors file (tensors only: a file planted there cannot run code; a
+damaged one is retrained). Its Fréchet distance is reported as ``fd_synthetic``, never as ``fid``.
 """
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Protocol
 
@@ -20,7 +22,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from results import FD_PREFIX, FID
-from study.common import atomic_torch_save, cache_dir, cpu_threads, get_logger, progress
+from study.common import atomic_path, cache_dir, cpu_threads, get_logger, progress
 from study.config import EXTRACTORS, StrictModel, config_hash
 
 __all__ = ["FeatureExtractor", "ExtractorConfig", "SmallCNN", "SyntheticExtractor", "train_small_cnn",
@@ -160,12 +162,9 @@ def load_synthetic_extractor(dataset: str | Any = "synthetic", cfg: ExtractorCon
 
         dataset = open_dataset(dataset, "train")
     key = _cache_key(str(dataset.id), cfg)
-    path = cache_dir("extractors") / f"synthetic-{key}.pt"
-    if path.is_file() and not retrain:
-        blob = torch.load(path, map_location="cpu", weights_only=False)
-        model = SmallCNN(blob["num_classes"], cfg.width, cfg.dim, cfg.input_size)
-        model.load_state_dict(blob["state_dict"])
-        return SyntheticExtractor(model, key, blob["meta"])
+    path = cache_dir("extractors") / f"synthetic-{key}.safetensors"
+    if path.is_file() and not retrain and (cached := _load_cached(path, key, cfg)) is not None:
+        return cached
     from results.provenance import now_iso, provenance
 
     images, labels, num_classes = _dataset_tensors(dataset, cfg.n_train)
@@ -176,8 +175,29 @@ def load_synthetic_extractor(dataset: str | Any = "synthetic", cfg: ExtractorCon
         acc = float((model(images).argmax(1) == labels).float().mean())
     meta = {"dataset": str(dataset.id), "config": cfg.model_dump(), "train_accuracy": acc,
             "created_at": now_iso(), **provenance()}
-    atomic_torch_save({"state_dict": model.state_dict(), "num_classes": num_classes, "meta": meta}, path)
+    from safetensors.torch import save_file
+
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"num_classes": str(num_classes), "meta": json.dumps(meta, default=str)})
     return SyntheticExtractor(model, key, meta)
+
+
+def _load_cached(path: Path, key: str, cfg: ExtractorConfig) -> SyntheticExtractor | None:
+    """The cached extractor, or None (with a warning) when the file does not load: it is then trained again."""
+    from safetensors import safe_open
+    from safetensors.torch import load_file
+
+    try:
+        with safe_open(str(path), "pt") as fh:
+            info = fh.metadata() or {}
+        model = SmallCNN(int(info["num_classes"]), cfg.width, cfg.dim, cfg.input_size)
+        model.load_state_dict(load_file(str(path)))
+        return SyntheticExtractor(model, key, json.loads(info["meta"]))
+    except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: whatever the reader says, retrain
+        _log.warning("cached extractor %s does not load (%s: %s); training it again", path, type(exc).__name__,
+                     str(exc).splitlines()[0][:200] if str(exc) else "")
+        return None
 
 
 def get_extractor(name: str, *, dataset: str | Any = "synthetic", weights_path: str | Path | None = None,

@@ -11,11 +11,16 @@
 
 Computed references are cached under ``cache_dir("reference")/<key>`` (key = source + extractor id + n + split),
 with a ``meta.json`` recording provenance; ``meta.json`` is written last, so a half-written cache is recomputed.
+
+``check_reference(ref, extractor)`` finds, before any job runs and without computing anything, what would stop an
+evaluation: a missing or unreadable reference, statistics that are not finite or not of the extractor's width,
+images of the wrong layout, a dataset that does not open, Inception weights not on disk.
 """
 from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -28,10 +33,12 @@ from study.config import config_hash
 from study.evaluation.extractor import FeatureExtractor, extract_features, iter_features
 from study.evaluation.fid import FeatureStats, StreamingStats, iter_npz_images, npz_image_count, read_adm_npz
 
-__all__ = ["Reference", "load_reference", "PR_REFERENCE_SIZE"]
+__all__ = ["Reference", "load_reference", "check_reference", "PR_REFERENCE_SIZE", "INCEPTION_DIMS"]
 
 _log = get_logger(__name__)
 PR_REFERENCE_SIZE = 10_000  # ADM's reference batches hold 10K images for precision/recall
+#: The widths of the Inception statistics an ADM reference batch holds: pool_3 (mu/sigma) and spatial (mu_s/sigma_s).
+INCEPTION_DIMS = {"mu": 2048, "mu_s": 2023}
 
 
 @dataclass
@@ -189,3 +196,57 @@ def _limit(batches: Iterator[np.ndarray], n: int) -> Iterator[np.ndarray]:
             return
         yield b[:left]
         left -= len(b[:left])
+
+
+def _check_npz(path: Path, extractor: str) -> list[str]:
+    from study.evaluation.fid import AdmNpzError, _npy_header
+
+    try:
+        batch = read_adm_npz(path, load_images=False)
+        members = _members(path)
+    except (AdmNpzError, OSError, ValueError, zipfile.BadZipFile) as exc:
+        return [f"FID reference {path} is not a readable ADM reference batch: {exc}"]
+    problems = []
+    for mu, sigma, name in ((batch.mu, batch.sigma, "mu"), (batch.mu_s, batch.sigma_s, "mu_s")):
+        if mu is None:
+            continue
+        if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
+            problems.append(f"FID reference {path}: {name}/{name.replace('mu', 'sigma')} hold NaN or inf")
+        if extractor == "inception" and mu.shape[0] != INCEPTION_DIMS[name]:
+            problems.append(f"FID reference {path}: {name} has {mu.shape[0]} dimensions, Inception's have "
+                            f"{INCEPTION_DIMS[name]} (statistics of another network?)")
+    if "arr_0.npy" in members:
+        with zipfile.ZipFile(path) as zf, zf.open("arr_0.npy") as fp:
+            shape, _, dtype = _npy_header(fp)
+        if dtype != np.uint8 or len(shape) != 4 or shape[-1] != 3:
+            problems.append(f"FID reference {path}: arr_0 must be uint8 images [N, H, W, 3], not {dtype} {shape}")
+    elif extractor != "inception" or batch.mu is None:
+        problems.append(f"FID reference {path} holds no images (arr_0), so the {extractor!r} extractor has nothing "
+                        f"to compute statistics from")
+    return problems
+
+
+def check_reference(ref: str | Path, extractor: str, split: str = "train") -> list[str]:
+    """What would stop an evaluation against ``ref`` (an ADM ``.npz`` or a dataset spec) with ``extractor``, found
+    without computing anything (see the module docstring); [] when nothing."""
+    problems = []
+    if extractor == "inception":
+        from study.evaluation.inception import InceptionWeightsMissing, resolve_weights
+
+        try:
+            resolve_weights(download=False)
+        except InceptionWeightsMissing as exc:
+            problems.append(" ".join(str(exc).split()))
+    path = Path(str(ref)).expanduser()
+    if path.suffix == ".npz":
+        if not path.is_file():
+            return problems + [f"FID reference {path} not found (ADM's ImageNet-256 reference is "
+                               f"VIRTUAL_imagenet256_labeled.npz from the guided-diffusion evaluations page)"]
+        return problems + _check_npz(path, extractor)
+    from study.data import DatasetError, check_dataset
+
+    try:
+        check_dataset(str(ref), split)
+    except (DatasetError, ValueError, OSError) as exc:
+        problems.append(f"FID reference {ref}: {exc}")
+    return problems

@@ -21,8 +21,8 @@ from study.common import DistInfo, barrier, get_logger
 from study.config import TrainConfig, config_hash
 from study.data import GridMismatchError, check_token_grid
 from study.objectives import TrainingStep
-from study.run import (build_codec, build_denoiser, latent_stats_dict, latest_checkpoint, patch_size,
-                       restore_checkpoint, run_hash, truncate_log, write_run_header)
+from study.run import (build_codec, build_denoiser, latent_stats_dict, patch_size, restore_checkpoint,
+                       resume_checkpoint, run_hash, truncate_log, write_run_header)
 
 __all__ = ["RunCodec", "Run", "run_codecs", "build_run", "autocast_for", "update_ema", "encoder_dims"]
 
@@ -143,7 +143,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
         h = run_hash(cfg)
     barrier()
     step = 0
-    ckpt = latest_checkpoint(run_dir)
+    ckpt = resume_checkpoint(run_dir, move_bad=info.is_main)  # the newest good one (bad ones moved aside)
     if ckpt is not None:
         step = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h, repae=parts.repae,
                                   also_accept=[config_hash(cfg)])  # checkpoints written before run_hash

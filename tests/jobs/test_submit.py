@@ -2,16 +2,14 @@
 resubmission, failures with their log and error line, cancel + resume from a checkpoint."""
 from __future__ import annotations
 
-import importlib.util
-import json
-import sys
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
-from stage_fakes import FAKE_STAGES
+from stage_fakes import fakes  # noqa: F401 (fixture)
+from stage_fakes import invocations as _invocations
 
 import jobs.executors.local
 import jobs.tasks
@@ -20,33 +18,7 @@ from jobs.spec import load_spec
 from jobs.submit import cancel_sweep, collect_sweep, submit_sweep, sweep_status
 from results import ResultStore
 
-REPO = Path(__file__).resolve().parents[2]
-
 REDUCED = ["encoders=[dinov2-vit-b, mae-vit-l]", "eval_steps=[200]", "executor.local_workers=2"]
-
-
-@pytest.fixture
-def fakes(tmp_path, monkeypatch):
-    """Install the stand-in stages here (debug executor) and in every local worker process."""
-    path = tmp_path / "fake_worker.py"
-    path.write_text(FAKE_STAGES)
-    monkeypatch.setenv("REPA_REPO", str(REPO))
-    monkeypatch.setenv("PYTHONPATH", str(REPO))
-    monkeypatch.setattr(jobs.executors.local, "WORKER_COMMAND", [sys.executable, str(path), "one"])
-    import jobs.tasks as tasks
-
-    monkeypatch.setattr(tasks, "STAGE_FUNCTIONS", dict(tasks.STAGE_FUNCTIONS))
-    spec = importlib.util.spec_from_file_location("fake_worker", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return tmp_path
-
-
-def _invocations(root: Path) -> Counter:
-    path = root / "invocations.jsonl"
-    if not path.exists():
-        return Counter()
-    return Counter(json.loads(line)["job_id"] for line in path.read_text().splitlines())
 
 
 def test_local_executor_runs_everything_with_rows_then_resubmission_is_a_no_op(fakes):

@@ -73,7 +73,7 @@ def test_cached_extractor_is_trained_once_and_reloaded(monkeypatch):
     monkeypatch.setattr(study.data, "open_dataset", fake_open, raising=False)
     cfg = ExtractorConfig(n_train=256, epochs=1)
     first = load_synthetic_extractor("toy", cfg)
-    files = list((study.common.paths.cache_dir("extractors")).glob("synthetic-*.pt"))
+    files = list((study.common.paths.cache_dir("extractors")).glob("synthetic-*.safetensors"))  # tensors only
     assert len(files) == 1 and first.id in files[0].name
     assert first.meta["dataset"] == "toy:n=256,size=32,seed=0" and "git_commit" in first.meta
     second = load_synthetic_extractor("toy", cfg)
