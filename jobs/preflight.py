@@ -24,7 +24,7 @@ from typing import Iterable
 
 from jobs.executors import SubmitError
 from jobs.plan import Job, TrainGroupParams, TrainParams
-from jobs.spec import SweepSpec
+from jobs.spec import SweepSpec, scoring_mask_check
 
 __all__ = ["PreflightReport", "PreflightError", "preflight", "mask_problems"]
 
@@ -161,14 +161,27 @@ def _open(spec: str, split: str, what: str, report: PreflightReport, verify: boo
 
 def mask_problems(spec: SweepSpec, score_jobs: list[Job], has_masks: dict[tuple[str, str], bool | None],
                   report: PreflightReport) -> None:
-    """The masks the scoring needs: SRSS reads foreground masks of the scored split (synthetic data carries them;
-    an image folder's ``masks/``). Without them SRSS is empty: a warning. (A sweep setting naming a masks folder
-    would make a missing one a problem.)"""
+    """The masks the scoring needs: SRSS reads foreground masks of the scored split. A sweep naming them
+    (``scoring.masks``) must find them, with images that meet ``scoring.min_mask_fraction``: a problem otherwise.
+    Without the setting, the scored data's own masks serve (synthetic data carries them; an image folder's
+    ``masks/``), and none means SRSS is empty: a warning."""
+    if not score_jobs:
+        return
+    if spec.scoring.masks:
+        check = scoring_mask_check(spec, count=False)
+        if not check.ok:
+            report.problems.append(f"scoring masks: {check.problem} ({check.summary()})")
+        elif check.n_images is None:
+            report.warnings.append(check.summary())
+        else:
+            report.checked.append("scoring masks")
+        return
     for job in score_jobs:
         p = job.params
         if has_masks.get((p.dataset, p.split)) is False:
             report.warnings.append(f"scoring dataset {p.dataset} ({p.split}) has no masks: SRSS will be empty "
-                                   f"(put ImageNet-S masks at {Path(p.dataset) / 'masks'})")
+                                   f"(set scoring.masks to ImageNet-S masks, or put them at "
+                                   f"{Path(p.dataset) / 'masks'})")
             return
 
 

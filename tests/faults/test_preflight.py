@@ -108,3 +108,15 @@ def test_an_offline_hub_fails_at_once_without_building_or_looking_up(name, monke
     with pytest.raises(encoders.MissingWeightsError, match=name):
         encoders.get_encoder(name, weights="pretrained")
     assert calls == [], "built the model or asked the hub before failing"
+
+
+def test_a_sweep_naming_masks_that_are_not_there_is_refused(tmp_path):
+    """Issue 20 item 4 through the preflight: the masks a sweep names (scoring.masks) must be there, else every score
+    job would write SRSS empty; `sweep check` refuses and names them."""
+    from data_support import write_fake_imagenet
+
+    src = write_fake_imagenet(tmp_path / "imagenet", per_class=(3, 1), masks=False)
+    out = CliRunner().invoke(cli, ["sweep", "check", "smoke", *SMALL, "--set", f"dataset={src}",
+                                   "--set", "train_base=tiny", "--set", "scoring.enabled=true",
+                                   "--set", f"scoring.masks={tmp_path / 'nope'}"])
+    assert out.exit_code == 1 and "scoring masks" in out.output and "nope" in out.output, out.output
