@@ -23,7 +23,8 @@ from study.config import ConfigError, TrainConfig
 from study.data import collate, open_dataset
 from study.objectives import Objective
 
-__all__ = ["global_batch_indices", "StepBatches", "StepData", "DrawSpec", "step_noise", "open_train_dataset"]
+__all__ = ["global_batch_indices", "StepBatches", "StepData", "DrawSpec", "step_noise", "open_train_dataset",
+           "pack_draws", "unpack_draws"]
 
 
 @functools.lru_cache(maxsize=2)  # the current epoch and the next: a step at an epoch boundary needs no redraw
@@ -111,8 +112,8 @@ class DrawSpec:
 
 class StepData(torch.utils.data.Dataset):
     """Item ``step``: this rank's part of step ``step``'s global batch, ready for the loop: ``collate``'s keys
-    (``image``, ``label``, ``moments`` ...), ``step``, ``draws`` (one dict per spec of ``specs``, in order: the
-    global batch's :func:`step_noise`, sliced to this rank) and, with ``targets`` (encoder-target caches, one per
+    (``image``, ``label``, ``moments`` ...), ``step``, ``draws`` (per spec of ``specs``, in order: the global
+    batch's :func:`step_noise`, sliced to this rank, packed by :func:`pack_draws`) and, with ``targets`` (encoder-target caches, one per
     encoder), ``targets``: their bf16 patch tokens of these images.
 
     Index it with a sampler over steps and ``batch_size=None`` (see :meth:`loader`)."""
@@ -136,8 +137,9 @@ class StepData(torch.utils.data.Dataset):
         out = collate([self.dataset[i] for i in idx])
         out["step"] = step
         part = slice(self.rank * self.local, (self.rank + 1) * self.local)
-        out["draws"] = [{k: v[part] for k, v in step_noise(self.seed, step, self.batch, s.shape, s.objective,
-                                                            s.class_dropout, s.posterior).items()}
+        out["draws"] = [pack_draws({k: v[part] for k, v in step_noise(self.seed, step, self.batch, s.shape,
+                                                                       s.objective, s.class_dropout,
+                                                                       s.posterior).items()})
                         for s in self.specs]
         if self.targets:
             out["targets"] = [cache.read(idx) for cache in self.targets]
@@ -148,6 +150,26 @@ class StepData(torch.utils.data.Dataset):
         return torch.utils.data.DataLoader(self, batch_size=None, sampler=range(start, stop),
                                            num_workers=num_workers, pin_memory=pin_memory,
                                            collate_fn=_as_is)
+
+
+def pack_draws(draws: dict[str, torch.Tensor]) -> tuple[torch.Tensor, tuple]:
+    """A step's draws as one float32 tensor ``[B, columns]`` and its layout (fewer tensors to hand from a DataLoader
+    worker to the loop, and one copy to the device); :func:`unpack_draws` gives them back as views."""
+    layout = tuple((k, tuple(v.shape[1:]), v.dtype == torch.bool) for k, v in draws.items())
+    return torch.cat([v.reshape(len(v), -1).float() for v in draws.values()], dim=1), layout
+
+
+def unpack_draws(packed: torch.Tensor, layout: tuple) -> dict[str, torch.Tensor]:
+    """:func:`pack_draws`'s draws again (views of ``packed``, on its device; label dropout as bool)."""
+    out, at = {}, 0
+    for key, shape, is_bool in layout:
+        n = 1
+        for d in shape:
+            n *= d
+        v = packed[:, at:at + n].reshape(len(packed), *shape)
+        out[key] = v > 0.5 if is_bool else v
+        at += n
+    return out
 
 
 def _as_is(item: dict[str, Any]) -> dict[str, Any]:

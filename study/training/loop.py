@@ -33,7 +33,7 @@ from study.data import open_target_caches, stored_latents
 from study.objectives import TrainingStep, objective_for
 from study.run import append_log, latest_checkpoint, prune_checkpoints, save_checkpoint
 from study.sampling import sample_images, save_image_sheet
-from study.training.batches import StepData, open_train_dataset, step_noise
+from study.training.batches import StepData, open_train_dataset, step_noise, unpack_draws
 from study.training.group import check_group
 from study.training.preemption import PreemptionSave
 from study.training.runs import Run, build_run, run_codecs, update_ema
@@ -158,9 +158,10 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
             else:  # one encoder forward per micro-batch for all runs
                 features = [shared.features(images[i * micro:(i + 1) * micro]) if aligning else None
                             for i in range(cfg0.grad_accum)]
+            drawn = [unpack_draws(packed.to(device, non_blocking=True), layout) for packed, layout in batch["draws"]]
             for run in todo:
-                _optimizer_step(run, step, images, labels, moments, features, batch["draws"][specs.index(run.draws)],
-                                micro, info, preempt, device)
+                _optimizer_step(run, step, images, labels, moments, features, drawn[specs.index(run.draws)], micro,
+                                info, preempt, device)
             step += 1
             # a stop asked for during any member's step: every member saves this step (the same on every rank: with
             # several ranks the flag comes through each member's all-reduce, read at a check)
@@ -183,7 +184,7 @@ def _optimizer_step(run: Run, step: int, images: torch.Tensor, labels: torch.Ten
                     device: torch.device) -> None:
     """Losses over the micro-batches, the all-reduce, clipping, AdamW and EMA: step ``step`` -> ``step + 1``, all on
     the device (``run.stats`` holds the step's values until the loop reads them). ``drawn``: this rank's part of the
-    step's draws, made by the DataLoader. A REPA-E run (``run.e2e``) also steps its VAE and discriminator and the EMA
+    step's draws, made by the DataLoader (on the device already). A REPA-E run (``run.e2e``) also steps its VAE and discriminator and the EMA
     of its latent BN."""
     cfg, latent = run.cfg, run.latent
     draws = {k: v.to(device, non_blocking=True)
