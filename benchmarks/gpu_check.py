@@ -41,6 +41,9 @@ reported, not read by the estimate).
 
     benchmarks/gpu_check.sh                                          # on the GPU
     benchmarks/gpu_check.sh --dry-run                                # tiny sizes on CPU: checks the script only
+
+This file is long because it is one self-contained script to copy onto a GPU machine and run once: six sections,
+each measuring what the code runs, with its budget and its error handling.
 """
 from __future__ import annotations
 

@@ -1,12 +1,10 @@
 """encoders.Encoder's precision work: with ``bf16`` the matmul/conv weights are stored in bf16 once, giving what bf16
 autocast gave when it cast them on every call; ``encode`` runs under inference mode yet returns ordinary tensors."""
-import contextlib
 
 import pytest
 import torch
 
 import encoders
-from encoders.encoder import Encoder
 
 
 @pytest.mark.parametrize("name", ["dinov2-vit-b", "webssl-vit-dino1b"])  # timm, transformers
