@@ -126,7 +126,7 @@ def train_group(cfgs: list[TrainConfig], run_dirs: list[str | Path], *,
     bf16 = cfg0.encoder.bf16 and device.type == "cuda"
     encoders = caches or ([load_encoder(n, weights=cfg0.encoder.weights, device=device, bf16=bf16)
                            for n in cfg0.encoder.names] if aligning else [])
-    if cfg0.compile and device.type == "cuda" and not caches:
+    if cfg0.compile and not caches:  # the frozen encoder's forward compiled too, as the SiT's
         for enc in encoders:
             enc.compile()
     runs = [build_run(cfg, Path(d), parts, encoders, dataset=dataset, image_size=image_size,
