@@ -1,7 +1,7 @@
 """Training-step cost of REPA vs iREPA (and REPA-E vs iREPA-E), side by side: ms per optimizer step, images/s.
 
 One step = frozen encoder on the clean images + SiT forward/backward with the projector and both losses + gradient
-clipping + AdamW + EMA, exactly the code the training loop runs (``study.objectives.step.TrainingStep``), on synthetic tensors
+clipping + AdamW (fused, the clip as its grad_scale) + EMA (one foreach lerp), the code the training loop runs (``study.objectives.step.TrainingStep``), on synthetic tensors
 (no data loading). Latent models get random stored SD-VAE moments (as ``repa-study data prepare`` writes them), pixel
 models random uint8 images.
 
@@ -31,7 +31,7 @@ from study.config import load_train_config
 from study.data import IdentityCodec, LatentStats
 from study.objectives import TrainingStep
 from study.run import build_denoiser
-from study.training import autocast_for, update_ema
+from study.training import adamw, autocast_for, update_ema
 
 
 class _LatentShape:
@@ -79,9 +79,10 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
     torch.manual_seed(0)
     model = build_denoiser(cfg, image_size=args.image_size, num_classes=1000, codec=codec, encoder_dims=[dim]).to(device)
     ema = deepcopy(model.sit).requires_grad_(False)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-4, betas=(0.9, 0.999), weight_decay=0.0)
+    opt, fused = adamw(model.parameters(), cfg)
     fwd = torch.compile(model) if args.compile else model
     step = TrainingStep(cfg, fwd, [enc], codec, 1000)
+    no_inf = torch.zeros((), device=device)
     autocast = autocast_for(cfg, device)
     side = args.image_size // codec.downsample
     labels = torch.randint(0, 1000, (args.batch,), device=device)
@@ -94,7 +95,12 @@ def bench(method: str, args: argparse.Namespace, device: torch.device, enc=None,
         loss, _, _ = step.losses(images, labels, eps, times, drop, autocast, moments=moments,
                                  post=torch.randn_like(eps) if latent else None)
         loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        params = [p for p in model.parameters() if p.grad is not None]
+        norm = torch.nn.utils.get_total_norm([p.grad for p in params])
+        if fused:  # what the loop does: the clip as the fused AdamW's grad_scale, found_inf on the device
+            opt.found_inf, opt.grad_scale = no_inf, 1.0 / torch.clamp(1.0 / (norm + 1e-6), max=1.0)
+        else:
+            torch.nn.utils.clip_grads_with_norm_(params, 1.0, norm)
         opt.step()
         opt.zero_grad(set_to_none=True)
         update_ema(ema, model.sit, 0.9999)

@@ -54,17 +54,33 @@ def cache_key(name: str, weights: str, bf16: bool = False) -> str:
     return f"{spec.name}{variant.suffix}|{weights}|{spec.fingerprint()}" + ("|bf16" if bf16 else "")
 
 
+#: The layers whose weights bf16 autocast runs in bf16 (matmuls and convolutions): ``bf16=True`` stores these in bf16
+#: once, so no forward re-casts them; norms, embeddings and tokens keep float32, as autocast computes them.
+_BF16_LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+
+
+def _bf16_weights(model: nn.Module) -> nn.Module:
+    for m in model.modules():
+        if isinstance(m, _BF16_LAYERS):
+            m.to(torch.bfloat16)
+    return model
+
+
 class Encoder:
-    """A frozen encoder: resizes and normalises per its entry, runs in eval mode without grad."""
+    """A frozen encoder: resizes and normalises per its entry, runs in eval mode under ``torch.inference_mode``.
+
+    ``bf16``: the forward runs under bf16 autocast with the matmul and convolution weights stored in bf16 (cast once
+    here, as autocast would cast them on every call: the same numbers). :meth:`compile` compiles the forward."""
 
     def __init__(self, spec: EncoderSpec, model: nn.Module, weights: str, device: str | torch.device = "cpu",
                  variant: Variant | None = None, bf16: bool = False) -> None:
         self.spec = spec
-        self.model = model
+        self.model = _bf16_weights(model) if bf16 else model
         self.weights = weights
         self.variant = variant or Variant(spec.name)
         self.device = torch.device(device)
         self.bf16 = bf16
+        self._run = self._forward
         mean, std = spec.normalization
         self._mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1)
         self._std = torch.tensor(std, device=self.device).view(1, 3, 1, 1)
@@ -119,16 +135,37 @@ class Encoder:
         cls = prefix[:, spec.cls_index] if spec.cls_index is not None else None
         return fmap.flatten(2).transpose(1, 2), cls
 
-    @torch.no_grad()
+    def compile(self) -> "Encoder":
+        """Run the forward through ``torch.compile`` from now on (fixed shapes); should compilation fail on the
+        first batch, the eager forward is kept, with a warning."""
+        compiled = torch.compile(self._forward, dynamic=False)
+
+        def first_call(x: torch.Tensor):
+            try:
+                out = compiled(x)
+            except Exception as exc:  # noqa: BLE001 - an architecture dynamo cannot trace runs eagerly
+                import warnings
+
+                warnings.warn(f"{self.name}: torch.compile failed ({type(exc).__name__}: {exc}); running eagerly")
+                self._run = self._forward
+                return self._forward(x)
+            self._run = compiled
+            return out
+
+        self._run = first_call
+        return self
+
     def encode(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
-        """Patch tokens ``[B, grid*grid, D]`` (prefix tokens dropped) and the CLS token ``[B, D]`` or None."""
-        x = self.preprocess(images)
+        """Patch tokens ``[B, grid*grid, D]`` (prefix tokens dropped) and the CLS token ``[B, D]`` or None, float32
+        (ordinary tensors: they may be saved for a backward, e.g. as alignment targets)."""
         autocast = (torch.autocast(self.device.type, dtype=torch.bfloat16) if self.bf16
                     else contextlib.nullcontext())
-        with autocast:
-            patch, cls = self._forward(x)
-        patch = patch.float()
-        cls = cls.float() if cls is not None else None
+        with torch.inference_mode():
+            x = self.preprocess(images)
+            with autocast:
+                patch, cls = self._run(x)
+        patch = patch.to(torch.float32, copy=True)  # out of inference mode
+        cls = cls.to(torch.float32, copy=True) if cls is not None else None
         expected = (self.spec.num_tokens, self.embed_dim)
         if tuple(patch.shape[1:]) != expected:
             raise RuntimeError(f"{self.name}: produced tokens {tuple(patch.shape[1:])}, the entry promises "

@@ -195,7 +195,8 @@ def plan(spec: SweepSpec) -> list[Job]:
             model=model_name, model_size=size.size or model_name,
             model_overrides=list(size.train_overrides), method=method,
             base=spec.train_base or default_base(spec.dataset), seed=seed, steps=steps,
-            train_overrides=list(spec.train_overrides), ckpt_keep=eval_steps)
+            train_overrides=list(spec.train_overrides) + (["encoder.targets=cache"] if encoder in spec.cached_targets
+                                                          else []), ckpt_keep=eval_steps)
         train = _job("train", params, size.train, encoder=encoder, model=model_name,
                      method=method, seed=seed, steps=steps)
         trains.append(train)
@@ -204,7 +205,7 @@ def plan(spec: SweepSpec) -> list[Job]:
             evals.append(_job("eval", ident, size.eval, encoder=encoder, model=model_name,
                               method=method, seed=seed, steps=step, depends_on=[train.job_id]))
     if spec.executor.group_methods:
-        trains, evals = _group_methods(trains, evals)
+        trains, evals = _group_methods(trains, evals, sizes=spec.executor.group_sizes)
     scores: list[Job] = []
     if spec.scoring.enabled:
         for encoder in _scoring_encoders(spec):
@@ -224,21 +225,24 @@ def plan(spec: SweepSpec) -> list[Job]:
     return jobs
 
 
-def _group_methods(trains: list[Job], evals: list[Job]) -> tuple[list[Job], list[Job]]:
+def _group_methods(trains: list[Job], evals: list[Job], *, sizes: bool = False) -> tuple[list[Job], list[Job]]:
     """One train job per (model, encoder, seed, target steps) holding its methods' trainings (a group trains to
-    one target); evaluations keep their ids (they name the member run) and wait for the group job."""
+    one target); with ``sizes`` one per (encoder, seed, target) for every model size, on the resources of its
+    largest member. Evaluations keep their ids (they name the member run) and wait for the group job."""
     groups: dict[tuple[Any, ...], list[Job]] = {}
     for job in trains:
-        groups.setdefault((job.model, job.encoder, job.seed, job.steps), []).append(job)
+        groups.setdefault((None if sizes else job.model, job.encoder, job.seed, job.steps), []).append(job)
     out, carrier = [], {}
     for members in groups.values():
         if len(members) == 1:
             out.append(members[0])
             continue
         first = members[0]
-        group = _job("train", TrainGroupParams(runs={m.job_id: m.params for m in members}), first.resources,
-                     encoder=first.encoder, model=first.model, method="+".join(m.method for m in members),
-                     seed=first.seed, steps=first.steps)
+        biggest = max(members, key=lambda m: (m.resources.gpus * m.resources.nodes, m.resources.mem_gb)).resources
+        models = list(dict.fromkeys(m.model for m in members))
+        group = _job("train", TrainGroupParams(runs={m.job_id: m.params for m in members}), biggest,
+                     encoder=first.encoder, model="+".join(models) if len(models) > 1 else first.model,
+                     method="+".join(dict.fromkeys(m.method for m in members)), seed=first.seed, steps=first.steps)
         out.append(group)
         carrier.update({m.job_id: group.job_id for m in members})
     evals = [e.model_copy(update={"depends_on": [carrier.get(d, d) for d in e.depends_on]}) for e in evals]

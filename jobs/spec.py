@@ -10,12 +10,12 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_serializer, model_validator
 
 import encoders
 from encoders import EncoderWeights
-from study.config import (ConfigError, Extractor, SamplerMode, SamplerSettings, StrictModel, list_presets, load_config,
-                          method_presets)
+from study.config import (ConfigError, Extractor, SamplePrecision, SamplerMode, SamplerSettings, StrictModel,
+                          list_presets, load_config, method_presets)
 from study.evaluation import protocol_name, protocol_settings
 
 __all__ = ["Resources", "ModelSize", "FidSettings", "Extension", "ScoringSettings", "AnalyzeSettings",
@@ -63,6 +63,12 @@ class FidSettings(StrictModel):
     seed: int = 0
     batch_size: int = Field(64, ge=1)
     reference: str | None = Field(None, description="reference statistics / images (default: the dataset's)")
+    precision: SamplePrecision = Field("tf32", description="the sampler's matmuls: tf32 (the paper's) or bf16 "
+                                                          "autocast (protocol adm-50k-sde250-bf16)")
+
+    @model_serializer(mode="wrap")
+    def _omit_default_precision(self, handler):  # left out of dumps at its default: evaluation ids unchanged
+        return {k: v for k, v in handler(self).items() if not (k == "precision" and v == "tf32")}
 
     @model_validator(mode="before")
     @classmethod
@@ -81,7 +87,8 @@ class FidSettings(StrictModel):
     @property
     def sampler(self) -> SamplerSettings:
         """The sampler these FID settings draw their samples with (the YAML keeps its flat keys)."""
-        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=self.seed)
+        return SamplerSettings(mode=self.mode, num_steps=self.num_steps, cfg_scale=self.cfg_scale, seed=self.seed,
+                               precision=self.precision)
 
     @property
     def protocol_name(self) -> str:
@@ -130,6 +137,9 @@ class ExecutorSettings(StrictModel):
     local_workers: int = Field(1, ge=1, le=256, description="jobs run at once by the local executor")
     group_methods: bool = Field(False, description="train the methods of one (model, encoder, seed) in one job: "
                                                    "one data pipeline and one encoder forward per step")
+    group_sizes: bool = Field(False, description="with group_methods: one job per (encoder, seed, target) for all "
+                                                 "model sizes too (the largest size's resources; every GPU holds "
+                                                 "all the group's models)")
     slurm_partition: str | None = None
     slurm_account: str | None = None
     slurm_qos: str | None = None
@@ -192,6 +202,9 @@ class SweepSpec(StrictModel):
     train_base: str | None = Field(None, description="training preset underneath the method (default: 'tiny' "
                                                      "for synthetic data, else 'imagenet')")
     train_overrides: list[str] = Field(default_factory=list, description="overrides for every training")
+    cached_targets: list[str] = Field(default_factory=list, description="encoders whose trainings read an "
+                                      "encoder-target cache (encoder.targets=cache; `repa-study data encode` writes "
+                                      "it first; `sweep estimate` costs both ways)")
     fid: FidSettings = Field(default_factory=FidSettings)
     scoring: ScoringSettings = Field(default_factory=ScoringSettings)
     analyze: AnalyzeSettings = Field(default_factory=AnalyzeSettings)
@@ -305,6 +318,10 @@ def validate_spec(spec: SweepSpec, where: str = "sweep spec") -> None:
     """Checks beyond the schema; raises one :class:`SpecError` listing every problem found."""
     errors: list[str] = []
     _check_names(spec.encoders, f"{where}: encoders", errors)
+    trained = {*spec.encoders, *(e for ext in spec.extend for e in ext.encoders or ())}
+    stray = [e for e in spec.cached_targets if e not in trained]
+    if stray:
+        errors.append(f"{where}: cached_targets: {stray} are not encoders of this sweep")
     for i, ext in enumerate(spec.extend):
         _check_names(ext.encoders or (), f"{where}: extend[{i}].encoders", errors)
     if isinstance(spec.scoring.encoders, list):

@@ -1,6 +1,7 @@
 """Helpers shared by the training and sampling tests (engineer "train")."""
 from __future__ import annotations
 
+import os
 import socket
 
 import torch
@@ -40,6 +41,42 @@ def ddp_worker(rank: int, world: int, port: int, run_dir: str, overrides: list[s
 
     try:
         train(smoke_config(*overrides), run_dir)
+    finally:
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
+def preempted_rank_worker(rank: int, world: int, port: int, run_dir: str) -> None:
+    """A rank of 2 (gloo) that gets SIGUSR2 during its step ``3 + rank`` (the ranks at different steps, as a
+    scheduler's signal may reach them); log_every 4."""
+    os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                      MASTER_PORT=str(port))
+    torch.set_num_threads(1)
+    import signal
+
+    import torch.distributed as dist
+
+    import study.training.loop as loop
+
+    class Requeued(Exception):
+        pass
+
+    real = loop.step_noise
+
+    def noise(seed, step, *args, **kwargs):
+        if step == 2 + rank:
+            signal.raise_signal(signal.SIGUSR2)
+        return real(seed, step, *args, **kwargs)
+
+    def previous(signum, frame):
+        raise Requeued
+
+    loop.step_noise = noise
+    signal.signal(signal.SIGUSR2, previous)
+    try:
+        loop.train(smoke_config("steps=20", "ckpt_every=100", "log_every=4", "batch_size=8"), run_dir)
+    except Requeued:
+        pass
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

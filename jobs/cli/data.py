@@ -1,4 +1,5 @@
-"""`repa-study data prepare | show`: prepare ImageNet shards (images + SD-VAE moments) and inspect datasets."""
+"""`repa-study data prepare | encode | show`: prepare ImageNet shards (images + SD-VAE moments), cache an encoder's
+alignment targets, and inspect datasets."""
 from __future__ import annotations
 
 import json
@@ -61,6 +62,39 @@ def prepare_cmd(src, out, splits, shard, shard_size, size, batch_size, device, v
         click.echo(f"{split}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
                    f"{len(res['skipped'])} done, of {res['num_shards']}"
                    + (f"; statistics {res['stats']}" if res["stats"] else ""))
+
+
+@data_group.command("encode")
+@click.option("--encoder", "encoder_name", required=True, help="Catalog name (or NAME@clsmix=ALPHA) of the encoder.")
+@click.option("--data", "spec", required=True, help="The training data: a prepared directory (or any dataset spec).")
+@click.option("--split", default="train", show_default=True)
+@click.option("--weights", default="pretrained", show_default=True, type=click.Choice(["pretrained", "random", "tiny"]))
+@click.option("--bf16/--no-bf16", default=True, show_default=True,
+              help="The trainings' encoder.bf16 (the imagenet preset's: true): bf16 weights and autocast on a GPU.")
+@click.option("--shard", default="0/1", show_default=True,
+              help="This task's share I/N (shards k with k % N == I), or 'slurm' for the array task.")
+@click.option("--shard-size", type=int, default=None, help="Images per shard (default: the prepared data's, or 1000).")
+@click.option("--batch-size", default=128, show_default=True, help="Images per encoder forward.")
+@click.option("--device", default="auto", show_default=True, help="auto (cuda when available), cpu, cuda, cuda:1...")
+@click.option("--workers", default=4, show_default=True, help="DataLoader workers reading the images.")
+def encode_cmd(encoder_name, spec, split, weights, bf16, shard, shard_size, batch_size, device, workers) -> None:
+    """Write an encoder's patch tokens of every image once (bf16, resumable shards), for training with
+    encoder.targets=cache instead of running the encoder on every step.
+
+    Rerun the same command after a kill: finished shards are skipped. Split the work over an array job with
+    --shard I/N (or --shard slurm). `repa-study sweep estimate` says what the cache saves and what it takes on disk.
+    """
+    from study.common import resolve_device
+    from study.data import parse_shard, write_targets
+    from study.pretrain import load_encoder
+
+    task, num_tasks = parse_shard(shard)
+    dev = resolve_device(device)
+    enc = load_encoder(encoder_name, weights=weights, device=dev, bf16=bf16 and dev.type == "cuda")
+    res = write_targets(enc, spec, split, weights=weights, bf16=bf16, task=task, num_tasks=num_tasks,
+                        shard_size=shard_size, batch_size=batch_size, workers=workers)
+    click.echo(f"{res['directory']}: task {task}/{num_tasks} wrote {len(res['written'])} shards, skipped "
+               f"{len(res['skipped'])} done, of {res['num_shards']}")
 
 
 @data_group.command("show")

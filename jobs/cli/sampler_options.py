@@ -1,7 +1,7 @@
 """The sampler's command-line options, shared by `repa-study sample` and `repa-study eval fid`.
 
-``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed --rounding`` and hands the
-command one ``sampler: SamplerSettings`` (validated) instead of five loose values.
+``@sampler_options`` adds ``--mode --num-steps --cfg-scale --guidance-interval --seed --rounding --precision`` and
+hands the command one ``sampler: SamplerSettings`` (validated) instead of loose values.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 import click
 
-from study.config import SAMPLER_MODES, SamplerSettings
+from study.config import SAMPLE_PRECISIONS, SAMPLER_MODES, SamplerSettings
 
 _DEFAULT = SamplerSettings()
 
@@ -18,10 +18,11 @@ _DEFAULT = SamplerSettings()
 def sampler_options(command: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(command)
     def wrapper(*args: Any, mode: str, num_steps: int, cfg_scale: float, guidance_interval: tuple[float, float],
-                seed: int, rounding: str, **kwargs: Any) -> Any:
+                seed: int, rounding: str, precision: str, **kwargs: Any) -> Any:
         try:
             sampler = SamplerSettings(mode=mode, num_steps=num_steps, cfg_scale=cfg_scale,
-                                      guidance_interval=guidance_interval, seed=seed, rounding=rounding)
+                                      guidance_interval=guidance_interval, seed=seed, rounding=rounding,
+                                      precision=precision)
         except ValueError as exc:  # pydantic's ValidationError: a bad option value
             raise click.BadParameter(str(exc)) from None
         return command(*args, sampler=sampler, **kwargs)
@@ -41,6 +42,9 @@ def sampler_options(command: Callable[..., Any]) -> Callable[..., Any]:
         click.option("--rounding", type=click.Choice(["floor", "round"]), default=_DEFAULT.rounding,
                      show_default=True, help="Output to uint8: floor = clamp then truncate (the authors' and ADM's "
                                              "convention, paper-comparable FIDs); round = nearest."),
+        click.option("--precision", type=click.Choice(list(SAMPLE_PRECISIONS)), default=_DEFAULT.precision,
+                     show_default=True, help="The sampler's matmuls: tf32 (the run's tf32 setting, the paper's) or "
+                                             "bf16 autocast (the adm-50k-sde250-bf16 protocol; never the default)."),
     ]
     for option in reversed(options):
         wrapper = option(wrapper)

@@ -30,17 +30,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from jobs.cost.calibration import CALIBRATION_DIR, Calibration, load_calibration
+from jobs.cost.assumptions import assumptions, fixed_assumptions
+from jobs.cost.calibration import load_calibration
+from jobs.cost.fixed import FixedStep, trained_params
 from jobs.cost.flops import flop_table
 from jobs.cost.gpus import GPUS, PRECISIONS
+from jobs.cost.targets import TargetCosts
 from jobs.cost.throughput import Throughput
-from jobs.cost.work import (DEFAULT_PRECISION, IMAGENET_SPLITS, KINDS, Work, add_work, extractor_flops, geometry,
+from jobs.cost.work import (DEFAULT_PRECISION, KINDS, Work, add_work, extractor_flops, geometry,
                             num_classes, sample_work, sit_args, split_size, stored_latents, train_image_work)
 from jobs.plan import Job
 
 __all__ = ["EstimateSettings", "parse_precision", "estimate_jobs", "estimate_spec"]
 
 PROBE_EVALUATIONS = 800
+#: The ``by_model`` row of the encoder-target cache passes (``repa-study data encode``): no model trains there.
+CACHE_PASSES = "target caches (data encode)"
 
 
 @dataclass
@@ -180,35 +185,56 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
     run_info: dict[str, dict[str, Any]] = {}
     latent_data: dict[str, bool | None] = {}  # dataset of a latent run (not REPA-E) -> stored_latents
     target_paid: set[tuple[str, int]] = set()  # (group job, target): its shared encoder forward is counted once
+    fixed = FixedStep(GPUS[settings.gpu])
+    fixed_hours, fixed_seen = 0.0, {}  # model -> (ms per step per GPU, GPUs, parts) for the assumptions
+    targets = TargetCosts(table, thr)
     for key, members in runs.items():
         members.sort(key=lambda u: u.steps)
         first = members[0]
         cfg = _train_config(first, cfg_cache)
         geo = geometry(cfg)
-        model = first.job.model or cfg.model.size
+        model = _dump(first.params).get("model") or first.job.model or cfg.model.size  # (a member's own model)
         stored = None
         if geo["latent"] and cfg.method.repae is None:  # (REPA-E's VAE encodes every image: in its own work)
             stored = latent_data[str(cfg.data.spec)] = stored_latents(str(cfg.data.spec), cfg.data.split)
         per_image = train_image_work(table, cfg, geo, encodes_images=stored is False)
         per_image = {(k, settings.precision.get(k, p)): f for (k, p), f in per_image.items()}
+        dims = [int(table.encoder(n, cfg.encoder.weights)["embed_dim"]) for n in cfg.encoder.names] \
+            if cfg.method.align else []
+        params, ema_params = trained_params(cfg, geo, dims)
+        gpus = max(1, first.job.resources.gpus * first.job.resources.nodes)
+        step_s = fixed.seconds(params, ema_params, cfg.grad_accum, gpus) * gpus  # GPU-seconds per step
+        fixed_seen.setdefault(model, (1e3 * step_s / gpus, gpus, fixed.parts(params, ema_params, cfg.grad_accum, gpus),
+                                      params))
+        cached = cfg.method.align and cfg.encoder.targets == "cache"
         stops = [(first, settings.all_steps)] if settings.all_steps else [(u, u.steps) for u in members]
         done = 0
         for unit, target in stops:
             if target <= done:
                 continue
-            part = dict(per_image)
+            n_images = float(target - done) * cfg.batch_size
+            shared = unit.group is not None and (unit.group, target) in target_paid
             if unit.group is not None:
-                if (unit.group, target) in target_paid:  # a grouped run shares its group's encoder forward
-                    part = {k: v for k, v in part.items() if k[0] != "target"}
                 target_paid.add((unit.group, target))
+            target_work = {k: v for k, v in per_image.items() if k[0] == "target"}
+            rest = {k: v for k, v in per_image.items() if k[0] != "target"}
             work: Work = {}
-            add_work(work, part, float(target - done) * cfg.batch_size)
-            secs = thr.seconds(work, model=model, compile=cfg.compile)
+            add_work(work, rest if (shared or cached) else per_image, n_images)
+            secs = thr.seconds(work, model=model, compile=cfg.compile) + step_s * (target - done)
+            if cfg.method.align:  # what the targets cost online, and what a cached run reads per second
+                online = {k: v * n_images for k, v in target_work.items()}
+                step_wall = (thr.seconds({k: v * cfg.batch_size for k, v in rest.items()}, model=model,
+                                         compile=cfg.compile) + step_s) / gpus
+                targets.add_run(cfg, first.job.encoder or model, target_work,
+                                0.0 if shared else thr.seconds(online, model=model, compile=cfg.compile), step_wall)
+            fixed_hours += step_s * (target - done) / 3600
             _book(hours, flops, by_model, by_encoder, "train", model, first.job.encoder, secs, work)
             done = target
         run_info[key] = {"common": sit_args(cfg, geo), "geo": geo, "model": model}
         by_model[model]["runs"] += 1
         by_model[model]["train_steps"] += done
+    for p in targets.used_passes():  # each encoder-target cache is written once (`repa-study data encode`)
+        _book(hours, flops, by_model, by_encoder, "train", CACHE_PASSES, p["label"], p["seconds"], p["work"])
 
     # ---- evaluation: per sample, with the geometry of the run it evaluates
     evals = [j for j in jobs if j.stage == "eval"]
@@ -222,9 +248,10 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
             raise ValueError(f"eval job {job.job_id} evaluates no train job of this plan; cannot cost it")
         info, params = run_info[key], _params(job)
         fid = params["fid"]
+        eprec = {**prec, "sample": settings.precision.get("sample") or fid.get("precision") or prec["sample"]}
         per_sample = sample_work(table, **info["common"], num_steps=int(fid["num_steps"]),
                                  cfg_scale=float(fid["cfg_scale"]), latent=info["geo"]["latent"],
-                                 extractor=fid["extractor"], precision=prec)
+                                 extractor=fid["extractor"], precision=eprec)
         work = {}
         add_work(work, per_sample, float(fid["n_samples"]))
         ref = fid.get("reference") or params.get("dataset")
@@ -268,7 +295,12 @@ def estimate_jobs(jobs: list[Job], settings: EstimateSettings | None = None, *, 
         "throughput": thr.used,
         "calibration": calibration.path if calibration else None,
         "flops_counted_now": list(getattr(table, "counted", [])),
-        "assumptions": _assumptions(settings, thr, calibration, prec, latent_data),
+        "fixed": {"train_gpu_hours": fixed_hours,
+                  "per_step": {m: {"ms_per_gpu": ms, "gpus": g, "params": n, **{k: 1e3 * v for k, v in parts.items()}}
+                               for m, (ms, g, parts, n) in fixed_seen.items()}},
+        "targets": targets.summary(),
+        "assumptions": assumptions(settings, thr, calibration, prec, latent_data) + fixed_assumptions(
+            settings, fixed_seen, targets),
     }
 
 
@@ -296,61 +328,6 @@ def _evals_at(evals: list[Job], train_of: dict[str, str], run_info: dict[str, di
             have.add(sig)
             extra.append(job.model_copy(update={"steps": steps, "job_id": f"{job.job_id}@{steps}"}))
     return kept + extra
-
-
-def _assumptions(settings: EstimateSettings, thr: Throughput, calibration: Calibration | None,
-                 prec: Mapping[str, str], latent_data: Mapping[str, bool | None]) -> list[str]:
-    gpu = GPUS[settings.gpu]
-    peaks = ", ".join(f"{p} {v:g}" for p, v in gpu.peak_tflops.items())
-    out = [
-        f"GPU: {gpu.name}, dense peak TFLOP/s {peaks} (datasheet); sustained = peak x MFU per kind of work",
-        (f"MFU: {thr.default} for every kind of work" + (" (--mfu)" if thr.explicit_mfu else
-         " where no measurement exists (an assumption, not a measurement)")),
-        (f"calibration: MFU measured by benchmarks/gpu_check.py in {calibration.path} ({calibration.device_name}) "
-         "replaces the default for train, sample, decode, extract and encode where it has records"
-         if calibration else f"calibration: none (no {'/'.join(CALIBRATION_DIR.parts[-3:])}/{settings.gpu}.json "
-                             "from benchmarks/gpu_check.sh, or disabled)"),
-        "FLOPs: torch.utils.flop_counter on the meta device (matmuls, convolutions, attention; element-wise ops, "
-        "norms, the optimizer step and EMA are not counted), per image, from jobs/cost/flops.json",
-        "train: steps x global batch x (3 x (SiT + projector forward) + frozen encoder forward), MeanFlow + 2 SiT "
-        "forwards for the JVP (an assumption) + 1-2 for the folded CFG; GPU-hours do not "
-        "depend on the GPU count (perfect data-parallel scaling, no communication or data-loading stalls)",
-        "train, REPA-E runs (method.repae) add per image 3 x SD-VAE encoder + decoder, 3 x VGG16 (LPIPS), 6 x "
-        "PatchGAN and 2 x (SiT up to the alignment depth + projector) forwards, at the SiT's precision "
-        "(jobs/cost/repae.py)",
-        "train precision: the SiT under bf16 autocast (precision auto on a GPU); the frozen encoder outside autocast "
-        "(tf32 with the training's tf32: true, bf16 with encoder.bf16)",
-        "train runs: jobs that differ only in their step target are one run (a continuation costs its extra steps); "
-        "the runs of a grouped train job (executor.group_methods) share one encoder forward per step; periodic "
-        "sample grids during training (16 images every sample_every steps) are not counted",
-        f"eval: n_samples x num_steps SiT forwards (SDE and ODE both take num_steps forwards; x2 when cfg_scale != 1) "
-        f"in {prec['sample']}, + SD-VAE decoder per sample ({prec['decode']}), + InceptionV3 at 299 px per sample "
-        f"({prec['extract']}); ADM npz references cost nothing, a dataset reference is extracted once per sweep "
-        "(its train split); precision/recall and Frechet distances are not counted",
-        f"score: encoder forward ({prec['encode']}) over the scored split and the train split (the probe's "
-        f"features), ImageNet sizes train {IMAGENET_SPLITS['train']:,} / val {IMAGENET_SPLITS['val']:,} for "
-        "non-synthetic datasets (limit caps both), + one T x T x D Gram matrix per scored image",
-        f"probe: {settings.probe_evaluations} L-BFGS loss+gradient evaluations per probe (4 N D C FLOPs each, N the "
-        f"train images, C the classes; x2 with a CLS token), {prec['probe']}; an assumption: the code allows up "
-        "to 7 fits x 375 evaluations",
-        "analyze: CPU only, 0 GPU-hours",
-    ]
-    encoded = sorted(d for d, stored in latent_data.items() if stored is False)
-    if encoded:
-        out.append(f"train, latent runs on {', '.join(encoded)} (no stored SD-VAE moments: synthetic data, an image "
-                   "folder, or prepared without a VAE) add the SD-VAE encoder's forward per training image "
-                   "(vae-encode; fp32 weights outside autocast, tf32 with the training's tf32: true)")
-    unseen = sorted(d for d, stored in latent_data.items() if stored is None)
-    if unseen:
-        out.append(f"train, latent runs on {', '.join(unseen)}: not found here (or not fully prepared), assumed to "
-                   "hold stored SD-VAE moments (`repa-study data prepare` with a VAE); on an image folder each "
-                   "training image also costs an SD-VAE encoder forward")
-    if settings.all_steps:
-        out.append(f"--all-steps {settings.all_steps}: every training costed at {settings.all_steps} steps, "
-                   "evaluations beyond it dropped and one at it added for every run that lacks it")
-    if settings.precision:
-        out.append("precision overrides: " + ", ".join(f"{k}={v}" for k, v in settings.precision.items()))
-    return out
 
 
 def estimate_spec(spec: Any, settings: EstimateSettings | None = None, *,

@@ -43,6 +43,18 @@ def estimate_text(est: Mapping[str, Any], top: int = 8) -> str:
         c = est["compare"]
         lines += ["", f"with every training at {c['all_steps']} steps: {_h(c['total_gpu_hours'])} GPU-hours; this plan "
                       f"is {c['ratio']:.3f} of it"]
+    fixed = est.get("fixed") or {}
+    if fixed.get("per_step"):
+        lines += ["", f"fixed per-step costs (optimizer, EMA, casts, last all-reduce bucket): "
+                      f"{_h(fixed['train_gpu_hours'])} of the train GPU-hours; per GPU and step " + ", ".join(
+                          f"{m} {v['ms_per_gpu']:.3g} ms" for m, v in fixed["per_step"].items())]
+    targets = est.get("targets") or {}
+    if targets:
+        rows = sorted(targets.items(), key=lambda kv: -kv[1]["online_gpu_hours"])[:top]
+        lines += ["", "alignment targets, online vs cached (encoder.targets=cache; `repa-study data encode` writes the "
+                      "cache once): encoder  mode  online GPU-h  cache GPU-h  cache TB  read GB/s per job"]
+        lines += [f"  {e}  {v['mode']}  {_h(v['online_gpu_hours'])}  {_h(v['cache_gpu_hours'])}  "
+                  f"{v['cache_tb']:.2f}  {v['read_gb_per_s']:.1f}" for e, v in rows]
     lines += ["", "throughput:"]
     for label, t in est["throughput"].items():
         lines.append(f"  {label}: {t['sustained_tflops']:g} TFLOP/s sustained = {t['peak_tflops']:g} peak x MFU "

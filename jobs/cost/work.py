@@ -28,10 +28,11 @@ KIND_DOC = {
     "encode": "encoder forward and spatial-metric Gram matrices in scoring",
     "probe": "linear-probe L-BFGS evaluations",
 }
-# what the code runs today outside training (study/sampling/sample.py has no autocast and turns TF32 matmuls on with the run's
-# tf32 setting, true in every preset, as DiT/SiT/REPA sample; cuDNN convolutions allow TF32 by default; the Inception
-# extractor turns TF32 off; scoring's encoders run without bf16 unless asked; the probe is fp32)
-DEFAULT_PRECISION = {"sample": "tf32", "decode": "tf32", "extract": "fp32", "encode": "fp32", "probe": "fp32"}
+# what the code runs today outside training (study/sampling/sample.py turns TF32 matmuls on with the run's tf32 setting,
+# true in every preset, as DiT/SiT/REPA sample, and runs bf16 autocast only for a protocol that says precision: bf16;
+# cuDNN convolutions allow TF32 by default; the Inception extractor turns TF32 off; scoring's encoders run their
+# matmuls in TF32 (study.scoring, since issue 18; bf16 when asked); the probe is fp32)
+DEFAULT_PRECISION = {"sample": "tf32", "decode": "tf32", "extract": "fp32", "encode": "tf32", "probe": "fp32"}
 
 IMAGENET_SPLITS = {"train": 1_281_167, "val": 50_000}
 IMAGENET_CLASSES = 1000

@@ -10,8 +10,9 @@ from study.config.train import (PRESETS_DIR, DataSection, EncoderSection, FlowSe
                                 build_train_config, default_base, list_presets, load_train_config, method_aligns,
                                 method_presets)
 from study.config.vocab import (EXTRACTORS, OBJECTIVE_SAMPLERS, PART_WEIGHTS, PATHS, PRECISIONS, PROJECTOR_KINDS,
-                                ROUNDINGS, SAMPLER_MODES, TIME_SAMPLINGS, Extractor, FlowPath, ObjectiveKind,
-                                PartWeights, Precision, ProjectorKind, Rounding, SamplerMode, TimeSampling)
+                                ROUNDINGS, SAMPLE_PRECISIONS, SAMPLER_MODES, TARGET_SOURCES, TIME_SAMPLINGS, Extractor,
+                                FlowPath, ObjectiveKind, PartWeights, Precision, ProjectorKind, Rounding,
+                                SamplePrecision, SamplerMode, TargetSource, TimeSampling)
 
 __all__ = [
     "StrictModel", "ConfigError", "load_yaml", "load_config", "parse_overrides", "apply_overrides", "config_hash",
@@ -22,7 +23,8 @@ __all__ = [
     "SamplerSettings",
     "FlowPath", "PATHS", "TimeSampling", "TIME_SAMPLINGS", "ProjectorKind", "PROJECTOR_KINDS", "SamplerMode",
     "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS", "PartWeights",
-    "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS",
+    "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS", "TargetSource", "TARGET_SOURCES", "SamplePrecision",
+    "SAMPLE_PRECISIONS",
     "SiTSize", "SIZES", "parse_size", "JiTSize", "JIT_SIZES", "PAPER_PARAMS_M", "parse_jit_size", "is_jit_size",
     "ModelSize", "resolve_size",
 ]

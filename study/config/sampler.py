@@ -14,7 +14,7 @@ from typing import Any
 from pydantic import Field, field_validator
 
 from study.config.base import StrictModel
-from study.config.vocab import SAMPLER_MODES, Rounding, SamplerMode
+from study.config.vocab import SAMPLER_MODES, Rounding, SamplePrecision, SamplerMode
 
 __all__ = ["SamplerSettings", "SAMPLER_MODES"]
 
@@ -35,6 +35,9 @@ class SamplerSettings(StrictModel):
     # model output -> uint8: "floor" = clamp(127.5 (x + 1)) then truncate, as the authors' and ADM's sampling code do
     # (paper-comparable FIDs); "round" = round to nearest (on average half a grey level brighter)
     rounding: Rounding = "floor"
+    # the sampler's matmuls: tf32 (the run's tf32 setting, as DiT/SiT/REPA sample) or bf16 autocast, a cheaper
+    # protocol that is never the default (adm-50k-sde250-bf16; validate it with `analyze --agreement`)
+    precision: SamplePrecision = "tf32"
 
     @field_validator("guidance_interval")
     @classmethod
@@ -48,16 +51,22 @@ class SamplerSettings(StrictModel):
         gi = "" if tuple(self.guidance_interval) == (0.0, 1.0) else \
             f"-gi{self.guidance_interval[0]:g}_{self.guidance_interval[1]:g}"
         rounding = "" if self.rounding == "floor" else f"-{self.rounding}"
-        return f"step{step:07d}-{self.mode}-steps{self.num_steps}-cfg{self.cfg_scale:g}{gi}-seed{self.seed}{rounding}"
+        precision = "" if self.precision == "tf32" else f"-{self.precision}"
+        return (f"step{step:07d}-{self.mode}-steps{self.num_steps}-cfg{self.cfg_scale:g}{gi}-seed{self.seed}{rounding}"
+                f"{precision}")
 
     def manifest(self) -> dict[str, Any]:
         """The keys a sample manifest records (and ``find_samples`` matches) for these settings."""
-        return {"mode": self.mode, "num_steps": self.num_steps, "cfg_scale": self.cfg_scale, "seed": self.seed,
-                "guidance_interval": [float(g) for g in self.guidance_interval], "rounding": self.rounding}
+        out = {"mode": self.mode, "num_steps": self.num_steps, "cfg_scale": self.cfg_scale, "seed": self.seed,
+               "guidance_interval": [float(g) for g in self.guidance_interval], "rounding": self.rounding}
+        if self.precision != "tf32":  # (manifests written before the setting lack the key: tf32)
+            out["precision"] = self.precision
+        return out
 
     def row(self) -> dict[str, Any]:
         """The ``generation``-table columns that name these settings."""
         return {"sampler_mode": self.mode, "sampler_steps": int(self.num_steps), "cfg_scale": float(self.cfg_scale),
                 "sample_seed": int(self.seed),
                 "guidance_interval": json.dumps([float(g) for g in self.guidance_interval]),
-                "sample_rounding": self.rounding}
+                "sample_rounding": self.rounding,
+                **({"sampler_precision": self.precision} if self.precision != "tf32" else {})}

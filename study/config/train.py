@@ -20,7 +20,7 @@ from study.config.base import ConfigError, StrictModel, apply_overrides, load_co
 from study.config.sampler import SamplerSettings
 from study.config.sizes import is_jit_size, resolve_size
 from study.config.vocab import (OBJECTIVE_SAMPLERS, FlowPath, ObjectiveKind, PartWeights, Precision, ProjectorKind,
-                                SamplerMode, TimeSampling)
+                                SamplerMode, TargetSource, TimeSampling)
 
 __all__ = [
     "ModelSection", "MethodSection", "RepaeSection", "EncoderSection", "DataSection", "OptimSection", "FlowSection",
@@ -107,11 +107,16 @@ class MethodSection(StrictModel):
 class EncoderSection(StrictModel):
     name: str | list[str] = "dinov2-vit-b"  # one name or a list (losses averaged); NAME@clsmix=A variants allowed
     weights: EncoderWeights = "pretrained"
-    bf16: bool = False              # run the frozen encoder under bf16 autocast (faster on GPU; targets in fp32)
+    bf16: bool = False              # the frozen encoder's weights in bf16 and its forward under bf16 autocast (GPU)
+    targets: TargetSource = "online"  # cache: read the patch tokens `repa-study data encode` wrote (study.data.targets)
 
     @property
     def names(self) -> list[str]:
         return [self.name] if isinstance(self.name, str) else list(self.name)
+
+    @model_serializer(mode="wrap")
+    def _omit_online(self, handler):  # left out of dumps at its default: existing hashes unchanged
+        return {k: v for k, v in handler(self).items() if not (k == "targets" and v == "online")}
 
 
 class DataSection(StrictModel):
@@ -121,6 +126,12 @@ class DataSection(StrictModel):
     codec: str = "identity"         # identity (pixel space) or sd-vae (latent space)
     latent_stats: str | None = None  # SD-VAE per-channel scale/bias file (None: the prepared dataset's, else 0.18215)
     num_workers: int = Field(0, ge=0)
+    # a latent run on data without stored SD-VAE moments encodes every image each step only with true (else refused)
+    online_vae: bool = False
+
+    @model_serializer(mode="wrap")
+    def _omit_default_online_vae(self, handler):  # left out of dumps at its default: existing hashes unchanged
+        return {k: v for k, v in handler(self).items() if not (k == "online_vae" and v is False)}
 
 
 class OptimSection(StrictModel):

@@ -7,7 +7,8 @@ from typing import Literal, get_args
 
 __all__ = ["FlowPath", "PATHS", "TimeSampling", "TIME_SAMPLINGS", "ProjectorKind", "PROJECTOR_KINDS", "SamplerMode",
            "SAMPLER_MODES", "Rounding", "ROUNDINGS", "Precision", "PRECISIONS", "Extractor", "EXTRACTORS",
-           "PartWeights", "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS"]
+           "PartWeights", "PART_WEIGHTS", "ObjectiveKind", "OBJECTIVE_SAMPLERS", "TargetSource", "TARGET_SOURCES",
+           "SamplePrecision", "SAMPLE_PRECISIONS"]
 
 #: Flow-matching interpolation paths (``study.objectives.flow``).
 FlowPath = Literal["linear", "cosine"]
@@ -43,3 +44,11 @@ OBJECTIVE_SAMPLERS: dict[str, tuple[str, ...]] = {
 #: Weights of a REPA-E part (LPIPS heads, the discriminator): the published file or an untrained stand-in.
 PartWeights = Literal["pretrained", "random"]
 PART_WEIGHTS: tuple[str, ...] = get_args(PartWeights)
+#: Where training's alignment targets come from: the frozen encoder on every image, or its patch tokens cached once
+#: (``repa-study data encode``).
+TargetSource = Literal["online", "cache"]
+TARGET_SOURCES: tuple[str, ...] = get_args(TargetSource)
+#: The sampler's matmul precision: ``tf32`` (the run's ``tf32`` setting decides, as DiT/SiT/REPA sample: TF32 on in
+#: every preset) or ``bf16`` autocast (a cheaper protocol, never the default; validate it with analyze --agreement).
+SamplePrecision = Literal["tf32", "bf16"]
+SAMPLE_PRECISIONS: tuple[str, ...] = get_args(SamplePrecision)

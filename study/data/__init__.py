@@ -5,6 +5,9 @@
 - ``"synthetic"`` / ``"synthetic:n=512,size=64,classes=10,seed=0"``: generated shapes (:mod:`.synthetic`);
 - a directory prepared by ``repa-study data prepare`` (``DIR/<split>/manifest.json``): images + SD-VAE moments;
 - an ImageNet-style folder (``DIR/train/<class>/*.JPEG``, ``DIR/val/<class>/*``), optionally with aligned masks.
+
+Beside a dataset, an encoder-target cache (:mod:`.targets`, ``repa-study data encode``) holds a frozen encoder's patch
+tokens of each of its images, which training can read instead of running the encoder.
 """
 from __future__ import annotations
 
@@ -15,12 +18,14 @@ from .codecs import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, 
 from .dataset import SYNTHETIC_DEFAULTS, DatasetError, ImageDataset, SyntheticDataset, collate, parse_synthetic_spec
 from .folder import verify_images
 from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of_task
+from .targets import TARGETS_FORMAT, TargetCache, TargetCacheError, open_target_caches, targets_dir, write_targets
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
            "SYNTHETIC_DEFAULTS", "IdentityCodec", "SDVAECodec", "LatentStats", "GridMismatchError", "token_grid",
            "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8",
            "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents", "check_dataset",
-           "verify_images"]
+           "verify_images", "TargetCache", "TargetCacheError", "TARGETS_FORMAT", "targets_dir", "write_targets",
+           "open_target_caches"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,

@@ -18,6 +18,7 @@ interpolation).
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -114,9 +115,7 @@ class LatentStats:
     def _view(self, ref: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if len(self.scale) != ref.shape[1]:
             raise ValueError(f"latent statistics have {len(self.scale)} channels, latents have {ref.shape[1]}")
-        shape = (1, -1, 1, 1)
-        return (torch.tensor(self.scale, dtype=ref.dtype, device=ref.device).view(shape),
-                torch.tensor(self.bias, dtype=ref.dtype, device=ref.device).view(shape))
+        return _stats_tensors(self.scale, self.bias, ref.dtype, ref.device)
 
     def normalize(self, z: torch.Tensor) -> torch.Tensor:
         scale, bias = self._view(z)
@@ -130,6 +129,16 @@ class LatentStats:
     def id(self) -> str:
         vals = ",".join(f"{x:.6g}" for x in self.scale + self.bias)
         return f"{self.source}[{vals}]"
+
+
+@functools.lru_cache(maxsize=64)
+def _stats_tensors(scale: tuple[float, ...], bias: tuple[float, ...], dtype: torch.dtype,
+                   device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """The ``[1, C, 1, 1]`` scale and bias tensors, built once per dtype and device (not a host-to-device copy on
+    every training step)."""
+    shape = (1, -1, 1, 1)
+    return (torch.tensor(scale, dtype=dtype, device=device).view(shape),
+            torch.tensor(bias, dtype=dtype, device=device).view(shape))
 
 
 def latents_from_moments(moments: torch.Tensor, stats: LatentStats, *, sample: bool = True,

@@ -16,7 +16,7 @@ from typing import Any, Iterator, Mapping
 
 import numpy as np
 
-from study.common import get_logger
+from study.common import get_logger, init_distributed
 from study.config import SamplerSettings
 from study.evaluation.extractor import FeatureExtractor, extract_features, get_extractor, metric_name
 from study.evaluation.fid import AdmNpzError, compute_statistics, fd, iter_npz_images, npz_image_count
@@ -97,6 +97,8 @@ def find_samples(run_dir: str | Path, step: int, n: int, settings: Mapping[str, 
         wanted = {"step": step, **settings}
         if not all(k in info and _same(info[k], v) for k, v in wanted.items()):
             continue
+        if info.get("precision", "tf32") != settings.get("precision", "tf32"):  # (recorded when not tf32)
+            continue
         try:
             count = sum(npz_image_count(p) for p in sample_shards(manifest.parent))
         except (FileNotFoundError, AdmNpzError, OSError, ValueError):
@@ -157,6 +159,9 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
         raise ValueError(f"n must be at least 2 (got {n})")
     dataset_spec = cfg.data.spec
     if isinstance(extractor, str):
+        # the process group first: each rank builds the extractor on its own device (cuda:LOCAL_RANK), not all on
+        # the default one
+        device = str(init_distributed(device or "auto").device)
         extractor = get_extractor(extractor, dataset=dataset_spec, weights_path=inception_weights, device=device)
     if ref is None:
         ref = dataset_spec
@@ -182,7 +187,8 @@ def evaluate_run(run_dir: str | Path, step: int, *, n: int, extractor: str | Fea
     manifest = _flatten(json.loads(manifest_path.read_text())) if manifest_path and manifest_path.is_file() else {}
     if "step" in manifest and int(manifest["step"]) != int(step):
         raise ValueError(f"{samples} holds samples of step {manifest['step']}, not step {step}")
-    sampled = SamplerSettings(**{k: manifest.get(k, v) for k, v in settings.items()})  # what was really sampled
+    sampled = SamplerSettings(**{k: manifest.get(k, v) for k, v in settings.items()},  # what was really sampled
+                              precision=manifest.get("precision", "tf32") if manifest else sampler.precision)
 
     metrics = evaluate_samples(samples, extractor, reference, n=n, batch_size=batch_size, device=device)
     row: dict[str, Any] = {

@@ -38,6 +38,12 @@ class Objective(ABC):
     def draw_times(self, n: int, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """The step's times for ``n`` samples (``{"t"}``, MeanFlow also ``"r"``), drawn from ``generator``."""
 
+    @property
+    def draws_key(self) -> str:
+        """Names what :meth:`draw_times` draws (the objective and its settings): runs whose keys are equal draw
+        the same times from the same generator (a training group draws them once)."""
+        return type(self).__name__ + "".join(f"|{k}={v!r}" for k, v in sorted(vars(self).items()))
+
     @abstractmethod
     def loss(self, model: nn.Module, x: torch.Tensor, eps: torch.Tensor, times: dict[str, torch.Tensor],
              y: torch.Tensor, drop: torch.Tensor, autocast: ContextManager) -> tuple[torch.Tensor, list]:

@@ -26,10 +26,10 @@ class TrainingStep:
         self.objective = objective_for(cfg)
 
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
-        """Frozen encoders' patch tokens of the clean uint8 images (no grad, eval mode): what runs that share an
-        encoder share (``train_group`` computes them once per micro-batch)."""
-        with torch.no_grad():
-            return [enc.encode(images)["patch"].float() for enc in self.encoders]
+        """Frozen encoders' patch tokens of the clean uint8 images (eval mode, ``encode``'s inference mode; bf16
+        weights and compiled where the loop asked): what runs that share an encoder share (``train_group`` computes
+        them once per micro-batch)."""
+        return [enc.encode(images)["patch"] for enc in self.encoders]
 
     def targets(self, images: torch.Tensor, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The alignment targets: the encoders' features, spatially normalised if the method says so."""
@@ -41,8 +41,12 @@ class TrainingStep:
     def model_input(self, images: torch.Tensor, moments: torch.Tensor | None,
                     post: torch.Tensor | None) -> torch.Tensor:
         """The clean model-space input: stored VAE moments -> a posterior sample (noise ``post``), normalised by
-        the codec's latent statistics (as the authors do each step); otherwise the codec encodes the images."""
+        the codec's latent statistics (as the authors do each step). Without stored moments a latent codec encodes
+        the images to their moments here (``data.online_vae``), sampled the same way; the identity codec scales
+        the pixels."""
         with torch.no_grad():
+            if moments is None and post is not None and hasattr(self.codec, "moments"):
+                moments = self.codec.moments(images)
             if moments is None:
                 return self.codec.encode(images).float()
             if post is None:

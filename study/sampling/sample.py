@@ -2,9 +2,11 @@
 
 ``sample_run(run_dir, step, n)`` loads the EMA weights of the step's checkpoint and writes ADM-style ``.npz`` shards
 (``arr_0``: uint8 ``[N, H, W, 3]``, ``labels``) plus a ``manifest.json`` into a sample directory. Sample ``i`` uses its
-own generator seeded by ``(seed, i)`` and label ``i % num_classes`` (balanced), so results do not depend on the batch
+own noise, drawn on the device by a counter-based generator keyed by ``(seed, i)`` (``study.sampling.noise``: one
+call per batch and sampler step), and label ``i % num_classes`` (balanced), so results do not depend on the batch
 size or the number of ranks; chunks of ``batch_size`` samples are spread over ranks and an existing shard is kept
-(a killed sampling job resumes).
+(a killed sampling job resumes). Sampling runs with the run's TF32 setting, or under bf16 autocast when the sampler
+says ``precision: bf16`` (a cheaper FID protocol, never the default).
 
 The integrator is the run's objective's (``study.objectives``): for flow matching Euler ODE or REPA's Euler-Maruyama
 SDE (``study.objectives.flow.flow_sample``); ``meanflow`` takes ``num_steps`` average-velocity jumps of a MeanFlow
@@ -13,6 +15,7 @@ with a last Euler step.
 """
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -24,6 +27,7 @@ from study.common import atomic_path, atomic_savez, atomic_write_json, barrier, 
 from study.config import SamplerSettings
 from study.objectives import Objective, objective_for
 from study.run import load_sampling_model
+from study.sampling.noise import NOISE_VERSION, SeededNoise
 
 __all__ = ["sample_images", "sample_latents", "sample_run", "save_image_sheet", "sample_seed"]
 
@@ -35,22 +39,15 @@ def sample_seed(base_seed: int, index: int) -> int:
     return (int(base_seed) * 1_000_003 + int(index) * 7_919 + 1) % (2**63)
 
 
-class _Noise:
-    """Per-sample CPU generators: the noise of sample i is the same whatever batch or rank it falls in."""
-
-    def __init__(self, seeds: Sequence[int], shape: tuple[int, ...], device: torch.device) -> None:
-        self.gens = [torch.Generator().manual_seed(s) for s in seeds]
-        self.shape, self.device = shape, device
-
-    def __call__(self) -> torch.Tensor:
-        return torch.stack([torch.randn(self.shape, generator=g) for g in self.gens]).to(self.device)
-
-
 @torch.no_grad()
-def sample_latents(net: nn.Module, labels: torch.Tensor, noise: _Noise, *, objective: Objective,
+def sample_latents(net: nn.Module, labels: torch.Tensor, noise: SeededNoise, *, objective: Objective,
                    sampler: SamplerSettings) -> torch.Tensor:
-    """Integrate from t = 1 (noise) to t = 0 in the model's space with the run's objective's sampler."""
-    return objective.sample(net, labels.to(noise.device), noise, sampler)
+    """Integrate from t = 1 (noise) to t = 0 in the model's space with the run's objective's sampler (under bf16
+    autocast when ``sampler.precision`` says ``bf16``; otherwise the matmul precision the caller set: TF32)."""
+    autocast = (torch.autocast(noise.device.type, dtype=torch.bfloat16) if sampler.precision == "bf16"
+                else contextlib.nullcontext())
+    with autocast:
+        return objective.sample(net, labels.to(noise.device), noise, sampler).float()
 
 
 def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int], codec, objective: Objective,
@@ -60,7 +57,7 @@ def sample_images(sit: nn.Module, labels: torch.Tensor, *, seeds: Sequence[int],
     shape = (sit.in_channels, sit.input_size, sit.input_size)
     was_training = sit.training
     sit.eval()
-    noise = _Noise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
+    noise = SeededNoise([sample_seed(sampler.seed, i) for i in seeds], shape, device)
     x = sample_latents(sit, labels, noise, objective=objective, sampler=sampler)
     sit.train(was_training)
     return codec.decode(x, rounding=sampler.rounding).cpu()
@@ -122,7 +119,7 @@ def sample_run(run_dir: str | Path, step: int, n: int, sampler: SamplerSettings 
     if info.is_main:
         manifest: dict[str, Any] = {
             "run_dir": str(run_dir), "step": step, "n": n, **sampler.manifest(), "batch_size": batch_size, "labels": "balanced (i % num_classes)", "num_classes": num_classes,
-            "path": cfg.flow.path, "weights": "ema", "config_hash": h, "world_size": info.world_size,
+            "path": cfg.flow.path, "weights": "ema", "noise": NOISE_VERSION, "config_hash": h, "world_size": info.world_size,
             "shards": [f"samples_{s:07d}_{e:07d}.npz" for s, e in chunks], "created": now_iso(), **provenance()}
         atomic_write_json(out / "manifest.json", manifest, indent=2)
     barrier()

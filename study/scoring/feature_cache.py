@@ -22,6 +22,7 @@ never visible.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -218,14 +219,17 @@ def extract_encoder_features(encoder: Any, data: Any, split: str = "train", limi
                              batch_size: int = 64, chunk_size: int = 2048, num_workers: int | None = None,
                              masks: str | os.PathLike | None = None, far: int = DEFAULT_FAR,
                              dmax: int = DEFAULT_DMAX, near: int = DEFAULT_NEAR,
-                             cache_root: str | os.PathLike | None = None, bf16: bool = False) -> FeatureSet:
+                             cache_root: str | os.PathLike | None = None, bf16: bool = False,
+                             tf32: bool = True) -> FeatureSet:
     """Extract (or load from the cache, or resume) the features of ``encoder`` on ``data``/``split``.
 
     ``encoder`` is a name (``NAME`` or ``NAME@clsmix=ALPHA``, built with ``weights`` on ``device``) or an
     ``encoders.Encoder``; ``data`` a dataset spec (``study.data.open_dataset``) or a dataset object. ``limit`` keeps a
     seeded random subset of that many images (in dataset order). ``masks`` is a folder of foreground masks for a
     folder dataset (see :func:`open_data`); otherwise masks come from the dataset when it has them (synthetic data
-    does). Returns the memory-mapped :class:`FeatureSet`.
+    does). ``tf32``: on a GPU the encoder's fp32 matmuls and convolutions run in TF32 (the default; the features agree
+    with fp32 ones to the tolerance in docs/scoring.md, so caches are shared; ``meta.json`` records which ran).
+    Returns the memory-mapped :class:`FeatureSet`.
     """
     if batch_size < 1 or chunk_size < 1:
         raise ValueError(f"batch_size and chunk_size must be >= 1, got {batch_size} and {chunk_size}")
@@ -264,9 +268,11 @@ def extract_encoder_features(encoder: Any, data: Any, split: str = "train", limi
         if n_chunks - len(pending):
             log.info("resuming feature extraction of %s: %d of %d chunks already done", enc_name,
                      n_chunks - len(pending), n_chunks)
-        _extract_chunks(enc, dataset, mask_source != "none", indices, pending, chunk_size, batch_size,
-                        num_workers, directory, far, dmax, near)
+        with _matmul_precision(device, tf32):
+            _extract_chunks(enc, dataset, mask_source != "none", indices, pending, chunk_size, batch_size,
+                            num_workers, directory, far, dmax, near)
     meta = {**layout, "n_images": int(len(indices)), "extract_seconds": round(time.perf_counter() - started, 3),
+            "matmul": "tf32" if tf32 and device.type == "cuda" and not bf16 else ("bf16" if bf16 else "fp32"),
             "device": str(device), "encoder_weights": weights, "num_tokens": int(num_tokens),
             "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     try:
@@ -279,6 +285,20 @@ def extract_encoder_features(encoder: Any, data: Any, split: str = "train", limi
             raise
         log.info("another process completed %s first; using its result", directory)  # same inputs, same arrays
     return FeatureSet.load(directory)
+
+
+@contextlib.contextmanager
+def _matmul_precision(device: torch.device, tf32: bool) -> Iterator[None]:
+    """TF32 matmuls and cuDNN convolutions on a GPU for the block (``tf32``), else full fp32; restored after."""
+    if device.type != "cuda":
+        yield
+        return
+    before = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = tf32
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = before
 
 
 def _extract_chunks(enc: Any, dataset: Any, use_masks: bool, indices: np.ndarray,

@@ -46,20 +46,21 @@ def score_encoder(name: str, data: Any, *, split: str = "val", limit: int | None
                   batch_size: int = 64, num_workers: int | None = None, seed: int = 0,
                   srss_min_fraction: float = 0.0, far: int = DEFAULT_FAR, dmax: int = DEFAULT_DMAX,
                   near: int = DEFAULT_NEAR, cache_root: str | os.PathLike | None = None,
-                  job_id: str | None = None, bf16: bool = False) -> dict[str, Any]:
+                  job_id: str | None = None, bf16: bool = False, tf32: bool = True) -> dict[str, Any]:
     """One ``encoders``-table row for encoder ``name`` (``NAME`` or ``NAME@clsmix=ALPHA``) on ``data``.
 
     Spatial metrics come from ``split`` (``limit`` images, default all); the probe trains on ``train_split``
     (``train_limit`` images, default ``limit``) and reports top-1 on ``split``, on mean-pooled patch tokens
     (``lp_top1``, the study's protocol) and on the CLS token when the encoder has one (``lp_top1_cls``).
     Features are cached (:func:`study.scoring.feature_cache.extract_encoder_features`), so a second call costs only the probe.
+    On a GPU the encoder's matmuls run in TF32 unless ``tf32=False`` (tolerance against fp32: docs/scoring.md).
     """
     from results.provenance import provenance
 
     started = time.perf_counter()
     dev = resolve_device(device)
     common = dict(weights=weights, device=dev, batch_size=batch_size, num_workers=num_workers, far=far, dmax=dmax,
-                  near=near, cache_root=cache_root, bf16=bf16)
+                  near=near, cache_root=cache_root, bf16=bf16, tf32=tf32)
     dataset = open_data(data, split, masks)
     t0 = time.perf_counter()
     evalset = extract_encoder_features(name, dataset, split, limit, **common)

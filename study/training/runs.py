@@ -1,6 +1,10 @@
 """One run of a training group, built whole: its codec, model, EMA, optimizer, objective and run directory
 (resumed from its newest checkpoint), and what the loop tracks of it between steps.
 
+The update is cheap on purpose: AdamW ``fused=True`` where the device has the fused kernel (CUDA and CPU in
+torch 2.x; ``foreach`` elsewhere), the EMA as one multi-tensor lerp, and DDP with gradients as bucket views, no
+buffer broadcast when no buffer changes, and buckets sized to the model (:func:`ddp_bucket_mb`).
+
 Set-up happens in two passes over the group's runs, in a fixed order that the determinism tests rely on: first each
 run's codec (a REPA-E run seeds and builds its own VAE), then, after the shared frozen encoders, each run's model
 (seeded by its ``seed``, the same on every rank and grouped or not).
@@ -23,8 +27,10 @@ from study.data import GridMismatchError, check_token_grid
 from study.objectives import TrainingStep
 from study.run import (build_codec, build_denoiser, latent_stats_dict, patch_size, restore_checkpoint,
                        resume_checkpoint, run_hash, truncate_log, write_run_header)
+from study.training.batches import DrawSpec
 
-__all__ = ["RunCodec", "Run", "run_codecs", "build_run", "autocast_for", "update_ema", "encoder_dims"]
+__all__ = ["RunCodec", "Run", "run_codecs", "build_run", "autocast_for", "update_ema", "encoder_dims", "adamw",
+           "ddp_bucket_mb"]
 
 log = get_logger(__name__)
 
@@ -59,15 +65,27 @@ class Run:
     ddp_parts: list[nn.Module]  # the DDP-wrapped modules (no_sync during gradient accumulation)
     e2e: Any = None             # REPA-E's per-micro-batch objectives (study.repae.RepaeStep), or None
     step: int = 0
+    draws: DrawSpec | None = None  # what its step draws depend on (a group draws each distinct spec once)
+    fused: bool = False         # fused AdamW: a non-finite step is skipped on the device (``found_inf``)
     # progress between logs
     last: dict[str, Any] = field(default_factory=dict)  # the last logged values
     tick: float = field(default_factory=time.perf_counter)
     images_seen: int = 0
-    values: list[float] = field(default_factory=list)  # the step's all-reduced [loss, loss_v, loss_align, stop, ...]
-    grad_norm: float = 0.0
+    # on the device until the loop reads them (at most once per log_every steps): the last step's all-reduced
+    # [loss, loss_v, loss_align, grad_norm, stop, REPA-E's values ...] and the first non-finite step's record
+    # [non-finite seen, its step, loss, loss_v, loss_align]
+    stats: Any = None
+    bad: Any = None
+    pending: bool = False       # stepped since the loop last read ``stats``
+    values: list[float] = field(default_factory=list)  # ``stats`` as read at the last check
     lr: float = 0.0
     extra: dict[str, float] = field(default_factory=dict)  # REPA-E's log values of the step
-    preempted: bool = False
+
+    @property
+    def host_checked(self) -> bool:
+        """Whether the loop reads this run's values after every step: a REPA-E run (its VAE and discriminator
+        steps read their norms anyway) or one whose optimizer cannot skip a non-finite step on the device."""
+        return self.e2e is not None or not self.fused
 
 
 def autocast_for(cfg: TrainConfig, device: torch.device) -> ContextManager:
@@ -78,18 +96,59 @@ def autocast_for(cfg: TrainConfig, device: torch.device) -> ContextManager:
 
 @torch.no_grad()
 def update_ema(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    for e, p in zip(ema.parameters(), model.parameters()):
-        e.mul_(decay).add_(p.detach(), alpha=1 - decay)
+    """``ema = decay * ema + (1 - decay) * model`` over the parameters, as one multi-tensor lerp
+    (``ema + (1 - decay) * (model - ema)``; equal to the two-step form within float rounding)."""
+    torch._foreach_lerp_(list(ema.parameters()), [p.detach() for p in model.parameters()], 1.0 - decay)
+
+
+def adamw(params, cfg: TrainConfig) -> tuple[torch.optim.AdamW, bool]:
+    """The run's AdamW, fused where the parameters' device has the fused kernel, else multi-tensor (foreach);
+    returns ``(optimizer, fused)``."""
+    params = list(params)
+    kw = dict(lr=cfg.optim.lr, betas=cfg.optim.betas, weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+    try:
+        return torch.optim.AdamW(params, fused=True, **kw), True
+    except (RuntimeError, ValueError):  # no fused kernel for this device or dtype
+        return torch.optim.AdamW(params, foreach=True, **kw), False
+
+
+def _keep_implementation(opt: torch.optim.Optimizer, fused: bool) -> None:
+    """After ``load_state_dict`` (which takes the saved groups' settings: a checkpoint of an unfused optimizer
+    says ``fused: None``): this optimizer's implementation again, its step counts where the fused kernel wants them
+    (float32 on the parameter's device)."""
+    for group in opt.param_groups:
+        group["fused"], group["foreach"] = (True, None) if fused else (None, True)
+        if fused:
+            for p in group["params"]:
+                st = opt.state.get(p)
+                if st and "step" in st:
+                    st["step"] = torch.as_tensor(st["step"], dtype=torch.float32).to(p.device)
+
+
+def ddp_bucket_mb(n_params: int) -> int:
+    """The DDP gradient bucket in MB: about 32 buckets over the fp32 gradients, at least torch's default 25 MB and
+    at most 128 (SiT-XL/2, 675M parameters: 84 MB; SiT-B/2: 25). Fewer, larger all-reduces than the default for
+    the large models, still enough buckets for the communication to overlap the backward. Not measured on a GPU."""
+    return int(min(128, max(25, n_params * 4 / 2**20 / 32)))
+
+
+def _changes_buffers(m: nn.Module) -> bool:
+    """Whether a forward in training mode may change a buffer (running statistics of a norm layer)."""
+    return any(getattr(x, "track_running_stats", False) for x in m.modules())
 
 
 def encoder_dims(encoders: list, codec, image_size: int, patch: int, device: torch.device) -> list[int]:
-    """Each encoder's feature width, probed on a dummy batch; a token-grid mismatch is a clear error."""
+    """Each encoder's feature width, probed on a dummy batch (a target cache records it); a token-grid mismatch is a
+    clear error."""
     dims = []
     for enc in encoders:
         try:
             grid = check_token_grid(codec, image_size, patch, enc.spec.grid)
         except GridMismatchError as exc:
             raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
+        if getattr(enc, "cached", False):  # an encoder-target cache (study.data.TargetCache): its width is recorded
+            dims.append(int(enc.embed_dim))
+            continue
         out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
         if out.shape[1] != grid[0] * grid[1]:
             raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
@@ -134,8 +193,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
             "codec": getattr(parts.codec, "id", cfg.data.codec), "latent_stats": latent_stats_dict(parts.codec),
             **({"repae": True} if parts.repae is not None else {})}
     ema = deepcopy(model.sit).requires_grad_(False).eval()
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.optim.lr, betas=cfg.optim.betas,
-                            weight_decay=cfg.optim.weight_decay, eps=cfg.optim.eps)
+    opt, fused = adamw(model.parameters(), cfg)
     if info.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         h = write_run_header(cfg, run_dir, world_size=info.world_size, device=str(device))
@@ -147,6 +205,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
     if ckpt is not None:
         step = restore_checkpoint(ckpt, model=model, ema=ema, optimizer=opt, config_hash=h, repae=parts.repae,
                                   also_accept=[config_hash(cfg)])  # checkpoints written before run_hash
+        _keep_implementation(opt, fused)
         log.info("resumed %s from step %d (%s)", run_dir, step, ckpt.name)
     if info.is_main:  # the log lines past the step we start from (none: a dead attempt's whole log) go
         truncate_log(run_dir / "log.jsonl", step)
@@ -155,8 +214,11 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
              model.sit.grid, cfg.method.name, info.world_size, device)
 
     def wrap(m: nn.Module) -> nn.Module:
-        return (nn.parallel.DistributedDataParallel(m, device_ids=[device.index] if device.type == "cuda" else None)
-                if info.distributed else m)
+        if not info.distributed:
+            return m
+        return nn.parallel.DistributedDataParallel(
+            m, device_ids=[device.index] if device.type == "cuda" else None, gradient_as_bucket_view=True,
+            broadcast_buffers=_changes_buffers(m), bucket_cap_mb=ddp_bucket_mb(sum(p.numel() for p in m.parameters())))
 
     ddp = wrap(model)
     fwd = torch.compile(ddp) if cfg.compile else ddp
@@ -171,4 +233,5 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
         parts.repae.train()
     return Run(cfg=cfg, run_dir=run_dir, codec=parts.codec, repae=parts.repae, x_shape=parts.x_shape,
                latent=parts.latent, model=model, ema=ema, opt=opt, meta=meta, hash=h, stepper=stepper,
-               autocast=autocast_for(cfg, device), ddp_parts=ddp_parts, e2e=e2e, step=step)
+               autocast=autocast_for(cfg, device), ddp_parts=ddp_parts, e2e=e2e, step=step, fused=fused,
+               draws=DrawSpec.of(parts.x_shape, stepper.objective, cfg.model.class_dropout, parts.latent))

@@ -127,7 +127,9 @@ def test_calibration_replaces_the_default_mfu(tmp_path, smoke_est):
     train = {k: v for k, v in est["throughput"].items() if v["kind"] == "train"}
     assert train and all(v["mfu"] == pytest.approx(0.7) and str(path) in v["source"] for v in train.values())
     assert est["calibration"] == str(path)
-    ratio = est["by_stage"]["train"] / smoke_est["by_stage"]["train"]
+    fixed = smoke_est["fixed"]["train_gpu_hours"]  # memory-bound per-step costs: no MFU in them
+    assert fixed > 0 and est["fixed"]["train_gpu_hours"] == pytest.approx(fixed)
+    ratio = (est["by_stage"]["train"] - fixed) / (smoke_est["by_stage"]["train"] - fixed)
     assert ratio == pytest.approx(0.5, rel=1e-6)  # train and target both ran at 0.35, now 0.7
     assert est["by_stage"]["eval"] == pytest.approx(smoke_est["by_stage"]["eval"])  # no sampling records
     explicit = estimate_spec(load_spec("smoke", SMOKE), EstimateSettings(calibration=path, mfu=0.35))
