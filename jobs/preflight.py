@@ -97,7 +97,8 @@ def _configs(jobs: list[Job], report: PreflightReport) -> list:
 def _encoders(cfgs: list, jobs: list[Job], report: PreflightReport) -> None:
     import encoders
 
-    wanted = {(name, cfg.encoder.weights) for cfg in cfgs if cfg.method.align for name in cfg.encoder.names}
+    wanted = {(name, cfg.encoder.weights) for cfg in cfgs if cfg.method.align and cfg.encoder.targets == "online"
+              for name in cfg.encoder.names}
     wanted |= {(j.params.encoder, j.params.encoder_weights) for j in jobs if j.stage == "score"}
     pretrained = sorted({encoders.get_spec(n).name for n, w in wanted if w == "pretrained"})
     for name in pretrained:
@@ -112,6 +113,24 @@ def _encoders(cfgs: list, jobs: list[Job], report: PreflightReport) -> None:
                                    f"; `repa-study encoders check --weights {name}` says where they go")
     if pretrained:
         report.checked.append(f"weights of {len(pretrained)} encoder(s)")
+
+
+def _target_caches(cfgs: list, report: PreflightReport) -> None:
+    """The encoder-target caches that trainings with ``encoder.targets=cache`` read instead of running the encoder
+    (written beforehand by ``repa-study data encode``; no sweep stage writes them)."""
+    from study.data import TargetCacheError, open_target_caches
+
+    wanted = {(cfg.data.spec, cfg.data.split, tuple(cfg.encoder.names), cfg.encoder.weights, cfg.encoder.bf16)
+              for cfg in cfgs if cfg.method.align and cfg.encoder.targets == "cache"}
+    for spec, split, names, weights, bf16 in sorted(wanted):
+        if not str(spec).startswith("synthetic") and not Path(spec).expanduser().exists():
+            continue  # the dataset check reports a missing dataset
+        try:
+            open_target_caches(spec, split, list(names), weights, bf16)
+        except TargetCacheError as exc:
+            report.problems.append(str(exc))
+    if wanted:
+        report.checked.append(f"{len(wanted)} encoder-target cache set(s)")
 
 
 def _vae(cfgs: list, report: PreflightReport) -> None:
@@ -218,6 +237,7 @@ def preflight(spec: SweepSpec, jobs: list[Job] | None = None, *, verify_images: 
     report = PreflightReport()
     cfgs = _configs(jobs, report)
     _encoders(cfgs, jobs, report)
+    _target_caches(cfgs, report)
     _vae(cfgs, report)
     _datasets(spec, cfgs, jobs, report, verify_images)
     _references(jobs, report)

@@ -120,3 +120,12 @@ def test_a_sweep_naming_masks_that_are_not_there_is_refused(tmp_path):
                                    "--set", "train_base=tiny", "--set", "scoring.enabled=true",
                                    "--set", f"scoring.masks={tmp_path / 'nope'}"])
     assert out.exit_code == 1 and "scoring masks" in out.output and "nope" in out.output, out.output
+
+
+def test_a_sweep_reading_cached_targets_that_were_never_written_is_refused(tmp_path):
+    """Trainings with encoder.targets=cache read what `repa-study data encode` wrote; no sweep stage writes it, so a
+    missing cache is found before submission (naming the command), not in every training after queueing."""
+    out = CliRunner().invoke(cli, ["sweep", "check", "smoke", *SMALL, "--set", "cached_targets=[mae-vit-l]"])
+    assert out.exit_code == 1 and "mae-vit-l has no target cache" in out.output and "data encode" in out.output, \
+        out.output
+    assert "dinov2-vit-b has no target cache" not in out.output  # the other encoder runs online
