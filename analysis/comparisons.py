@@ -341,7 +341,8 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
                        f"Each interval holds at {100 * float(comp['level'].iloc[0]):g}% on its own: among "
                        f"{len(comp)} comparisons, if no difference were real, about "
                        f"{(1 - float(comp['level'].iloc[0])) * len(comp):.2g} would look distinguishable by chance. "
-                       f"Seed noise is not all the variation: another machine or thread count can shift every run.")
+                       "Seed noise is not all the variation: another machine (its CPU kernels round differently) "
+                       "can shift every run (docs/analysis.md).")
         else:
             out.append("Only one seed per cell: there is no seed-noise estimate, so no difference below is tested "
                        "against noise.")

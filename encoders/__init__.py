@@ -16,7 +16,7 @@ from .variants import parse_variant
 _LAZY = {
     "MissingWeightsError": ".build", "UnsafeWeightsError": ".build", "find_weights": ".build",
     "WeightsOnDisk": ".build", "build_model": ".build", "local_weights_file": ".build",
-    "local_weights_path": ".build", "trunk_params": ".build", "weights_dir": ".build",
+    "local_weights_path": ".build", "trunk_params": ".build", "weights_dir": ".build", "uses_shipped_weights": ".build",
     "check_encoder": ".check",
     "Encoder": ".encoder", "UnknownEncoderError": ".encoder", "cache_key": ".encoder", "get_encoder": ".encoder",
     "get_spec": ".encoder", "list_encoders": ".encoder", "resolve_name": ".encoder",
@@ -27,7 +27,7 @@ __all__ = [
     "UnknownEncoderError", "UnsafeWeightsError", "WeightsOnDisk", "find_weights", "build_model", "check_encoder",
     "get_encoder", "get_spec", "list_encoders", "load_catalog", "local_weights_file", "local_weights_path",
     "parse_catalog", "parse_variant", "resolve_name", "trunk_params",
-    "weights_dir",
+    "weights_dir", "uses_shipped_weights",
 ]
 
 

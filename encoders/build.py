@@ -106,7 +106,8 @@ def _timm_source_hint(spec: EncoderSpec) -> str:
 def conv_stem_patch_embed(*args, **kwargs) -> nn.Module:
     """timm's ``PatchEmbed`` with a small conv stem as its projection (two 3x3 convs, then a strided conv to the
     patch grid): the local inductive bias that lets the miniature's tiny ViTs learn the synthetic shapes in
-    hundreds of steps, not tens of thousands. Named in a catalog entry as ``create_kwargs: {embed_layer: conv-stem}``."""
+    hundreds of steps, not tens of thousands. Named in a catalog entry as
+    ``create_kwargs: {embed_layer: conv-stem}``."""
     from timm.layers import PatchEmbed
 
     embed = PatchEmbed(*args, **kwargs)
@@ -272,10 +273,27 @@ def local_weights_path(spec: EncoderSpec) -> Path:
     return weights_dir() / "local" / f"{spec.name}-{spec.fingerprint()}.safetensors"
 
 
+#: Weights of ``local`` entries shipped with the package (``<name>-<fingerprint>.safetensors``): pretraining is
+#: deterministic on one machine but chaotic across CPU instruction sets (mini-sup's loss at step 80: 3.4433 with
+#: AVX-512 kernels, 3.4036 with AVX2), so the embedded study ships the weights it was measured with. A changed recipe
+#: changes the fingerprint and trains its own; ``repa-study encoders pretrain NAME --force`` retrains.
+SHIPPED_LOCAL_WEIGHTS = Path(__file__).parent / "weights"
+
+
 def local_weights_file(spec: EncoderSpec) -> Path:
     """The file a ``local`` entry's pretrained weights load from: a user's ``$REPA_STUDY_WEIGHTS/<name>.*`` if
-    there is one, else :func:`local_weights_path` (which may not exist yet)."""
-    return _local_file(spec) or local_weights_path(spec)
+    there is one, else :func:`local_weights_path` if it was trained here, else the shipped file for this exact
+    recipe, else :func:`local_weights_path` (which may not exist yet)."""
+    own = _local_file(spec) or local_weights_path(spec)
+    if own.is_file():
+        return own
+    shipped = SHIPPED_LOCAL_WEIGHTS / own.name
+    return shipped if shipped.is_file() else own
+
+
+def uses_shipped_weights(spec: EncoderSpec) -> bool:
+    """Whether a ``local`` entry loads the weights shipped with the package (none trained or put here)."""
+    return spec.source == "local" and local_weights_file(spec).parent == SHIPPED_LOCAL_WEIGHTS
 
 
 def _build_local(spec: EncoderSpec, weights: Weights) -> nn.Module:

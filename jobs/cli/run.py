@@ -48,6 +48,14 @@ def findings_text(report: Path | None) -> str:
     return ("Findings at this scale:\n" + "\n".join(f"  - {f}" for f in found) + "\n") if found else ""
 
 
+def _shipped_encoders(names: list[str]) -> list[str]:
+    """The local entries among ``names`` (variants resolve to their base) that load the package's weights."""
+    import encoders
+
+    bases = dict.fromkeys(encoders.get_spec(n).name for n in names)
+    return [b for b in bases if encoders.uses_shipped_weights(encoders.get_spec(b))]
+
+
 def _report_path(store, jobs) -> Path | None:
     analyze = [j.job_id for j in jobs if j.stage == "analyze"]
     runs = store.read("runs")
@@ -105,6 +113,10 @@ def run_cmd(spec_arg: str | None, spec_name: str | None, overrides: tuple[str, .
         trained = pretrain_missing(names, workers=spec.executor.local_workers)
         if trained:
             click.echo(f"  pretrained {', '.join(trained)} in {time.perf_counter() - t0:.0f} s", err=True)
+        shipped = _shipped_encoders(names)
+        if shipped:
+            click.echo(f"  {', '.join(shipped)}: the weights shipped with the package (the ones the README's figures "
+                       f"were measured with; `repa-study encoders pretrain NAME --force` trains your own)", err=True)
     sub = submit_sweep(spec, store.root, executor=executor, wait=True)
     elapsed = time.perf_counter() - t0
     click.echo("")

@@ -50,6 +50,7 @@ def test_run_defaults_to_the_miniature_and_pretrains_its_local_encoders_first(tm
                                       "--set", "executor.group_methods=false"])
     assert result.exit_code == 0, result.output
     assert "sweep 'mini-quick'" in result.output and "pretrained mini-sup, mini-mim" in result.output
+    assert "mini-sup, mini-mim: the weights shipped with the package" in result.output
     assert asked == [(["mini-sup", "mini-mim", "mini-random", "mini-sup@clsmix=0.5", "mini-sup@clsmix=1.0",
                        "mini-sup", "mini-mim", "mini-random"], 2)]
     assert "none" in result.output and "vanilla" in result.output  # the baseline's row in the summary table

@@ -5,6 +5,7 @@ import torch
 from click.testing import CliRunner
 
 import encoders
+import encoders.build
 from encoders import CatalogError, MissingWeightsError, get_encoder, parse_catalog
 from study.pretrain import needs_pretraining, pretrain_encoder
 
@@ -54,7 +55,8 @@ def test_supervised_pretraining_beats_random_init_on_lp():
     assert trained > untrained + 0.10, (trained, untrained)
 
 
-def test_missing_local_weights_say_which_command_makes_them():
+def test_missing_local_weights_say_which_command_makes_them(monkeypatch, tmp_path):
+    monkeypatch.setattr(encoders.build, "SHIPPED_LOCAL_WEIGHTS", tmp_path)  # as for a recipe nothing was shipped for
     assert needs_pretraining("mini-sup") and needs_pretraining("mini-sup@clsmix=0.5")
     assert not needs_pretraining("mini-random") and not needs_pretraining("mini-sup", "tiny")
     with pytest.raises(MissingWeightsError, match="repa-study encoders pretrain mini-sup"):
@@ -63,6 +65,25 @@ def test_missing_local_weights_say_which_command_makes_them():
         pretrain_encoder("dinov2-vit-b")
     with pytest.raises(ValueError, match="recipe 'none'"):
         pretrain_encoder("mini-random")
+
+
+def test_the_embedded_study_ships_its_encoders_weights_and_a_trained_file_wins():
+    """mini-sup and mini-mim load without pretraining, from the files shipped for their exact recipes (pretraining
+    is chaotic across CPU instruction sets: see encoders.build.SHIPPED_LOCAL_WEIGHTS); weights trained here win."""
+    for name in ("mini-sup", "mini-mim"):
+        spec = encoders.get_spec(name)
+        shipped = encoders.build.SHIPPED_LOCAL_WEIGHTS / f"{name}-{spec.fingerprint()}.safetensors"
+        assert shipped.is_file(), (f"no shipped weights for {name}'s recipe: run `repa-study encoders pretrain {name}`"
+                                   f" and copy the file to {shipped.parent}")
+        assert not needs_pretraining(name) and encoders.local_weights_file(spec) == shipped
+        assert encoders.uses_shipped_weights(spec)
+    enc = get_encoder("mini-sup@clsmix=0.5", weights="pretrained")
+    assert enc.encode(torch.zeros(1, 3, 32, 32, dtype=torch.uint8))["patch"].shape == (1, 256, 64)
+    spec = encoders.get_spec("mini-sup")
+    trained = encoders.local_weights_path(spec)  # as `repa-study encoders pretrain mini-sup --force` leaves it
+    trained.parent.mkdir(parents=True)
+    trained.write_bytes((encoders.build.SHIPPED_LOCAL_WEIGHTS / trained.name).read_bytes())
+    assert encoders.local_weights_file(spec) == trained and not encoders.uses_shipped_weights(spec)
 
 
 def test_random_control_is_seeded_and_has_a_cls_token():
@@ -178,6 +199,7 @@ def test_pretraining_workers_log_at_the_callers_level(monkeypatch):
 
     monkeypatch.setattr(concurrent.futures, "ProcessPoolExecutor", Pool)
     monkeypatch.setattr(local, "needs_pretraining", lambda name, weights="pretrained": True)
-    assert local.pretrain_missing(["mini-sup", "mini-mim", "mini-sup@clsmix=0.5"], workers=2) == ["mini-sup", "mini-mim"]
+    trained = local.pretrain_missing(["mini-sup", "mini-mim", "mini-sup@clsmix=0.5"], workers=2)
+    assert trained == ["mini-sup", "mini-mim"]
     assert seen["initializer"] is setup_logging and seen["names"] == ["mini-sup", "mini-mim"]
     assert seen["initargs"] == (logging.getLogger("repa_study").getEffectiveLevel(),)
