@@ -6,7 +6,7 @@ import json
 import click
 
 from jobs.cli.sampler_options import sampler_options
-from study.config import SamplerSettings
+from study.config import EXTRACTORS, SamplerSettings
 
 
 @click.group("eval")
@@ -25,9 +25,10 @@ def eval_group() -> None:
                    "with the literature need ADM's npz).")
 @click.option("--ref-n", type=click.IntRange(min=2), default=None,
               help="Use only the first N reference images when computing statistics from a dataset.")
-@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True,
+@click.option("--extractor", type=click.Choice(EXTRACTORS), default="inception", show_default=True,
               help="inception: torch-fidelity InceptionV3 (ADM protocol, column fid); synthetic: small CNN trained "
-                   "on the synthetic data (offline small data, column fd_synthetic).")
+                   "on the synthetic data (offline small data, column fd_synthetic); layout: a CNN that also sees "
+                   "where the synthetic shapes are and their outline (column fd_layout).")
 @sampler_options
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True,
               help="Batch size for sampling and feature extraction.")
@@ -73,9 +74,9 @@ def _extractor(name: str, dataset: str, inception_weights: str | None, device: s
 @click.argument("samples", type=click.Path(exists=True))
 @click.option("--ref", required=True, help="ADM reference batch (.npz) or dataset spec.")
 @click.option("--n", "n", type=click.IntRange(min=2), default=None, help="Use the first N samples (default: all).")
-@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True)
+@click.option("--extractor", type=click.Choice(EXTRACTORS), default="inception", show_default=True)
 @click.option("--dataset", default="synthetic", show_default=True,
-              help="Dataset the synthetic extractor is trained on (ignored for inception).")
+              help="Dataset the synthetic or layout extractor is made for (ignored for inception).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)
 @click.option("--device", default=None)
 @click.option("--inception-weights", type=click.Path(dir_okay=False), default=None)
@@ -97,8 +98,8 @@ def samples_cmd(samples: str, ref: str, n: int | None, extractor: str, dataset: 
 
 @eval_group.command("reference")
 @click.argument("ref")
-@click.option("--extractor", type=click.Choice(["inception", "synthetic"]), default="inception", show_default=True)
-@click.option("--dataset", default=None, help="Dataset the synthetic extractor is trained on (default: REF).")
+@click.option("--extractor", type=click.Choice(EXTRACTORS), default="inception", show_default=True)
+@click.option("--dataset", default=None, help="Dataset the synthetic or layout extractor is made for (default: REF).")
 @click.option("--split", default="train", show_default=True, help="Dataset split (dataset specs only).")
 @click.option("--n", "n", type=click.IntRange(min=2), default=None, help="Use the first N images (default: all).")
 @click.option("--batch-size", type=click.IntRange(min=1), default=64, show_default=True)

@@ -28,8 +28,9 @@ ROUNDINGS: tuple[str, ...] = get_args(Rounding)
 #: Training precision: ``auto`` = bf16 autocast on GPU, fp32 on CPU.
 Precision = Literal["auto", "bf16", "fp32"]
 PRECISIONS: tuple[str, ...] = get_args(Precision)
-#: Feature extractors of generation metrics: InceptionV3 (FID) or the small-data CNN (``fd_synthetic``).
-Extractor = Literal["inception", "synthetic"]
+#: Feature extractors of generation metrics: InceptionV3 (FID), the small-data CNN (``fd_synthetic``) or the
+#: layout-sensitive CNN for the synthetic shapes (``fd_layout``, study.evaluation.layout).
+Extractor = Literal["inception", "synthetic", "layout"]
 EXTRACTORS: tuple[str, ...] = get_args(Extractor)
 #: Training objectives (``study.objectives``): velocity (flow matching), MeanFlow's average velocity, x-prediction.
 ObjectiveKind = Literal["flow", "meanflow", "xpred"]

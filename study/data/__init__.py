@@ -18,6 +18,7 @@ from .codecs import (GridMismatchError, IdentityCodec, LatentStats, SDVAECodec, 
 from .dataset import SYNTHETIC_DEFAULTS, DatasetError, ImageDataset, SyntheticDataset, collate, parse_synthetic_spec
 from .folder import verify_images
 from .prepare import compute_latent_stats, parse_shard, prepare_split, shards_of_task
+from .synthetic import make_synthetic
 from .targets import TARGETS_FORMAT, TargetCache, TargetCacheError, open_target_caches, targets_dir, write_targets
 
 __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "collate", "parse_synthetic_spec",
@@ -25,7 +26,7 @@ __all__ = ["open_dataset", "ImageDataset", "SyntheticDataset", "DatasetError", "
            "check_token_grid", "latents_from_moments", "load_sd_vae", "get_codec", "to_unit", "to_uint8",
            "prepare_split", "compute_latent_stats", "parse_shard", "shards_of_task", "stored_latents", "check_dataset",
            "verify_images", "TargetCache", "TargetCacheError", "TARGETS_FORMAT", "targets_dir", "write_targets",
-           "open_target_caches"]
+           "open_target_caches", "make_synthetic"]
 
 
 def open_dataset(spec: str, split: str = "train", *, size: int | None = None,

@@ -1,20 +1,26 @@
 """Pluggable feature extractors for generation metrics, and the small-data extractor trained on synthetic data.
 
 An extractor is a callable ``uint8 [B,3,H,W] -> {"pool": [B,d], ...}`` (float32, CPU) with attributes ``name``
-(``"inception"`` or ``"synthetic"``), ``id`` (weights + preprocessing, for caches), ``outputs`` (the keys it
-returns) and ``stats_prefix`` (what statistics are labelled with, so statistics of different extractors are never
+(``"inception"``, ``"synthetic"`` or ``"layout"``), ``id`` (weights + preprocessing, for caches), ``outputs`` (the
+keys it returns) and ``stats_prefix`` (what statistics are labelled with, so statistics of different extractors are never
 compared). ``get_extractor(name)`` builds one.
 
 The synthetic extractor exists because no Inception-quality network is available offline for the embedded tiny
 study: a small CNN, trained deterministically (fixed seed, one thread) to classify the synthetic dataset, cached
 under ``cache_dir("extractors")`` as a safetensors file (tensors only: a file planted there cannot run code; a
 damaged one is retrained). Its Fréchet distance is reported as ``fd_synthetic``, never as ``fid``.
+
+Shipped weights: training is deterministic on one machine but chaotic across CPU instruction sets (AVX-512, AVX2,
+scalar kernels round differently and 600 SGD steps amplify it). Measured on the same 256 samples: fd_synthetic 357
+(AVX-512), 284 (AVX2), 493 (scalar), while the SiT that made them trains to the same numbers under AVX-512 and AVX2
+(fd 348.0 both). So the embedded study's extractors are shipped in ``study/evaluation/weights/`` (trained once with
+the default recipe): every machine measures with the same ruler. Another dataset or recipe trains its own.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Protocol
+from typing import Any, Callable, Iterable, Iterator, Protocol
 
 import numpy as np
 import torch
@@ -26,10 +32,15 @@ from study.common import atomic_path, cache_dir, cpu_threads, get_logger, progre
 from study.config import EXTRACTORS, StrictModel, config_hash
 
 __all__ = ["FeatureExtractor", "ExtractorConfig", "SmallCNN", "SyntheticExtractor", "train_small_cnn",
-           "load_synthetic_extractor", "get_extractor", "extract_features", "iter_features", "metric_name"]
+           "load_synthetic_extractor", "get_extractor", "extract_features", "iter_features", "metric_name",
+           "SHIPPED_WEIGHTS", "find_trained", "save_trained"]
 
 _log = get_logger(__name__)
 _CODE_VERSION = 1  # bump when SmallCNN/training changes, so cached extractors are retrained
+#: Extractor weights shipped with the package (see the module docstring), named like the cache files.
+SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
+
+
 
 
 class FeatureExtractor(Protocol):
@@ -122,14 +133,15 @@ def train_small_cnn(images: torch.Tensor, labels: torch.Tensor, num_classes: int
 
 
 class SyntheticExtractor:
-    """A trained :class:`SmallCNN` as a feature extractor (``pool`` = its ``dim``-d features)."""
+    """A trained :class:`SmallCNN` as a feature extractor (``pool`` = its ``dim``-d features); the base of the other
+    small-data extractors (a network with ``features``, an id ``<name>-<key>``)."""
 
     name = "synthetic"
     outputs = ("pool",)
 
-    def __init__(self, model: SmallCNN, key: str, meta: dict[str, Any] | None = None):
+    def __init__(self, model: nn.Module, key: str, meta: dict[str, Any] | None = None):
         self.model = model.eval()
-        self.id = f"synthetic-{key}"
+        self.id = f"{self.name}-{key}"
         self.stats_prefix = self.id
         self.meta = meta or {}
 
@@ -162,38 +174,61 @@ def load_synthetic_extractor(dataset: str | Any = "synthetic", cfg: ExtractorCon
 
         dataset = open_dataset(dataset, "train")
     key = _cache_key(str(dataset.id), cfg)
-    path = cache_dir("extractors") / f"synthetic-{key}.safetensors"
-    if path.is_file() and not retrain and (cached := _load_cached(path, key, cfg)) is not None:
-        return cached
+    filename = f"synthetic-{key}.safetensors"
+    found = find_trained(filename, lambda k: SmallCNN(k, cfg.width, cfg.dim, cfg.input_size), retrain=retrain)
+    if found is not None:
+        return SyntheticExtractor(found[0], key, found[1])
     from results.provenance import now_iso, provenance
 
     images, labels, num_classes = _dataset_tensors(dataset, cfg.n_train)
-    _log.info("training the synthetic feature extractor on %d images of %s (cached at %s)", len(images),
-              dataset.id, path)
+    _log.info("training the synthetic feature extractor on %d images of %s (cached as %s)", len(images),
+              dataset.id, filename)
     model = train_small_cnn(images, labels, num_classes, cfg)
     with torch.no_grad():
         acc = float((model(images).argmax(1) == labels).float().mean())
     meta = {"dataset": str(dataset.id), "config": cfg.model_dump(), "train_accuracy": acc,
             "created_at": now_iso(), **provenance()}
-    from safetensors.torch import save_file
-
-    with atomic_path(path) as tmp:
-        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
-                  metadata={"num_classes": str(num_classes), "meta": json.dumps(meta, default=str)})
+    save_trained(filename, model, num_classes, meta)
     return SyntheticExtractor(model, key, meta)
 
 
-def _load_cached(path: Path, key: str, cfg: ExtractorConfig) -> SyntheticExtractor | None:
-    """The cached extractor, or None (with a warning) when the file does not load: it is then trained again."""
+def find_trained(filename: str, build: Callable[[int], nn.Module], *,
+                 retrain: bool = False) -> tuple[nn.Module, dict[str, Any]] | None:
+    """A trained extractor network and its metadata: ``cache_dir("extractors")/filename``, else the shipped file of
+    that name; None when neither loads (or ``retrain``): the caller trains it. ``build(num_classes)`` makes the
+    untrained network the tensors load into."""
+    if retrain:
+        return None
+    for path in (cache_dir("extractors") / filename, SHIPPED_WEIGHTS / filename):
+        if path.is_file() and (found := _read_trained(path, build)) is not None:
+            if path.parent == SHIPPED_WEIGHTS:
+                _log.info("feature extractor: the shipped weights %s (the same on every machine)", filename)
+            return found
+    return None
+
+
+def save_trained(filename: str, model: nn.Module, num_classes: int, meta: dict[str, Any]) -> Path:
+    """Write a trained extractor network to ``cache_dir("extractors")/filename`` (atomic; safetensors)."""
+    from safetensors.torch import save_file
+
+    path = cache_dir("extractors") / filename
+    with atomic_path(path) as tmp:
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp),
+                  metadata={"num_classes": str(num_classes), "meta": json.dumps(meta, default=str)})
+    return path
+
+
+def _read_trained(path: Path, build: Callable[[int], nn.Module]) -> tuple[nn.Module, dict[str, Any]] | None:
+    """The network in ``path``, or None (with a warning) when the file does not load: it is then trained again."""
     from safetensors import safe_open
     from safetensors.torch import load_file
 
     try:
         with safe_open(str(path), "pt") as fh:
             info = fh.metadata() or {}
-        model = SmallCNN(int(info["num_classes"]), cfg.width, cfg.dim, cfg.input_size)
+        model = build(int(info["num_classes"]))
         model.load_state_dict(load_file(str(path)))
-        return SyntheticExtractor(model, key, json.loads(info["meta"]))
+        return model.eval().requires_grad_(False), json.loads(info["meta"])
     except Exception as exc:  # noqa: BLE001 - a damaged or foreign file: whatever the reader says, retrain
         _log.warning("cached extractor %s does not load (%s: %s); training it again", path, type(exc).__name__,
                      str(exc).splitlines()[0][:200] if str(exc) else "")
@@ -202,13 +237,18 @@ def _load_cached(path: Path, key: str, cfg: ExtractorConfig) -> SyntheticExtract
 
 def get_extractor(name: str, *, dataset: str | Any = "synthetic", weights_path: str | Path | None = None,
                   device: str | None = None) -> FeatureExtractor:
-    """``"inception"`` (torch-fidelity InceptionV3, ADM protocol) or ``"synthetic"`` (small CNN for ``dataset``)."""
+    """``"inception"`` (torch-fidelity InceptionV3, ADM protocol), ``"synthetic"`` (small CNN for ``dataset``) or
+    ``"layout"`` (the layout-sensitive CNN for the synthetic shapes, :mod:`study.evaluation.layout`)."""
     if name == "inception":
         from study.evaluation.inception import InceptionExtractor
 
         return InceptionExtractor(weights_path, device=device)
     if name == "synthetic":
         return load_synthetic_extractor(dataset)
+    if name == "layout":
+        from study.evaluation.layout import load_layout_extractor
+
+        return load_layout_extractor(dataset)
     raise ValueError(f"unknown feature extractor {name!r}; choose one of {', '.join(EXTRACTORS)}")
 
 
