@@ -19,7 +19,7 @@ from typing import Any, Callable
 import torch
 
 __all__ = ["FLOPS_FILE", "SD_VAE_CONFIG", "SD_VAE_DOWNSAMPLE", "count_flops", "sit_key", "sit_flops", "projector_flops", "encoder_key",
-           "encoder_flops", "sd_vae_encode_flops", "sd_vae_decode_flops", "inception_flops", "small_cnn_flops",
+           "encoder_flops", "sd_vae_encode_flops", "sd_vae_decode_flops", "inception_flops", "small_cnn_flops", "layout_cnn_flops",
            "FlopTable", "flop_table"]
 
 FLOPS_FILE = Path(__file__).resolve().parent / "flops.json"
@@ -162,6 +162,17 @@ def inception_flops() -> int:
     return count_flops(lambda: net(x))
 
 
+def layout_cnn_flops(num_classes: int = 10) -> int:
+    """The layout-sensitive extractor (``study.evaluation.LayoutCNN``, default recipe) on one image."""
+    from study.evaluation import LayoutCNN, LayoutConfig
+
+    cfg = LayoutConfig()
+    with torch.device("meta"):
+        net = LayoutCNN(num_classes, cfg.width, cfg.dim_global, cfg.spatial_ch).eval()
+    x = torch.zeros(1, 3, net.input_size, net.input_size, device="meta")
+    return count_flops(lambda: net.head(net._features(net._trunk(x)[1])))
+
+
 def small_cnn_flops(num_classes: int = 10) -> int:
     """The synthetic-data extractor (``study.evaluation.extractor.SmallCNN``, default recipe) on one image."""
     from study.evaluation import ExtractorConfig, SmallCNN
@@ -228,6 +239,9 @@ class FlopTable:
 
     def small_cnn(self, num_classes: int) -> int:
         return int(self.get(f"small-cnn|c{num_classes}", lambda: small_cnn_flops(num_classes)))
+
+    def layout_cnn(self, num_classes: int) -> int:
+        return int(self.get(f"layout-cnn|c{num_classes}", lambda: layout_cnn_flops(num_classes)))
 
     def save(self, path: Path | None = None) -> Path:
         from study.common import atomic_write_json

@@ -184,4 +184,6 @@ def sample_work(table: Any, *, size: str, input_size: int, in_channels: int, num
 
 
 def extractor_flops(table: Any, extractor: str, num_classes: int) -> int:
-    return table.inception() if extractor == "inception" else table.small_cnn(num_classes)
+    if extractor == "inception":
+        return table.inception()
+    return table.layout_cnn(num_classes) if extractor == "layout" else table.small_cnn(num_classes)

@@ -2,8 +2,8 @@
 
 An extractor is a callable ``uint8 [B,3,H,W] -> {"pool": [B,d], ...}`` (float32, CPU) with attributes ``name``
 (``"inception"``, ``"synthetic"`` or ``"layout"``), ``id`` (weights + preprocessing, for caches), ``outputs`` (the
-keys it returns) and ``stats_prefix`` (what statistics are labelled with, so statistics of different extractors are never
-compared). ``get_extractor(name)`` builds one.
+keys it returns) and ``stats_prefix`` (what statistics are labelled with, so statistics of different extractors are
+never compared). ``get_extractor(name)`` builds one.
 
 The synthetic extractor exists because no Inception-quality network is available offline for the embedded tiny
 study: a small CNN, trained deterministically (fixed seed, one thread) to classify the synthetic dataset, cached
@@ -39,8 +39,6 @@ _log = get_logger(__name__)
 _CODE_VERSION = 1  # bump when SmallCNN/training changes, so cached extractors are retrained
 #: Extractor weights shipped with the package (see the module docstring), named like the cache files.
 SHIPPED_WEIGHTS = Path(__file__).parent / "weights"
-
-
 
 
 class FeatureExtractor(Protocol):
@@ -194,12 +192,13 @@ def load_synthetic_extractor(dataset: str | Any = "synthetic", cfg: ExtractorCon
 
 def find_trained(filename: str, build: Callable[[int], nn.Module], *,
                  retrain: bool = False) -> tuple[nn.Module, dict[str, Any]] | None:
-    """A trained extractor network and its metadata: ``cache_dir("extractors")/filename``, else the shipped file of
-    that name; None when neither loads (or ``retrain``): the caller trains it. ``build(num_classes)`` makes the
-    untrained network the tensors load into."""
+    """A trained extractor network and its metadata: the shipped file ``filename`` (first, so that an extractor
+    cached by an older version on this machine never replaces the common ruler), else
+    ``cache_dir("extractors")/filename``; None when neither loads (or ``retrain``): the caller trains it.
+    ``build(num_classes)`` makes the untrained network the tensors load into."""
     if retrain:
         return None
-    for path in (cache_dir("extractors") / filename, SHIPPED_WEIGHTS / filename):
+    for path in (SHIPPED_WEIGHTS / filename, cache_dir("extractors") / filename):
         if path.is_file() and (found := _read_trained(path, build)) is not None:
             if path.parent == SHIPPED_WEIGHTS:
                 _log.info("feature extractor: the shipped weights %s (the same on every machine)", filename)

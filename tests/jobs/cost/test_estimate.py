@@ -53,6 +53,15 @@ def test_shipped_table_agrees_with_a_fresh_count():
         _sit_analytic("XL", 32, 4), rel=0.02)
 
 
+def test_each_small_data_extractor_is_costed_as_itself():
+    from jobs.cost.work import extractor_flops
+
+    table = FlopTable()
+    small, layout = extractor_flops(table, "synthetic", 10), extractor_flops(table, "layout", 10)
+    # the layout CNN's second 3x3 conv alone (32 -> 32 channels at 32 x 32 px) is 2 x 9 x 32 x 32 x 1024 FLOPs
+    assert layout > 2 * small > 0 and layout > 2 * 9 * 32 * 32 * 1024
+
+
 def test_train_work_is_three_times_the_trained_forward_plus_the_encoder():
     table = flop_table()
     common = dict(size="SiT-B/2", input_size=32, in_channels=4, num_classes=1000, patch_size=None, qk_norm=False,
