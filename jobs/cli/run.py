@@ -85,11 +85,12 @@ def run_cmd(spec_arg: str | None, spec_name: str | None, overrides: tuple[str, .
     """Run the embedded default study end to end on this machine (no cluster, no GPU, no downloads).
 
     SPEC (or --spec) is a shipped sweep name or a YAML path; default ``mini-quick``, the study in miniature within
-    15 minutes on 2 CPU cores: tiny encoders it pretrains on synthetic shapes (supervised, masked-patch, random
-    init, CLS-mixing variants), a tiny SiT trained vanilla, with REPA and with iREPA, two seeds, the small-data
-    Frechet distance, spatial metrics and linear probes; ``mini`` is the same design trained 4x longer. It
-    pretrains the sweep's local encoders, runs the jobs on the local executor, analyzes them, then prints the
-    findings, a summary table and where the report is. ``smoke`` is the 3-minute pipeline check.
+    12 minutes on 2 CPU cores: tiny encoders pretrained on synthetic shapes (supervised, masked-patch, random init,
+    CLS-mixing variants; their weights ship with the package), a tiny SiT trained vanilla, with REPA and with
+    iREPA, two seeds, the small-data Frechet distance, spatial metrics and linear probes; ``mini`` is the same
+    design trained 4x longer. It pretrains the sweep's local encoders that have no weights, runs the jobs on the
+    local executor, analyzes them, then prints the findings, a summary table and where the report is. ``smoke`` is
+    the 3-minute pipeline check.
     Re-running resumes: finished jobs are skipped.
     """
     from jobs.cli.sweep import status_text
