@@ -68,6 +68,14 @@ class ExtractorConfig(StrictModel):
     seed: int = 0
 
 
+def network_input(images: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 images -> [-1, 1] floats at ``size`` x ``size`` (bilinear, antialiased): the small-data CNNs' input."""
+    x = images.float() / 127.5 - 1.0
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x
+
+
 class SmallCNN(nn.Module):
     """Three conv stages (stride-2 downsampling) + global average pool -> ``dim`` features -> class logits."""
 
@@ -85,11 +93,7 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(dim, num_classes)
 
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
-        x = images.float() / 127.5 - 1.0
-        if x.shape[-1] != self.input_size or x.shape[-2] != self.input_size:
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-        return x
+        return network_input(images, self.input_size)
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return self.body(self.preprocess(images)).mean(dim=(2, 3))

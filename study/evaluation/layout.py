@@ -26,7 +26,7 @@ import torch.nn.functional as F
 
 from study.common import cpu_threads, get_logger
 from study.config import StrictModel, config_hash
-from study.evaluation.extractor import SyntheticExtractor, find_trained, save_trained
+from study.evaluation.extractor import SyntheticExtractor, find_trained, network_input, save_trained
 
 __all__ = ["LayoutConfig", "LayoutCNN", "LayoutExtractor", "train_layout_cnn", "load_layout_extractor",
            "layout_training_set"]
@@ -77,11 +77,7 @@ class LayoutCNN(nn.Module):
     def preprocess(self, images: torch.Tensor) -> torch.Tensor:
         if images.dtype != torch.uint8 or images.ndim != 4 or images.shape[1] != 3:
             raise ValueError(f"expected uint8 images [B,3,H,W], got {images.dtype} {tuple(images.shape)}")
-        x = images.float() / 127.5 - 1.0
-        if x.shape[-2:] != (self.input_size, self.input_size):
-            x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False,
-                              antialias=True)
-        return x
+        return network_input(images, self.input_size)
 
     def _trunk(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         h8 = self.s3(self.s2(self.stem(x)))
