@@ -26,7 +26,7 @@ import torch
 
 from jobs.cost.gpus import GpuSpec
 
-__all__ = ["BYTES_PER_PARAM", "HBM_EFFICIENCY", "FixedStep", "trained_params", "step_seconds", "REPAE_PARAMS"]
+__all__ = ["BYTES_PER_PARAM", "HBM_EFFICIENCY", "FixedStep", "trained_params", "REPAE_PARAMS"]
 
 #: Bytes moved per trained fp32 parameter per step (the casts: per micro-batch).
 BYTES_PER_PARAM = {"fused AdamW (clip as grad_scale)": 32, "gradient norm": 4, "EMA (foreach lerp)": 12,
