@@ -20,6 +20,7 @@ from scipy import stats
 
 from analysis.clsmix import clsmix_points, parse_variant
 from analysis.correlate import MIN_ENCODERS, POWER, STRONG_R, detectable_r
+from analysis.design import design_sentence
 from analysis.display import display_value
 from results import FID, LP_TOP1, NO_ENCODER, SPATIAL_METRICS
 
@@ -320,11 +321,13 @@ def _correlation_findings(corr: pd.DataFrame, quality: str) -> list[str]:
     return out
 
 
-def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.DataFrame, quality: str) -> list[str]:
-    """Short plain-English sentences: what the study is (always first), the noise yardstick, each comparison with
-    its interval and verdict, the correlations per training method, and the CLS-mixing directions. Each is worded
-    to hold across reruns: a direction only where the interval excludes 0, "underpowered" where the comparison
-    could not reliably detect it."""
+def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.DataFrame, quality: str,
+             design: pd.DataFrame | None = None) -> list[str]:
+    """Short plain-English sentences: what the study is (always first), how independently its encoders vary LP
+    and the spatial metrics (``design``), the noise yardstick, each comparison with its interval and verdict, the
+    correlations per training method, and the CLS-mixing directions. Each is worded to hold across reruns: a
+    direction only where the interval excludes 0, "underpowered" where the comparison could not reliably detect
+    it."""
     lower = f"lower {quality} is better"
     if quality == FID:
         out = [f"These are this study's own runs, not the paper's results ({lower})."]
@@ -332,6 +335,9 @@ def findings(compare_df: pd.DataFrame, corr_df: pd.DataFrame, clsmix_df: pd.Data
         out = [f"This is a synthetic miniature (tiny encoders and SiT, quality {quality}), not the paper: it shows "
                f"how the pipeline's comparisons come out at this scale, not whether the paper's claims hold "
                f"({lower})."]
+    sentence = design_sentence(design)
+    if sentence:
+        out.append(sentence)
     comp = compare_df if compare_df is not None else pd.DataFrame()
     if len(comp):
         sd, df = float(comp["noise_sd"].iloc[0]), int(comp["df"].iloc[0])

@@ -269,8 +269,9 @@ def _build_timm_ckpt(spec: EncoderSpec, weights: Weights) -> nn.Module:
 
 def local_weights_path(spec: EncoderSpec) -> Path:
     """Where ``repa-study encoders pretrain`` puts a ``local`` entry's weights: keyed by the entry's fingerprint, so
-    a changed recipe or architecture never loads weights trained for the old one."""
-    return weights_dir() / "local" / f"{spec.name}-{spec.fingerprint()}.safetensors"
+    a changed recipe or architecture never loads weights trained for the old one (controlled entries that differ only
+    in their composing rule share their student's file: :meth:`EncoderSpec.weights_fingerprint`)."""
+    return weights_dir() / "local" / f"{spec.weights_name}-{spec.weights_fingerprint()}.safetensors"
 
 
 #: Weights of ``local`` entries shipped with the package (``<name>-<fingerprint>.safetensors``): pretraining is
@@ -299,18 +300,25 @@ def uses_shipped_weights(spec: EncoderSpec) -> bool:
 def _build_local(spec: EncoderSpec, weights: Weights) -> nn.Module:
     import timm
 
+    def model() -> nn.Module:
+        vit = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
+        if spec.controlled is None:
+            return vit
+        from .controlled import ControlledNet
+
+        return ControlledNet(vit, spec.controlled, spec.prefix_tokens)
+
     if weights != "pretrained" or not spec.trained_here:  # recipe 'none': the seeded random init is the encoder
-        return timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
+        return model()
     path = local_weights_file(spec)
     if not path.is_file():
         raise MissingWeightsError(
             f"encoder {spec.name!r} is trained by this project ({spec.pretrain.recipe}, {spec.pretrain.steps} steps "
             f"on {spec.pretrain.data}) and has not been trained here yet: run `repa-study encoders pretrain "
             f"{spec.name}` (minutes on a CPU); it writes {path}. Sweeps and `repa-study run` do this themselves.")
-    state = _load_checkpoint(path)
-    model = timm.create_model(spec.model_id, pretrained=False, **_timm_kwargs(spec, weights))
-    model.load_state_dict(state, strict=True)
-    return model
+    net = model()
+    net.load_state_dict(_load_checkpoint(path), strict=True)
+    return net
 
 
 def _build_hf(spec: EncoderSpec, weights: Weights) -> nn.Module:
@@ -355,8 +363,9 @@ _BUILDERS = {"timm": _build_timm, "timm+ckpt": _build_timm_ckpt, "hf": _build_hf
 
 
 def init_seed(spec: EncoderSpec, weights: str) -> int:
-    """The seed of an entry's random-init weights (``tiny``/``random``): a hash of its name and the mode."""
-    return int(hashlib.sha256(f"{spec.name}|{weights}".encode()).hexdigest()[:8], 16)
+    """The seed of an entry's random-init weights (``tiny``/``random``): a hash of its name (a controlled entry's
+    student's) and the mode."""
+    return int(hashlib.sha256(f"{spec.weights_name}|{weights}".encode()).hexdigest()[:8], 16)
 
 
 def build_model(spec: EncoderSpec, weights: Weights = "pretrained") -> nn.Module:

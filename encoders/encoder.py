@@ -123,6 +123,8 @@ class Encoder:
 
     def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         spec = self.spec
+        if spec.controlled is not None:  # encoders.controlled: tokens composed from the student's class and mask
+            return self.model(x)
         if spec.source == "hf":
             hidden = self.model(pixel_values=x).last_hidden_state
             cls = hidden[:, spec.cls_index] if spec.cls_index is not None else None

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_serializer, model_validator
 
 CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
 
@@ -57,10 +57,12 @@ class Pretrain(_Strict):
 
     ``supervised``: cross-entropy on the labels from the CLS token and the mean patch token; ``mim``: SimMIM-style
     masked patch prediction (a learned mask token replaces ``mask_ratio`` of the patches, a linear head predicts
-    their pixels); ``none``: the seeded random init is the encoder (a control with no training).
+    their pixels); ``controlled``: the student of a :class:`Controlled` entry: a class head on the CLS token
+    (cross-entropy) and an object-mask head on each patch token (the fraction of the token's cell the object covers,
+    binary cross-entropy); ``none``: the seeded random init is the encoder (a control with no training).
     """
 
-    recipe: Literal["supervised", "mim", "none"]
+    recipe: Literal["supervised", "mim", "controlled", "none"]
     data: str = Field("synthetic:n=4096,size=32,classes=10,seed=0", description="dataset spec (train split)")
     steps: int = Field(0, ge=0)
     batch_size: int = Field(64, ge=1)
@@ -73,6 +75,35 @@ class Pretrain(_Strict):
     def _steps_match_recipe(self) -> "Pretrain":
         if (self.recipe == "none") != (self.steps == 0):
             raise ValueError("recipe 'none' trains nothing (steps: 0); the other recipes need steps >= 1")
+        return self
+
+
+class Controlled(_Strict):
+    """An encoder whose global information and spatial structure are set by construction (the miniature's test of
+    the paper's question): a trained student predicts each image's class and its object's mask per token, and fixed
+    random unit vectors (seeded) compose the tokens from those predictions (``encoders.controlled``)::
+
+        object = O + gain * C[group(class)]
+        layout:  token(t) = m(t) * object + (1 - m(t)) * B     (m: the predicted object fraction of token t)
+        global:  token(t) = object                             (the same token everywhere: no layout)
+        cls = object   (so NAME@clsmix=ALPHA adds alpha * object to every token, lowering LDS at the same LP)
+
+    ``groups`` merges the classes into that many groups (a fixed permutation), so a linear probe can only tell the
+    groups apart: LP falls while the layout, hence LDS/CDS/SRSS/RMSC, stays. Entries that differ only in this
+    section share one student's weights (``student`` names its file).
+    """
+
+    student: str = Field(pattern=r"^[a-z0-9][a-z0-9-]*$", description="name of the shared student's weight file")
+    kind: Literal["layout", "global"] = "layout"
+    groups: int = Field(ge=1, description="class groups the tokens can tell apart (1: no class information)")
+    gain: float = Field(1.0, ge=0, description="weight of the class vector in the object descriptor")
+    classes: int = Field(10, ge=2, description="classes of the student's training data")
+    seed: int = Field(0, description="seed of the composing vectors and of the class -> group permutation")
+
+    @model_validator(mode="after")
+    def _groups_within_classes(self) -> "Controlled":
+        if self.groups > self.classes:
+            raise ValueError(f"groups ({self.groups}) cannot exceed classes ({self.classes})")
         return self
 
 
@@ -111,6 +142,7 @@ class EncoderSpec(_Strict):
     study: bool = Field(False, description="one of the 27 encoders of the paper's correlation study")
     tiny: dict[str, Any] = Field(default_factory=dict)
     pretrain: Pretrain | None = Field(None, description="source 'local': how the project trains the weights")
+    controlled: Controlled | None = Field(None, description="tokens composed from a student's class and mask")
     notes: str = ""
 
     @field_validator("mean", "std", mode="before")
@@ -179,6 +211,11 @@ class EncoderSpec(_Strict):
         if (self.source == "local") != (self.pretrain is not None):
             raise ValueError("source 'local' needs a pretrain recipe (pretrain: {recipe: ...}), and only local "
                              "entries have one")
+        if (self.controlled is not None) != (self.pretrain is not None and self.pretrain.recipe == "controlled"):
+            raise ValueError("a controlled entry needs pretrain recipe 'controlled' (its student), and that recipe "
+                             "needs a controlled section")
+        if self.controlled is not None and self.cls_index != 0:
+            raise ValueError("a controlled entry's student has a CLS token at index 0 (prefix_tokens: 1)")
         if self.source == "hf" and self.timm_cfg_overrides:
             raise ValueError("timm_cfg_overrides only apply to timm entries (source 'timm' or 'timm+ckpt')")
         return self
@@ -203,6 +240,24 @@ class EncoderSpec(_Strict):
         """A short hash of every field: a changed entry never matches a cache made from the old one. The
         ``timm_cfg_overrides`` reasons document a check and change no feature, so they are left out."""
         blob = json.dumps(self.model_dump(mode="json", exclude={"timm_cfg_overrides"}), sort_keys=True)
+        return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+    @model_serializer(mode="wrap")
+    def _omit_no_controlled(self, handler):  # left out of dumps when unset: fingerprints from before are unchanged
+        return {k: v for k, v in handler(self).items() if not (k == "controlled" and v is None)}
+
+    @property
+    def weights_name(self) -> str:
+        """The stem of a ``local`` entry's weight file: its name, or the shared student's for a controlled entry."""
+        return self.controlled.student if self.controlled is not None else self.name
+
+    def weights_fingerprint(self) -> str:
+        """:meth:`fingerprint` over what the weights depend on: a controlled entry's name, notes and composing rule
+        are left out, so entries that differ only in those share one student."""
+        if self.controlled is None:
+            return self.fingerprint()
+        blob = json.dumps(self.model_dump(mode="json", exclude={"timm_cfg_overrides", "name", "notes", "controlled"}),
+                          sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
     def summary(self) -> dict[str, Any]:

@@ -14,6 +14,7 @@ from analysis.comparable import IncomparableRowsError, Selection, parse_select, 
 from analysis.comparisons import (baseline_methods, clsmix_direction, compare, findings, noise_sd, repa_irepa_pairs,
                                   seed_spread)
 from analysis.correlate import correlate
+from analysis.design import design_table
 from analysis.display import check_fractions
 from analysis.paper import PaperData, load_paper_data
 from results import ENCODER_METRICS, FID, NO_ENCODER
@@ -182,6 +183,7 @@ class StudyAnalysis:
     points: pd.DataFrame        # one row per (model, method, encoder): mean quality over seeds, encoder metrics
     scored: pd.DataFrame        # the points of runs aligned to an encoder (vanilla baselines left out)
     correlations: pd.DataFrame
+    design: pd.DataFrame        # r(LP, each spatial metric) across the encoders (design_table)
     comparisons: pd.DataFrame
     spread: pd.DataFrame        # per-seed values of each (model, method, encoder) cell
     noise: dict[str, Any]       # the pooled seed-to-seed sd and its degrees of freedom
@@ -251,6 +253,7 @@ def _study_analysis(gen: pd.DataFrame, encoders_df: pd.DataFrame | None, sel_map
         _log.warning("%s", notes[-1])
     smoke = smoke_reason(pd.concat([selection.rows, enc], ignore_index=True, sort=False), q)
     corr = correlation_table(scored, q, study="this study", methods=methods, n_boot=n_boot, seed=seed)
+    design = design_table(scored)
     comparisons = compare(selection.rows, q)
     sd, ndf = noise_sd(selection.rows, q)
     direction = clsmix_direction(scored, q)
@@ -262,11 +265,12 @@ def _study_analysis(gen: pd.DataFrame, encoders_df: pd.DataFrame | None, sel_map
     curves = (every_step.groupby(["model", "method", "encoder", "step"], as_index=False)[q].mean()
               if every_step["step"].nunique() > 1 else pd.DataFrame())
     return StudyAnalysis(
-        selection=selection, points=points, scored=scored, correlations=corr, comparisons=comparisons,
+        selection=selection, points=points, scored=scored, correlations=corr, design=design,
+        comparisons=comparisons,
         spread=seed_spread(selection.rows, q), noise={"sd": sd if np.isfinite(sd) else None, "df": ndf},
         direction=direction, mixing=clsmix_points(scored), curves=curves,
         gain=method_gain(points, q) if not points.empty else pd.DataFrame(),
-        pairs=repa_irepa_pairs(points["method"].unique()), findings=findings(comparisons, corr, direction, q),
+        pairs=repa_irepa_pairs(points["method"].unique()), findings=findings(comparisons, corr, direction, q, design),
         notes=notes, smoke=smoke)
 
 

@@ -100,6 +100,7 @@ def _study_context(report: Report, summary: Mapping[str, Any]) -> dict[str, Any]
         "noise_df": study.noise["df"],
         "points": _table(for_display(study.points)) if not study.points.empty else None,
         "gain": _table(study.gain) if not study.gain.empty else None,
+        "design": _table(study.design) if not study.design.empty else None,
         "spread": _table(study.spread),
     }
 

@@ -49,6 +49,8 @@ def _write_tables(report: Report, out: Path) -> None:
             study.mixing.to_csv(out / "clsmix.csv", index=False)
         if not study.gain.empty:
             study.gain.to_csv(out / "methods.csv", index=False)
+        if not study.design.empty:
+            study.design.to_csv(out / "design.csv", index=False)
     report.correlations.to_csv(out / "correlations.csv", index=False)
     (out / "correlations.md").write_text(to_markdown(report.correlations))
 

@@ -109,6 +109,9 @@ class EncoderSection(StrictModel):
     weights: EncoderWeights = "pretrained"
     bf16: bool = False              # the frozen encoder's weights in bf16 and its forward under bf16 autocast (GPU)
     targets: TargetSource = "online"  # cache: read the patch tokens `repa-study data encode` wrote (study.data.targets)
+    # average-pool the encoder's 16x16 token grid by this factor before alignment (2: 8x8), for a SiT on a coarser
+    # grid (the miniature's patch 4 at 32 px); 1 (the paper's): the SiT's grid must equal the encoder's
+    pool: int = Field(1, ge=1)
 
     @property
     def names(self) -> list[str]:
@@ -116,7 +119,8 @@ class EncoderSection(StrictModel):
 
     @model_serializer(mode="wrap")
     def _omit_online(self, handler):  # left out of dumps at its default: existing hashes unchanged
-        return {k: v for k, v in handler(self).items() if not (k == "targets" and v == "online")}
+        return {k: v for k, v in handler(self).items()
+                if not (k == "targets" and v == "online") and not (k == "pool" and v == 1)}
 
 
 class DataSection(StrictModel):

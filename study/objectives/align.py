@@ -3,6 +3,9 @@
 - ``spatial_normalize``: iREPA's spatial z-score of the encoder target over the token axis.
 - ``build_projector``: ``"mlp"`` (REPA), ``"linear"``, ``"conv"`` (iREPA: a Conv2d on the token grid).
 - ``alignment_loss``: minus the mean cosine similarity over batch and tokens.
+- ``pool_tokens``: the encoder's token grid average-pooled by an integer factor, for a SiT on a coarser grid
+  (``encoder.pool``; the miniature's 8x8 grid). Averaging whole cells is not an interpolation: a pooled token is
+  the mean of the tokens its cell covers.
 """
 from __future__ import annotations
 
@@ -12,8 +15,7 @@ from torch import nn
 
 from study.config import PROJECTOR_KINDS
 
-__all__ = ["spatial_normalize", "build_projector", "alignment_loss", "Projector"]
-
+__all__ = ["spatial_normalize", "build_projector", "alignment_loss", "Projector", "pool_tokens"]
 
 
 def spatial_normalize(x: torch.Tensor, gamma: float = 1.0, eps: float = 1e-6) -> torch.Tensor:
@@ -21,6 +23,19 @@ def spatial_normalize(x: torch.Tensor, gamma: float = 1.0, eps: float = 1e-6) ->
     if x.ndim != 3:
         raise ValueError(f"spatial_normalize expects [B, T, D] tokens, got shape {tuple(x.shape)}")
     return (x - gamma * x.mean(1, keepdim=True)) / (x.std(1, keepdim=True) + eps)
+
+
+def pool_tokens(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """Tokens ``[B, T, D]`` on a square grid -> ``[B, T / factor**2, D]``, each the mean of a ``factor x factor``
+    cell (row-major in, row-major out)."""
+    if factor == 1:
+        return x
+    b, t, d = x.shape
+    side = int(round(t ** 0.5))
+    if side * side != t or side % factor:
+        raise ValueError(f"pool_tokens: {t} tokens are not a square grid divisible by {factor}")
+    fmap = x.transpose(1, 2).reshape(b, d, side, side)
+    return F.avg_pool2d(fmap, factor).flatten(2).transpose(1, 2)
 
 
 def alignment_loss(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -10,7 +10,7 @@ import torch
 from torch import nn
 
 from study.config import TrainConfig
-from study.objectives.align import alignment_loss, spatial_normalize
+from study.objectives.align import alignment_loss, pool_tokens, spatial_normalize
 from study.objectives.objective import objective_for
 
 __all__ = ["TrainingStep"]
@@ -28,8 +28,8 @@ class TrainingStep:
     def features(self, images: torch.Tensor) -> list[torch.Tensor]:
         """Frozen encoders' patch tokens of the clean uint8 images (eval mode, ``encode``'s inference mode; bf16
         weights and compiled where the loop asked): what runs that share an encoder share (``train_group`` computes
-        them once per micro-batch)."""
-        return [enc.encode(images)["patch"] for enc in self.encoders]
+        them once per micro-batch), pooled to the SiT's grid when ``encoder.pool`` says so."""
+        return [pool_tokens(enc.encode(images)["patch"], self.cfg.encoder.pool) for enc in self.encoders]
 
     def targets(self, images: torch.Tensor, features: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
         """The alignment targets: the encoders' features, spatially normalised if the method says so."""

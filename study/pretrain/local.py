@@ -9,6 +9,9 @@ seeded data order, and one CPU thread (the same bytes whatever the machine's cor
   tokens carry the class: much global information;
 - ``mim``: SimMIM-style masked patch prediction: a learned mask token replaces ``mask_ratio`` of the patch
   embeddings, a linear head predicts the masked patches' pixels: local structure, no labels;
+- ``controlled``: the student of a controlled entry (:mod:`encoders.controlled`): cross-entropy of its class head
+  on the CLS token plus binary cross-entropy of its mask head against each patch token's object fraction (the
+  dataset's masks pooled to the token grid); the heads are kept, the entry's tokens are composed from them;
 - ``none``: nothing to train (the seeded random init is the encoder).
 
 Pretraining logs (INFO) which encoders it trains and by what recipe, then ``step/total, loss, elapsed, left`` about
@@ -118,7 +121,7 @@ class _Heads(nn.Module):
         if recipe.recipe == "supervised":
             self.cls_head = nn.Linear(dim, num_classes)
             self.patch_head = nn.Linear(dim, num_classes)
-        else:
+        elif recipe.recipe == "mim":
             self.mask_token = nn.Parameter(torch.zeros(1, 1, dim))
             nn.init.normal_(self.mask_token, std=0.02)
             self.pixel_head = nn.Linear(dim, patch_pixels)
@@ -142,12 +145,18 @@ def _patchify(x: torch.Tensor, p: int) -> torch.Tensor:
 def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor], float]:
     data = open_dataset(recipe.data, split="train")
     images, labels = data.images, data.labels
+    if recipe.recipe == "controlled":
+        if not data.has_masks:
+            raise ValueError(f"pretraining {spec.name}: the controlled recipe learns object masks, and {recipe.data} "
+                             "has none (use a synthetic: dataset)")
+        # each token's object fraction: the pixel masks averaged over the token cells
+        fractions = F.adaptive_avg_pool2d(data.masks.float()[:, None], spec.grid).flatten(1)
     torch.manual_seed(recipe.seed)
     vit = encoders.build_model(spec, "random")  # the entry's seeded init
     vit.train().requires_grad_(True)
     prep = encoders.Encoder(spec, vit, "random")  # its preprocessing (resize + normalisation)
     prefix, p = spec.prefix_tokens, spec.patch_size
-    heads = _Heads(recipe, int(vit.num_features), data.num_classes, p * p * 3)
+    heads = _Heads(recipe, int(getattr(vit, "vit", vit).num_features), data.num_classes, p * p * 3)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = max(1, recipe.steps // 20)
@@ -162,7 +171,11 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
             order += rng.permutation(len(images)).tolist()
         idx, order = order[:recipe.batch_size], order[recipe.batch_size:]
         x = prep.preprocess(images[idx])
-        if recipe.recipe == "supervised":
+        if recipe.recipe == "controlled":
+            logits, mask_logits = vit.heads(x)
+            loss = (F.cross_entropy(logits, labels[idx])
+                    + F.binary_cross_entropy_with_logits(mask_logits, fractions[idx]))
+        elif recipe.recipe == "supervised":
             y = labels[idx]
             tokens = _tokens(vit, x, heads, None)
             loss = (F.cross_entropy(heads.cls_head(tokens[:, 0]), y)
@@ -211,7 +224,12 @@ class _Progress:
 def pretrain_missing(names: list[str], workers: int = 1) -> list[str]:
     """Train, ``workers`` at a time (one process and one thread each), the local entries among ``names`` (variants
     resolve to their base) that have no weights yet; returns the entries trained."""
-    todo = list(dict.fromkeys(encoders.get_spec(n).name for n in names if needs_pretraining(n)))
+    todo, files = [], set()
+    for name in names:  # one per weight file: controlled entries that share a student train it once
+        spec = encoders.get_spec(name)
+        if needs_pretraining(name) and encoders.local_weights_path(spec) not in files:
+            files.add(encoders.local_weights_path(spec))
+            todo.append(spec.name)
     if todo:
         log.info("pretraining %d local encoder(s) that have no weights yet: %s (%d at a time, one CPU thread each)",
                  len(todo), ", ".join(todo), min(max(workers, 1), len(todo)))

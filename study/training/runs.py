@@ -23,7 +23,7 @@ from torch import nn
 
 from study.common import DistInfo, barrier, get_logger
 from study.config import TrainConfig, config_hash
-from study.data import GridMismatchError, check_token_grid
+from study.data import GridMismatchError, check_token_grid, token_grid
 from study.objectives import TrainingStep
 from study.run import (build_codec, build_denoiser, latent_stats_dict, patch_size, restore_checkpoint,
                        resume_checkpoint, run_hash, truncate_log, write_run_header)
@@ -137,20 +137,27 @@ def _changes_buffers(m: nn.Module) -> bool:
     return any(getattr(x, "track_running_stats", False) for x in m.modules())
 
 
-def encoder_dims(encoders: list, codec, image_size: int, patch: int, device: torch.device) -> list[int]:
-    """Each encoder's feature width, probed on a dummy batch (a target cache records it); a token-grid mismatch is a
-    clear error."""
+def encoder_dims(encoders: list, codec, image_size: int, patch: int, device: torch.device,
+                 pool: int = 1) -> list[int]:
+    """Each encoder's feature width, probed on a dummy batch (a target cache records it); a token-grid mismatch
+    (after ``pool``, ``encoder.pool``) is a clear error."""
     dims = []
     for enc in encoders:
         try:
-            grid = check_token_grid(codec, image_size, patch, enc.spec.grid)
+            if enc.spec.grid % pool:
+                raise GridMismatchError(f"encoder.pool={pool} does not divide the encoder's {enc.spec.grid}x"
+                                        f"{enc.spec.grid} grid")
+            grid = check_token_grid(codec, image_size, patch, enc.spec.grid // pool)
         except GridMismatchError as exc:
-            raise GridMismatchError(f"encoder {enc.name}: {exc}") from None
+            sit = token_grid(codec, image_size, patch)[0]
+            hint = (f"; or average-pool the encoder's tokens to the SiT's grid: encoder.pool={enc.spec.grid // sit}"
+                    if pool == 1 and sit < enc.spec.grid and enc.spec.grid % sit == 0 else "")
+            raise GridMismatchError(f"encoder {enc.name}: {exc}{hint}") from None
         if getattr(enc, "cached", False):  # an encoder-target cache (study.data.TargetCache): its width is recorded
             dims.append(int(enc.embed_dim))
             continue
         out = enc.encode(torch.zeros(1, 3, image_size, image_size, dtype=torch.uint8, device=device))["patch"]
-        if out.shape[1] != grid[0] * grid[1]:
+        if out.shape[1] != grid[0] * grid[1] * pool * pool:
             raise GridMismatchError(f"encoder {enc.name} gives {out.shape[1]} tokens, not the {grid[0]}x{grid[1]} "
                                     "grid its catalog entry promises")
         dims.append(out.shape[-1])
@@ -184,7 +191,7 @@ def build_run(cfg: TrainConfig, run_dir: Path, parts: RunCodec, encoders: list, 
     resumed from its newest checkpoint."""
     device = info.device
     encoders = encoders if cfg.method.align else []
-    dims = encoder_dims(encoders, parts.codec, image_size, patch_size(cfg), device)
+    dims = encoder_dims(encoders, parts.codec, image_size, patch_size(cfg), device, pool=cfg.encoder.pool)
     torch.manual_seed(cfg.seed)  # model init is identical on every rank (and grouped or not)
     model = build_denoiser(cfg, image_size=image_size, num_classes=num_classes, codec=parts.codec,
                            encoder_dims=dims).to(device)

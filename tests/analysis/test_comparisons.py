@@ -10,6 +10,7 @@ import pytest
 from scipy import stats
 
 from analysis.comparisons import NO_NOISE, baseline_methods, clsmix_direction, compare, findings, noise_sd, seed_spread
+from analysis.design import design_sentence, design_table
 from analysis.report import analyze, method_gain, study_points
 from results import NO_ENCODER
 
@@ -257,6 +258,36 @@ def test_analyze_writes_comparisons_and_keeps_vanilla_out_of_the_correlations(tm
     assert len(summary["comparisons"]) == len(comp) and "not the paper" in summary["findings"][0]
     assert any(f.startswith("repa with mini-sup vs vanilla") and f.endswith("; distinguishable from seed noise.")
                for f in summary["findings"])
+
+
+def test_design_says_whether_lp_and_the_spatial_metrics_move_together(tmp_path):
+    """r(LP, LDS) across the encoders is reported with its interval and a verdict (confounded, partly, nearly
+    independent), and design.csv lists every spatial metric."""
+    points = study_points(_gen(noise=2.0), Q, _enc())
+    design = design_table(points[points["encoder"] != NO_ENCODER])
+    assert list(design["x"]) == ["lds", "cds", "srss", "rmsc"] and (design["n"] == 5).all()
+    enc = _enc().set_index("encoder")
+    assert design.set_index("x").loc["lds", "r"] == pytest.approx(stats.pearsonr(enc["lds"], enc["lp_top1"])[0])
+    sentence = design_sentence(design)
+    assert sentence.startswith("Encoder design: across the 5 encoders, LP and LDS correlate at r +0.45 (95% CI")
+    assert "partly confounded" in sentence
+    tied = pd.DataFrame({"encoder": list("abcde"), "lp_top1": [0.2, 0.4, 0.5, 0.7, 0.9]})
+    for m in ("lds", "cds", "srss", "rmsc"):
+        tied[m] = tied["lp_top1"] * 0.3 + np.array([0.0, 0.01, -0.01, 0.0, 0.01])
+    assert "they move together" in design_sentence(design_table(tied))
+    # encoders that vary the two independently (a 2x2 design plus a centre point)
+    free = pd.DataFrame({"encoder": list("abcde"), "lp_top1": [0.2, 0.2, 0.9, 0.9, 0.55],
+                         "lds": [0.0, 0.2, 0.0, 0.2, 0.1]})
+    for m in ("cds", "srss", "rmsc"):
+        free[m] = free["lds"]
+    free_design = design_table(free)
+    assert free_design["r"].abs().max() < 1e-12
+    assert "vary nearly independently" in design_sentence(free_design)
+    out = analyze(_gen(noise=2.0), _enc(), tmp_path / "rep", n_boot=0)
+    assert pd.read_csv(out / "design.csv")["x"].tolist() == ["lds", "cds", "srss", "rmsc"]
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["findings"][1].startswith("Encoder design:")
+    assert "Encoder design: LP against the spatial metrics" in (out / "report.html").read_text()
 
 
 def test_analyze_with_one_seed_says_so(tmp_path):

@@ -16,10 +16,11 @@ mocov3-vit-b mocov3-vit-l jepa-vit-h mae-vit-l""".split()
 EXTRA_10 = """sam2-vit-s sam2-vit-b sam2-vit-l siglip-vit-b siglip-vit-l siglip-vit-so400m siglip2-vit-b siglip2-vit-l
 siglip2-vit-so400m siglip2-vit-g""".split()
 MINI_3 = ["mini-sup", "mini-mim", "mini-random"]  # source: local, the miniature's (tests/test_pretrain.py)
+CONTROLLED_6 = ["ctl-lay-c10", "ctl-lay-c5", "ctl-lay-c2", "ctl-lay-c0", "ctl-glob-c10", "ctl-glob-c2"]  # local too
 
 
 def test_catalog_names_exact():
-    assert sorted(list_encoders()) == sorted(STUDY_27 + EXTRA_10 + MINI_3)
+    assert sorted(list_encoders()) == sorted(STUDY_27 + EXTRA_10 + MINI_3 + CONTROLLED_6)
     study = [name for name, spec in load_catalog().items() if spec.study]
     assert sorted(study) == sorted(STUDY_27)
 
@@ -235,7 +236,7 @@ def test_cli_list_show_check():
     res = runner.invoke(cli, ["encoders", "list", "--json"])
     assert res.exit_code == 0, res.output
     rows = json.loads(res.output)
-    assert len(rows) == 40 and sum(r["source"] == "local" for r in rows) == 3
+    assert len(rows) == 46 and sum(r["source"] == "local" for r in rows) == 9
     for key in ("name", "family", "source", "model_id", "input_res", "patch_size", "grid", "embed_dim",
                 "prefix_tokens", "final_norm", "mean", "std", "license", "params_m"):
         assert key in rows[0]

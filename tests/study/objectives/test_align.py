@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 import torch
 
-from study.objectives import alignment_loss, build_projector, spatial_normalize
+from study.objectives import alignment_loss, build_projector, pool_tokens, spatial_normalize
 
 
 def test_spatial_normalize_matches_formula():
@@ -66,3 +66,14 @@ def test_projector_layouts_and_errors():
         build_projector("attention", 4, 4)
     with pytest.raises(ValueError, match="odd"):
         build_projector("conv", 4, 4, kernel_size=2)
+
+
+def test_pool_tokens_averages_whole_cells_row_major():
+    grid = torch.arange(16.0).reshape(4, 4)                      # token (r, c) holds 4r + c
+    x = torch.stack([grid.flatten(), -grid.flatten()], -1)[None]   # [1, 16, 2]
+    y = pool_tokens(x, 2)
+    want = torch.tensor([[2.5, 4.5], [10.5, 12.5]]).flatten()      # the mean of each 2x2 cell, row-major
+    assert y.shape == (1, 4, 2) and torch.equal(y[0, :, 0], want) and torch.equal(y[0, :, 1], -want)
+    assert pool_tokens(x, 1) is x
+    with pytest.raises(ValueError, match="divisible by 3"):
+        pool_tokens(x, 3)

@@ -48,6 +48,26 @@ def test_pretraining_is_deterministic(name):
                                                                 untrained["blocks.0.attn.qkv.weight"])
 
 
+def test_controlled_student_is_trained_once_for_every_entry_with_its_heads(monkeypatch):
+    from safetensors.torch import load_file
+
+    import study.pretrain.local as local
+
+    path = pretrain_encoder("ctl-lay-c5", steps=15)
+    assert pretrain_encoder("ctl-glob-c2", steps=15) == path  # the same student: found, not trained again
+    state = load_file(str(path))
+    untrained = encoders.build_model(encoders.get_spec("ctl-lay-c10"), "random").state_dict()
+    assert state.keys() == untrained.keys() and {"class_head.weight", "mask_head.weight"} <= state.keys()
+    assert not torch.equal(state["mask_head.weight"], untrained["mask_head.weight"])
+    # a sweep's pretraining step trains one student for all the controlled entries it needs
+    monkeypatch.setattr(encoders.build, "SHIPPED_LOCAL_WEIGHTS", path.parent / "none-shipped")
+    monkeypatch.setenv("REPA_STUDY_WEIGHTS", str(path.parent / "empty"))
+    trained = []
+    monkeypatch.setattr(local, "pretrain_encoder", trained.append)
+    assert local.pretrain_missing(["ctl-lay-c10", "mini-sup", "ctl-glob-c2@clsmix=0.5", "mini-random"]) == \
+        ["ctl-lay-c10", "mini-sup"] == trained
+
+
 def test_supervised_pretraining_beats_random_init_on_lp():
     """Half the catalog recipe's steps (400 of 800) already lift LP well above the random init."""
     trained = _lp(_load("mini-sup", pretrain_encoder("mini-sup", steps=400)))
@@ -143,10 +163,9 @@ def test_vanilla_is_planned_once_per_model_and_seed():
     trains = [j for j in plan(spec) if j.stage == "train"]
     vanilla = [j for j in trains if j.method == "vanilla"]
     assert sorted(j.seed for j in vanilla) == sorted(spec.seeds) and {j.encoder for j in vanilla} == {NO_ENCODER}
-    assert sum(j.method == "repa" for j in trains) == 5 * 2 and sum(j.method == "irepa" for j in trains) == 3 * 2
+    assert sum(j.method == "repa" for j in trains) == 11 * 3 and sum(j.method == "irepa" for j in trains) == 3 * 3
     grouped = [j for j in plan(load_spec("mini")) if j.stage == "train"]
-    assert sorted(j.method for j in grouped if j.seed == 0) == ["repa", "repa", "repa+irepa", "repa+irepa",
-                                                                "repa+irepa", "vanilla"]
+    assert sorted(j.method for j in grouped if j.seed == 0) == ["repa"] * 8 + ["repa+irepa"] * 3 + ["vanilla"]
     cfg = vanilla[0].params.config()
     assert not cfg.method.align and cfg.encoder.name == NO_ENCODER
 

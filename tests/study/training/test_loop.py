@@ -1,6 +1,7 @@
 """study.training.loop: config loading, run directory, resume, grid mismatch and NaN errors (smoke model, CPU)."""
 import json
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -86,6 +87,21 @@ def test_run_dir_contents_and_resume_reproduces_uninterrupted_run(tmp_path):
 def test_grid_mismatch_is_a_clear_error(tmp_path):
     with pytest.raises(GridMismatchError, match=r"dinov2-vit-b: SiT grid 8x8 .*encoder grid 16x16.*patch size 2"):
         T.train(smoke_config("model.patch_size=4"), tmp_path / "run")
+
+
+def test_pooled_encoder_tokens_align_a_coarser_grid(tmp_path):
+    """encoder.pool=2 averages the encoder's 16x16 tokens to the 8x8 grid of a patch-4 SiT at 32 px; left out of the
+    config's dump at its default 1, so every existing hash stands."""
+    from study.config import config_hash
+
+    base, pooled = smoke_config(), smoke_config("model.patch_size=4", "encoder.pool=2")
+    assert "pool" not in base.model_dump(mode="json")["encoder"] and config_hash(base) != config_hash(pooled)
+    out = T.train(smoke_config("model.patch_size=4", "encoder.pool=2", "steps=2", "log_every=1"), tmp_path / "run")
+    assert out["step"] == 2 and np.isfinite(out["loss_align"]) and out["loss_align"] != 0
+    with pytest.raises(GridMismatchError, match="encoder.pool=3 does not divide"):
+        T.train(smoke_config("model.patch_size=4", "encoder.pool=3"), tmp_path / "other")
+    with pytest.raises(GridMismatchError, match="encoder.pool=2"):  # the hint names the option
+        T.train(smoke_config("model.patch_size=4"), tmp_path / "third")
 
 
 def test_non_finite_loss_stops_and_keeps_last_good_checkpoint(tmp_path, monkeypatch):
