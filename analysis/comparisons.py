@@ -214,6 +214,8 @@ def clsmix_direction(points: pd.DataFrame, quality: str) -> pd.DataFrame:
             d = curve[["alpha", y]].apply(pd.to_numeric, errors="coerce").dropna().sort_values("alpha", kind="stable")
             a, v = d["alpha"].to_numpy(float), d[y].to_numpy(float)
             slope = float(np.polyfit(a, v, 1)[0]) if len(d) >= 2 and np.ptp(a) > 0 else float("nan")
+            if np.isfinite(slope) and np.ptp(v) <= 1e-9 * max(1.0, float(np.abs(v).max())):
+                slope = 0.0  # equal values (e.g. one probe accuracy): the fit's rounding is no direction
             direction = "" if not np.isfinite(slope) else "up" if slope > 0 else "down" if slope < 0 else "flat"
             out.append({**dict(zip(keys, key)), "y": y, "n": len(d),
                         "alpha_min": a[0] if len(a) else np.nan, "alpha_max": a[-1] if len(a) else np.nan,

@@ -145,6 +145,12 @@ def test_clsmix_direction_says_lp_up_spatial_down_quality_worse():
     assert (repa.loc[Q, "at_min"], repa.loc[Q, "at_max"], repa.loc[Q, "alpha_max"]) == pytest.approx((50, 70, 1.0))
     assert repa.loc[Q, "spearman"] == pytest.approx(1.0) and repa.loc[Q, "n"] == 3
     assert clsmix_direction(points[~points["encoder"].str.contains("@")], Q).empty
+    # equal values along the curve (one probe accuracy for every alpha: controlled encoders) are flat, whatever
+    # the least-squares fit rounds its slope to
+    same = points.assign(lp_top1=np.where(points["encoder"].str.startswith("mini-sup"), 0.96484375, 0.5))
+    flat = clsmix_direction(same, Q)
+    flat = flat[(flat["method"] == "repa") & (flat["y"] == "lp_top1")].iloc[0]
+    assert flat["direction"] == "flat" and flat["slope"] == 0.0
 
 
 def test_findings_are_honest_sentences():

@@ -88,11 +88,12 @@ def test_missing_local_weights_say_which_command_makes_them(monkeypatch, tmp_pat
 
 
 def test_the_embedded_study_ships_its_encoders_weights_and_a_trained_file_wins():
-    """mini-sup and mini-mim load without pretraining, from the files shipped for their exact recipes (pretraining
+    """mini-sup, mini-mim and the controlled entries' student load without pretraining, from the files shipped for
+    their exact recipes (pretraining
     is chaotic across CPU instruction sets: see encoders.build.SHIPPED_LOCAL_WEIGHTS); weights trained here win."""
-    for name in ("mini-sup", "mini-mim"):
+    for name in ("mini-sup", "mini-mim", "ctl-lay-c10", "ctl-glob-c2"):
         spec = encoders.get_spec(name)
-        shipped = encoders.build.SHIPPED_LOCAL_WEIGHTS / f"{name}-{spec.fingerprint()}.safetensors"
+        shipped = encoders.build.SHIPPED_LOCAL_WEIGHTS / f"{spec.weights_name}-{spec.weights_fingerprint()}.safetensors"
         assert shipped.is_file(), (f"no shipped weights for {name}'s recipe: run `repa-study encoders pretrain {name}`"
                                    f" and copy the file to {shipped.parent}")
         assert not needs_pretraining(name) and encoders.local_weights_file(spec) == shipped
