@@ -53,6 +53,11 @@ class ControlledNet(nn.Module):
     def num_prefix_tokens(self) -> int:
         return int(self.vit.num_prefix_tokens)
 
+    @property
+    def num_features(self) -> int:
+        """The token width (the student's: the composing vectors live in its space)."""
+        return int(self.vit.num_features)
+
     def heads(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Class logits ``[B, classes]`` and object-mask logits ``[B, T]`` (what the ``controlled`` recipe trains)."""
         tokens = self.vit.forward_features(x)

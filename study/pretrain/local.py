@@ -156,7 +156,7 @@ def _train(spec: EncoderSpec, recipe: Pretrain) -> tuple[dict[str, torch.Tensor]
     vit.train().requires_grad_(True)
     prep = encoders.Encoder(spec, vit, "random")  # its preprocessing (resize + normalisation)
     prefix, p = spec.prefix_tokens, spec.patch_size
-    heads = _Heads(recipe, int(getattr(vit, "vit", vit).num_features), data.num_classes, p * p * 3)
+    heads = _Heads(recipe, int(vit.num_features), data.num_classes, p * p * 3)
     params = list(vit.parameters()) + list(heads.parameters())
     opt = torch.optim.AdamW(params, lr=recipe.lr, weight_decay=recipe.weight_decay)
     warmup = max(1, recipe.steps // 20)

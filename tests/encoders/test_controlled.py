@@ -1,9 +1,9 @@
-"""Controlled encoders (catalog ``controlled:``): the composing rule, weight sharing, CLS mixing and the entry checks."""
-import pytest
+"""Controlled encoders (catalog ``controlled:``): the composing rule, weight sharing and CLS mixing (their entry checks
+and malformed entries: tests/study/pretrain/test_pretrain.py, beside the other local entries')."""
 import torch
 
 import encoders
-from encoders import CatalogError, get_encoder, parse_catalog
+from encoders import get_encoder
 from encoders.controlled import ControlledNet, compose_vectors
 from encoders.spec import Controlled
 
@@ -79,32 +79,3 @@ def test_clsmix_adds_the_object_descriptor_to_every_token():
     mixed = get_encoder("ctl-lay-c10@clsmix=0.5", weights="random").encode(x)
     assert plain["patch"].shape == (3, 256, 64) and plain["cls"].shape == (3, 64)
     assert torch.allclose(mixed["patch"], plain["patch"] + 0.5 * plain["cls"][:, None], atol=1e-6)
-
-
-@pytest.mark.parametrize("name", ["ctl-lay-c10", "ctl-glob-c2@clsmix=1.0"])
-def test_controlled_entries_check_ok_on_the_meta_device(name):
-    result = encoders.check_encoder(name, meta=True)
-    assert result["ok"], result.get("reason")
-
-
-ENTRY = """encoders:
-  my-ctl:
-    {family: controlled, source: local, model_id: vit_tiny_patch16_224,
-     create_kwargs: {img_size: 32, patch_size: 2, embed_dim: 64, depth: 1, num_heads: 2},
-     input_res: 32, patch_size: 2, embed_dim: 64, prefix_tokens: 1, mean: half, std: half, license: mit,
-     params_m: 0.1, pretrain: {recipe: controlled, steps: 10}, controlled: {student: my-student, groups: 5}}
-"""
-
-
-@pytest.mark.parametrize("edit, message", [
-    (("recipe: controlled", "recipe: supervised"), "needs pretrain recipe 'controlled'"),
-    ((", controlled: {student: my-student, groups: 5}", ""), "needs pretrain recipe 'controlled'"),
-    (("groups: 5", "groups: 11"), "cannot exceed classes"),
-    (("groups: 5", "groups: 0"), "greater than or equal to 1"),
-    (("student: my-student", "student: My Student"), "pattern"),
-    (("groups: 5", "groups: 5, layout: 2"), "unknown field"),
-])
-def test_malformed_controlled_entries_rejected(edit, message):
-    assert "my-ctl" in parse_catalog(ENTRY)
-    with pytest.raises(CatalogError, match=message):
-        parse_catalog(ENTRY.replace(*edit))

@@ -116,7 +116,7 @@ def test_random_control_is_seeded_and_has_a_cls_token():
     assert out["patch"].shape == (2, 256, 64) and out["cls"].shape == (2, 64)
 
 
-@pytest.mark.parametrize("name", ["mini-sup", "mini-mim", "mini-random"])
+@pytest.mark.parametrize("name", ["mini-sup", "mini-mim", "mini-random", "ctl-lay-c10", "ctl-glob-c2@clsmix=1.0"])
 def test_local_entries_check_ok(name):
     result = encoders.check_encoder(name, meta=False)
     assert result["ok"], result.get("reason")
@@ -129,19 +129,28 @@ LOCAL = """encoders:
      input_res: 32, patch_size: 2, embed_dim: 64, prefix_tokens: 1, mean: half, std: half, license: mit,
      params_m: 0.1, pretrain: {recipe: supervised, steps: 10}}
 """
+#: a controlled entry (encoders.controlled): the student's recipe and the composing rule
+CONTROLLED = LOCAL.replace("recipe: supervised, steps: 10}",
+                           "recipe: controlled, steps: 10}, controlled: {student: my-student, groups: 5}")
 
 
-@pytest.mark.parametrize("edit, message", [
-    (("pretrain: {recipe: supervised, steps: 10}", "notes: x"), "needs a pretrain recipe"),
-    (("source: local, ", ""), "only local entries have one"),
-    (("recipe: supervised, steps: 10", "recipe: none, steps: 10"), "trains nothing"),
-    (("recipe: supervised, steps: 10", "recipe: supervised"), "need steps >= 1"),
-    (("steps: 10}", "steps: 10, epochs: 3}"), "unknown field"),
+@pytest.mark.parametrize("entry, edit, message", [
+    (LOCAL, ("pretrain: {recipe: supervised, steps: 10}", "notes: x"), "needs a pretrain recipe"),
+    (LOCAL, ("source: local, ", ""), "only local entries have one"),
+    (LOCAL, ("recipe: supervised, steps: 10", "recipe: none, steps: 10"), "trains nothing"),
+    (LOCAL, ("recipe: supervised, steps: 10", "recipe: supervised"), "need steps >= 1"),
+    (LOCAL, ("steps: 10}", "steps: 10, epochs: 3}"), "unknown field"),
+    (LOCAL, ("recipe: supervised", "recipe: controlled"), "needs a controlled section"),
+    (CONTROLLED, ("recipe: controlled", "recipe: supervised"), "needs pretrain recipe 'controlled'"),
+    (CONTROLLED, ("groups: 5", "groups: 11"), "cannot exceed classes"),
+    (CONTROLLED, ("groups: 5", "groups: 0"), "greater than or equal to 1"),
+    (CONTROLLED, ("student: my-student", "student: My Student"), "pattern"),
+    (CONTROLLED, ("groups: 5", "groups: 5, layout: 2"), "unknown field"),
 ])
-def test_malformed_local_entries_rejected(edit, message):
-    assert parse_catalog(LOCAL)["my-mini"].pretrain.steps == 10
+def test_malformed_local_entries_rejected(entry, edit, message):
+    assert parse_catalog(entry)["my-mini"].pretrain.steps == 10
     with pytest.raises(CatalogError, match=message):
-        parse_catalog(LOCAL.replace(*edit))
+        parse_catalog(entry.replace(*edit))
 
 
 def test_cli_pretrain_refuses_nothing_and_names_the_file(tmp_path, monkeypatch):
