@@ -10,7 +10,7 @@ from study.objectives.step import TrainingStep
 from study.objectives.xpred import xpred_inputs, xpred_loss, xpred_sample, xpred_velocity
 
 __all__ = ["Objective", "FlowMatching", "MeanFlow", "XPrediction", "objective_for", "Noise", "TrainingStep",
-           "spatial_normalize", "build_projector", "alignment_loss", "Projector", "pool_tokens", "path_coefficients", "interpolate",
-           "velocity_to_eps_x0", "score_from_velocity", "sample_time", "cfg_velocity", "flow_sample",
+           "spatial_normalize", "build_projector", "alignment_loss", "Projector", "pool_tokens", "path_coefficients",
+           "interpolate", "velocity_to_eps_x0", "score_from_velocity", "sample_time", "cfg_velocity", "flow_sample",
            "sample_time_pair", "meanflow_loss", "meanflow_sample", "meanflow_step", "xpred_inputs", "xpred_velocity",
            "xpred_loss", "xpred_sample"]

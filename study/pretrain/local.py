@@ -227,8 +227,9 @@ def pretrain_missing(names: list[str], workers: int = 1) -> list[str]:
     todo, files = [], set()
     for name in names:  # one per weight file: controlled entries that share a student train it once
         spec = encoders.get_spec(name)
-        if needs_pretraining(name) and encoders.local_weights_path(spec) not in files:
-            files.add(encoders.local_weights_path(spec))
+        path = encoders.local_weights_path(spec)
+        if path not in files and needs_pretraining(name):
+            files.add(path)
             todo.append(spec.name)
     if todo:
         log.info("pretraining %d local encoder(s) that have no weights yet: %s (%d at a time, one CPU thread each)",
