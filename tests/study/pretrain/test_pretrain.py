@@ -173,9 +173,9 @@ def test_vanilla_is_planned_once_per_model_and_seed():
     trains = [j for j in plan(spec) if j.stage == "train"]
     vanilla = [j for j in trains if j.method == "vanilla"]
     assert sorted(j.seed for j in vanilla) == sorted(spec.seeds) and {j.encoder for j in vanilla} == {NO_ENCODER}
-    assert sum(j.method == "repa" for j in trains) == 11 * 3 and sum(j.method == "irepa" for j in trains) == 3 * 3
+    assert sum(j.method == "repa" for j in trains) == 11 * 3 and sum(j.method == "irepa" for j in trains) == 2 * 3
     grouped = [j for j in plan(load_spec("mini")) if j.stage == "train"]
-    assert sorted(j.method for j in grouped if j.seed == 0) == ["repa"] * 8 + ["repa+irepa"] * 3 + ["vanilla"]
+    assert sorted(j.method for j in grouped if j.seed == 0) == ["repa"] * 9 + ["repa+irepa"] * 2 + ["vanilla"]
     cfg = vanilla[0].params.config()
     assert not cfg.method.align and cfg.encoder.name == NO_ENCODER
 
